@@ -1,0 +1,38 @@
+"""hf-select: choose the instruction-tuning rows worth training on.
+
+Scores are ``datasets`` columns added by ``Dataset.map`` transforms; selection reads columns and returns a
+smaller ``Dataset``; TRL recipes train on the result.
+
+Example:
+    >>> from hf_select import IFDConfig, IFDScorer, score_ifd
+    >>> ds = ds.map(score_ifd, batched=True)  # doctest: +SKIP
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Imported on first use so that `import hf_select` stays light.
+_EXPORTS = {
+    "IFDConfig": "hf_select.scoring.ifd",
+    "IFDScorer": "hf_select.scoring.ifd",
+    "score_ifd": "hf_select.scoring.ifd",
+    "BaseScorer": "hf_select.scoring.base",
+    "load_causal_lm": "hf_select.models",
+    "detect_format": "hf_select.formats",
+    "row_to_messages": "hf_select.formats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hf_select' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,66 @@
+"""The ``hf-select`` command line: ``hf-select score | select | report | push | demo | compare``.
+
+Each subcommand lives in ``hf_select/commands/<name>.py`` and exposes ``register(subparsers)``; the parser
+sets ``func``. File-level problems (missing file, not a dataset, no known columns) print one line that
+starts with ``hf-select: error:`` and exit with code 2, never a traceback.
+
+Example:
+    $ hf-select score ifd --dataset alpaca.json --output out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("score", "select", "report", "push", "demo", "compare")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-select", description="Choose the instruction-tuning rows worth training on (IFD, MoDS, InstructMining)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"hf_select.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"hf_select.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .errors import user_error_message
+
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("hf-select: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"hf-select: error: {message}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

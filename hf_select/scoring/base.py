@@ -1,0 +1,230 @@
+"""The pattern every scorer follows, and the sharded, resumable, multi-process whole-dataset run.
+
+A scorer is built from a config dataclass and is
+
+- a batched ``Dataset.map`` transform: ``dataset.map(scorer, batched=True)`` adds its columns;
+- a whole-dataset runner: ``scorer.score(dataset)`` cuts the dataset into shards of ``shard_size`` rows,
+  scores the shards (split across processes under ``accelerate launch``), writes each finished shard
+  atomically under a run folder named by an explicit fingerprint (dataset fingerprint + config + model id),
+  and returns the dataset with the new columns in the original row order. A second identical call, or a
+  restarted run, reuses the finished shards.
+
+Subclasses set ``name``, ``config_class`` and ``output_columns`` and implement ``_score_batch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..models import cache_home
+
+logger = logging.getLogger(__name__)
+
+SCORER_FORMAT_VERSION = "1"
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+    return out
+
+
+def stable_hash(*parts: Any) -> str:
+    """A short hex digest of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """The dataset's own fingerprint, or a content hash for objects that have none."""
+    fp = getattr(dataset, "_fingerprint", None)
+    if fp:
+        return str(fp)
+    return stable_hash(len(dataset), dataset[: min(len(dataset), 64)])
+
+
+def _distributed_state(cpu: bool = False) -> tuple[int, int, Any]:
+    """(process index, number of processes, state or None) without starting anything when not launched."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not launched:
+        return 0, 1, None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu) if cpu else PartialState()
+    return state.process_index, state.num_processes, state
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a parquet file through a temporary file and a rename, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class BaseScorer:
+    """Common machinery of the scorers. See the module docstring."""
+
+    name: ClassVar[str] = "base"
+    config_class: ClassVar[type] = object
+    output_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        if config is None:
+            config = self.config_class(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self._loaded: dict[str, Any] = {}
+
+    # -- pickling / hashing: the model never travels, so datasets can hash the transform from its config ----
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self._loaded = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # -- to implement ----------------------------------------------------------------------------------------
+    def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Score a batch of rows (columns of equal length); return the new columns. Never raise for a bad row."""
+        raise NotImplementedError
+
+    def model_ids(self) -> list[str]:
+        """Model ids (with revision) whose weights determine the scores: part of the fingerprint."""
+        return []
+
+    # -- public --------------------------------------------------------------------------------------------
+    def __call__(self, batch: dict[str, list[Any]], *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        """The batched ``Dataset.map`` transform: returns the score columns for the batch."""
+        return self._score_batch(batch)
+
+    def fingerprint(self, dataset: Any) -> str:
+        """Dataset fingerprint + scorer name + config + model ids: names the run folder and the cached result."""
+        return stable_hash(
+            SCORER_FORMAT_VERSION, self.name, dataset_fingerprint(dataset), config_to_dict(self.config), self.model_ids()
+        )
+
+    def score(
+        self,
+        dataset: Any,
+        *,
+        shard_size: int = 2048,
+        run_dir: str | os.PathLike | None = None,
+        cache: bool = True,
+        progress: bool = True,
+        cpu: bool = False,
+    ) -> Any:
+        """Score a whole ``datasets.Dataset`` and return it with the score columns added.
+
+        Args:
+            shard_size: rows per shard; each finished shard is written at once (the unit of resumption).
+            run_dir: where the shards go; default ``~/.cache/hf_select/scores/<name>-<fingerprint>``.
+            cache: reuse finished shards of an identical earlier call (and keep them for the next one).
+            progress: show a progress bar (main process only).
+            cpu: under a distributed launch on a machine without GPUs, use gloo processes on the CPU.
+
+        Example:
+            >>> from datasets import Dataset
+            >>> from hf_select import IFDScorer, IFDConfig
+            >>> ds = Dataset.from_list([{"instruction": "Say hi", "input": "", "output": "hi"}])
+            >>> IFDScorer(IFDConfig()).score(ds).column_names  # doctest: +SKIP
+            ['instruction', 'input', 'output', 'ifd', 'ifd_ppl', ...]
+        """
+        from datasets import Dataset, concatenate_datasets
+
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        n = len(dataset)
+        if n == 0:
+            logger.warning("%s: the dataset is empty; nothing to score.", self.name)
+            empty = {c: [] for c in self.output_columns}
+            return concatenate_datasets(
+                [dataset, Dataset.from_dict(empty, features=self._empty_features())], axis=1
+            ) if self.output_columns else dataset
+        fp = self.fingerprint(dataset)
+        folder = Path(run_dir) if run_dir is not None else cache_home() / "scores" / f"{self.name}-{fp}"
+        rank, world, state = _distributed_state(cpu)
+        num_shards = math.ceil(n / shard_size)
+        if not cache and rank == 0 and folder.exists():
+            shutil.rmtree(folder)
+        if state is not None:
+            state.wait_for_everyone()
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = folder / "run.json"
+        if rank == 0 and not meta.exists():
+            info = {"scorer": self.name, "fingerprint": fp, "rows": n, "shard_size": shard_size,
+                    "config": config_to_dict(self.config)}
+            meta.write_text(json.dumps(info, indent=2))
+        shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
+        mine = [i for i in range(num_shards) if i % world == rank and not shard_path[i].exists()]
+        done_rows = sum(min(shard_size, n - i * shard_size) for i in range(num_shards) if shard_path[i].exists())
+        bar = None
+        if progress and rank == 0 and mine:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, initial=done_rows, desc=f"hf-select {self.name}", unit="row", dynamic_ncols=True)
+        for i in mine:
+            lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
+            out = self._score_batch(dataset[lo:hi])
+            table = pa.table(out, schema=self._schema())
+            if table.num_rows != hi - lo:
+                raise RuntimeError(f"{self.name}: shard {i} produced {table.num_rows} rows for {hi - lo} inputs")
+            write_table_atomic(table, shard_path[i])
+            if bar is not None:
+                bar.update((hi - lo) * world if world > 1 else hi - lo)
+        if bar is not None:
+            bar.close()
+        if state is not None:
+            state.wait_for_everyone()
+        missing = [str(p) for p in shard_path if not p.exists()]
+        if missing:
+            raise RuntimeError(f"{self.name}: {len(missing)} shards are missing after scoring, e.g. {missing[0]}")
+        scores = Dataset.from_parquet([str(p) for p in shard_path], features=self._empty_features())
+        keep = [c for c in dataset.column_names if c not in self.output_columns]
+        base = dataset.select_columns(keep) if len(keep) != len(dataset.column_names) else dataset
+        return concatenate_datasets([base, scores], axis=1)
+
+    # -- schema ------------------------------------------------------------------------------------------------
+    def _schema(self) -> pa.Schema:
+        """Arrow schema of the output columns (floats are float64, status columns strings)."""
+        return pa.schema([(c, self._arrow_type(c)) for c in self.output_columns])
+
+    def _arrow_type(self, column: str) -> pa.DataType:
+        if column.endswith("_status") or column.endswith("_response") or column.endswith("_text"):
+            return pa.string()
+        if column.endswith("_tokens") or column.endswith("_count"):
+            return pa.int64()
+        if column == "embedding":
+            return pa.list_(pa.float32())
+        return pa.float64()
+
+    def _empty_features(self) -> Any:
+        from datasets import Features
+
+        return Features.from_arrow_schema(self._schema())

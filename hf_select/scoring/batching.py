@@ -1,0 +1,73 @@
+"""Token-budget batching and CUDA out-of-memory recovery, shared by every model-backed scorer.
+
+Example:
+    >>> token_budget_batches([5, 3, 9, 1], max_tokens=12, max_rows=8)
+    [[2], [0, 1, 3]]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
+    """Group item indices, longest first, so that ``rows * longest_length <= max_tokens`` in each group.
+
+    An item longer than the budget gets a group of its own. The padded size of a group is what the budget
+    bounds, so length sorting keeps the padding small.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        length = max(1, lengths[i])
+        new_longest = max(longest, length)
+        if current and (new_longest * (len(current) + 1) > max_tokens or len(current) >= max_rows):
+            batches.append(current)
+            current, longest = [], 0
+            new_longest = length
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+def is_oom(err: BaseException) -> bool:
+    """True for a CUDA (or other accelerator) out-of-memory error."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def run_with_oom_retry(
+    items: list[int], run: Callable[[list[int]], T], on_oom: Callable[[list[int]], T] | None = None
+) -> list[tuple[list[int], T]]:
+    """Run ``run(items)``; on out-of-memory split the items in halves and retry each half.
+
+    Returns ``(items, result)`` pairs covering every item. A single item that still does not fit goes to
+    ``on_oom`` (which records a status) or re-raises when there is none.
+    """
+    try:
+        return [(items, run(items))]
+    except Exception as err:
+        if not is_oom(err):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(items) == 1:
+            if on_oom is None:
+                raise
+            logger.warning("One item does not fit in memory even alone; it gets status 'oom'.")
+            return [(items, on_oom(items))]
+        half = len(items) // 2
+        logger.warning("Out of memory on a batch of %d items: retrying in halves.", len(items))
+        return run_with_oom_retry(items[:half], run, on_oom) + run_with_oom_retry(items[half:], run, on_oom)
