@@ -168,7 +168,8 @@ class BaseScorer:
                 [dataset, Dataset.from_dict(empty, features=self._empty_features())], axis=1
             ) if self.output_columns else dataset
         fp = self.fingerprint(dataset)
-        folder = Path(run_dir) if run_dir is not None else cache_home() / "scores" / f"{self.name}-{fp}"
+        scores_home = Path(os.environ.get("HF_SELECT_SCORES_DIR", cache_home() / "scores"))
+        folder = Path(run_dir) if run_dir is not None else scores_home / f"{self.name}-{fp}"
         rank, world, state = _distributed_state(cpu)
         num_shards = math.ceil(n / shard_size)
         if not cache and rank == 0 and folder.exists():
