@@ -25,7 +25,8 @@ class CLIError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hf-select", description="Choose the instruction-tuning rows worth training on (IFD, MoDS, InstructMining)."
+        prog="hf-select",
+        description="Choose the instruction-tuning rows worth training on (IFD, MoDS, InstructMining).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -27,8 +27,15 @@ def user_error_message(err: BaseException) -> str | None:
     from .formats import DatasetFormatError
     from .models import ModelLoadError
 
-    known: tuple[type[BaseException], ...] = (HFSelectError, DatasetFormatError, ModelLoadError, FileNotFoundError,
-                                              IsADirectoryError, NotADirectoryError, PermissionError)
+    known: tuple[type[BaseException], ...] = (
+        HFSelectError,
+        DatasetFormatError,
+        ModelLoadError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    )
     if isinstance(err, known):
         return redact(" ".join(str(err).split()))
     if isinstance(err, OSError) and getattr(err, "errno", None) == 28:

@@ -44,8 +44,10 @@ def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
             return ds
         files = sorted(p for p in path.iterdir() if p.suffix in _FILE_BUILDERS)
         if not files:
-            raise HFSelectError(f"{src} is a directory with no dataset in it (expected a save_to_disk folder or "
-                                "json/jsonl/parquet/csv files).")
+            raise HFSelectError(
+                f"{src} is a directory with no dataset in it (expected a save_to_disk folder or "
+                "json/jsonl/parquet/csv files)."
+            )
         builder = _FILE_BUILDERS[files[0].suffix]
         return _load_files(builder, [str(p) for p in files if _FILE_BUILDERS[p.suffix] == builder], src)
     if path.suffix in _FILE_BUILDERS or path.exists():
@@ -76,8 +78,10 @@ def _load_files(builder: str, files: list[str], label: str) -> Any:
             rows = _tolerant_json_rows(files)
             if rows is not None:
                 return rows
-        raise HFSelectError(f"{label}: not a readable {builder} dataset ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}).") from err
+        raise HFSelectError(
+            f"{label}: not a readable {builder} dataset ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})."
+        ) from err
 
 
 def _tolerant_json_rows(files: list[str]) -> Any:
@@ -108,13 +112,13 @@ def _tolerant_json_rows(files: list[str]) -> Any:
             except json.JSONDecodeError:
                 obj = None
             rows.append({"_raw": json.dumps(obj, ensure_ascii=False) if isinstance(obj, dict) else "null"})
-    if not rows:
-        return None
+    if not any(r["_raw"] != "null" for r in rows):
+        return None  # not one JSON object: the file is not a dataset
     return datasets.Dataset.from_list(rows)
 
 
 def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
-    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file in the folder).
+    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
 
     Refuses to write over any path in ``inputs``.
     """

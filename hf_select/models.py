@@ -54,7 +54,10 @@ def hub_is_offline() -> bool:
     ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) means offline without a probe; otherwise a 2-second TCP
     probe of the Hub endpoint decides, so that an unreachable Hub costs 2 s instead of a minute of retries.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in _TRUE:
+    if (
+        os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+        or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in _TRUE
+    ):
         return True
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     host = endpoint.split("://", 1)[-1].split("/", 1)[0]

@@ -20,10 +20,19 @@ SPECIAL_TOKENS = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
 
 _CORPUS = [
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
-    "### Instruction:", "### Input:", "### Response:", "USER: ASSISTANT:", "The answer is 42.",
-    "What is the capital of France? Paris is the capital of France.", "Add 2 and 3. 2 + 3 = 5",
-    "Sort the list: [3, 1, 2] -> [1, 2, 3]", "Reverse the string hello: olleh", "def f(x): return x * 2",
-    "system user assistant tool", "Translate to French: cat -> chat", "0123456789 +-*/=()[]{}<>,.;:!?'\"",
+    "### Instruction:",
+    "### Input:",
+    "### Response:",
+    "USER: ASSISTANT:",
+    "The answer is 42.",
+    "What is the capital of France? Paris is the capital of France.",
+    "Add 2 and 3. 2 + 3 = 5",
+    "Sort the list: [3, 1, 2] -> [1, 2, 3]",
+    "Reverse the string hello: olleh",
+    "def f(x): return x * 2",
+    "system user assistant tool",
+    "Translate to French: cat -> chat",
+    "0123456789 +-*/=()[]{}<>,.;:!?'\"",
 ]
 
 
@@ -36,7 +45,9 @@ def make_tiny_tokenizer(vocab_size: int = 384, chat_template: bool = True) -> An
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
@@ -48,17 +59,30 @@ def make_tiny_tokenizer(vocab_size: int = 384, chat_template: bool = True) -> An
     return fast
 
 
-def make_tiny_lm(path: str | os.PathLike | None = None, *, seed: int = 0, hidden_size: int = 64,
-                 num_layers: int = 2, chat_template: bool = True) -> Any:
+def make_tiny_lm(
+    path: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    chat_template: bool = True,
+) -> Any:
     """A random tiny ``LlamaForCausalLM`` and its tokenizer; saved to ``path`` (returned) when given."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = make_tiny_tokenizer(chat_template=chat_template)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -78,9 +102,16 @@ def make_tiny_classifier(path: str | os.PathLike | None = None, *, seed: int = 0
 
     tok = make_tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id if pad_token else None,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id if pad_token else None,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(seed)
     model = LlamaForSequenceClassification(config).eval()

@@ -26,8 +26,13 @@ def register(sub: Any) -> None:
     p.add_argument("--format", default="disk", choices=OUTPUT_FORMATS, help="Output format.")
     p.add_argument("--shard-size", type=int, default=2048, help="Rows per resumable shard.")
     p.add_argument("--limit", type=int, default=None, help="Score only the first N rows.")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="Any other config field, e.g. --set reverse=true --set max_tokens_per_batch=8192.")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="Any other config field, e.g. --set reverse=true --set max_tokens_per_batch=8192.",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,8 +72,10 @@ def summarise(dataset: Any, columns: tuple[str, ...] | list[str]) -> str:
                 lines.append(f"{col}: no finite values")
                 continue
             q = np.percentile(ok, [0, 10, 25, 50, 75, 90, 100])
-            line = f"{col}: n={len(ok)} min={q[0]:.4g} p10={q[1]:.4g} p25={q[2]:.4g} median={q[3]:.4g} " \
-                   f"p75={q[4]:.4g} p90={q[5]:.4g} max={q[6]:.4g}"
+            line = (
+                f"{col}: n={len(ok)} min={q[0]:.4g} p10={q[1]:.4g} p25={q[2]:.4g} median={q[3]:.4g} "
+                f"p75={q[4]:.4g} p90={q[5]:.4g} max={q[6]:.4g}"
+            )
             if col in ("ifd", "ifd_ppl", "ifd_reverse"):
                 line += f" share>=1={float(np.mean(ok >= 1)):.3f}"
             lines.append(line)

@@ -127,7 +127,11 @@ class BaseScorer:
     def fingerprint(self, dataset: Any) -> str:
         """Dataset fingerprint + scorer name + config + model ids: names the run folder and the cached result."""
         return stable_hash(
-            SCORER_FORMAT_VERSION, self.name, dataset_fingerprint(dataset), config_to_dict(self.config), self.model_ids()
+            SCORER_FORMAT_VERSION,
+            self.name,
+            dataset_fingerprint(dataset),
+            config_to_dict(self.config),
+            self.model_ids(),
         )
 
     def score(
@@ -163,10 +167,11 @@ class BaseScorer:
         n = len(dataset)
         if n == 0:
             logger.warning("%s: the dataset is empty; nothing to score.", self.name)
-            empty = {c: [] for c in self.output_columns}
-            return concatenate_datasets(
-                [dataset, Dataset.from_dict(empty, features=self._empty_features())], axis=1
-            ) if self.output_columns else dataset
+            features = self._empty_features()
+            for column in self.output_columns:
+                if column not in dataset.column_names:
+                    dataset = dataset.add_column(column, [], feature=features[column])
+            return dataset
         fp = self.fingerprint(dataset)
         scores_home = Path(os.environ.get("HF_SELECT_SCORES_DIR", cache_home() / "scores"))
         folder = Path(run_dir) if run_dir is not None else scores_home / f"{self.name}-{fp}"
@@ -179,8 +184,13 @@ class BaseScorer:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "run.json"
         if rank == 0 and not meta.exists():
-            info = {"scorer": self.name, "fingerprint": fp, "rows": n, "shard_size": shard_size,
-                    "config": config_to_dict(self.config)}
+            info = {
+                "scorer": self.name,
+                "fingerprint": fp,
+                "rows": n,
+                "shard_size": shard_size,
+                "config": config_to_dict(self.config),
+            }
             meta.write_text(json.dumps(info, indent=2))
         shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
         mine = [i for i in range(num_shards) if i % world == rank and not shard_path[i].exists()]

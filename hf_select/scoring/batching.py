@@ -41,6 +41,21 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int)
     return batches
 
 
+CPU_TOKEN_BUDGET = 1024
+GPU_TOKEN_BUDGET = 32768
+
+
+def default_token_budget(requested: int | None, model: object) -> int:
+    """The token budget to use: the requested one, else a default for the model's device type."""
+    if requested is not None:
+        return requested
+    try:
+        device = next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        return CPU_TOKEN_BUDGET
+    return GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
+
+
 def is_oom(err: BaseException) -> bool:
     """True for a CUDA (or other accelerator) out-of-memory error."""
     if isinstance(err, torch.cuda.OutOfMemoryError):

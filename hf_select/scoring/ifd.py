@@ -37,7 +37,7 @@ from ..formats import (
 )
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
-from .batching import run_with_oom_retry, token_budget_batches
+from .batching import default_token_budget, run_with_oom_retry, token_budget_batches
 from .lm_loss import mean_target_losses
 
 REVERSE_PROMPT = (
@@ -68,7 +68,9 @@ class IFDConfig:
     revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
     template: str = field(
         default="auto",
-        metadata={"help": f"Prompt template, one of {TEMPLATES}; 'auto' = the tokenizer's chat template, else 'plain'."},
+        metadata={
+            "help": f"Prompt template, one of {TEMPLATES}; 'auto' = the tokenizer's chat template, else 'plain'."
+        },
     )
     max_length: int = field(default=1024, metadata={"help": "Maximum tokens of prompt + response (truncated)."})
     turns: str = field(
@@ -78,14 +80,20 @@ class IFDConfig:
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
     dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
     device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int = field(
-        default=16384, metadata={"help": "Token budget of one forward pass (rows x padded length)."}
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token budget of one forward pass (rows x padded length); default 32768 on GPU, 1024 on "
+            "CPU (a CPU is compute-bound: bigger batches only add padding and memory traffic)."
+        },
     )
     max_batch_size: int = field(default=256, metadata={"help": "Most sequences in one forward pass."})
     column_mapping: dict[str, str] | None = field(
         default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
     )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub (off by default)."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
+    )
     fused_head: bool | None = field(
         default=None,
         metadata={"help": "Apply the output head only where a loss is taken (default: when the model allows it)."},
@@ -98,10 +106,8 @@ class IFDConfig:
             raise ValueError(f"IFDConfig.turns must be one of {TURNS}, got {self.turns!r}")
         if self.max_length < 2:
             raise ValueError(f"IFDConfig.max_length must be >= 2, got {self.max_length}")
-        if self.max_tokens_per_batch < self.max_length:
-            raise ValueError(
-                f"IFDConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length ({self.max_length})"
-            )
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
+            raise ValueError(f"IFDConfig.max_tokens_per_batch must be >= 1, got {self.max_tokens_per_batch}")
         if self.max_batch_size < 1:
             raise ValueError(f"IFDConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
 
@@ -129,8 +135,13 @@ class IFDScorer(BaseScorer):
     name = "ifd"
     config_class = IFDConfig
     forward_columns = ("ifd", "ifd_ppl", "loss_conditioned", "loss_direct", "response_tokens", "ifd_status")
-    reverse_columns = ("ifd_reverse", "ifd_reverse_ppl", "loss_reverse_conditioned", "loss_reverse_direct",
-                       "ifd_reverse_status")
+    reverse_columns = (
+        "ifd_reverse",
+        "ifd_reverse_ppl",
+        "loss_reverse_conditioned",
+        "loss_reverse_direct",
+        "ifd_reverse_status",
+    )
 
     @property
     def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -163,11 +174,14 @@ class IFDScorer(BaseScorer):
     def _bos(self, tokenizer: Any) -> int:
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if bos is None:
-            raise ValueError("the tokenizer has neither a BOS nor an EOS token to start the direct (unconditioned) pass")
+            raise ValueError(
+                "the tokenizer has neither a BOS nor an EOS token to start the direct (unconditioned) pass"
+            )
         return int(bos)
 
-    def _items_for_row(self, r: int, row: dict[str, Any], fmt: str, template: str, tokenizer: Any,
-                       bos: int) -> tuple[list[_Item], str, str, int]:
+    def _items_for_row(
+        self, r: int, row: dict[str, Any], fmt: str, template: str, tokenizer: Any, bos: int
+    ) -> tuple[list[_Item], str, str, int]:
         """Items to score for one row, plus its forward and reverse statuses and response token count."""
         cfg = self.config
         messages = row_to_messages(row, fmt, cfg.column_mapping)
@@ -221,7 +235,9 @@ class IFDScorer(BaseScorer):
         for r in range(n):
             row = {k: batch[k][r] for k in keys}
             try:
-                row_items, status[r], rstatus[r], tokens[r] = self._items_for_row(r, row, fmt, template, tokenizer, bos)
+                row_items, status[r], rstatus[r], tokens[r] = self._items_for_row(
+                    r, row, fmt, template, tokenizer, bos
+                )
             except RowError as err:
                 status[r] = rstatus[r] = err.status
                 continue
@@ -230,15 +246,17 @@ class IFDScorer(BaseScorer):
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
         lengths = [len(it.context) + len(it.target) + len(it.target) + 1 for it in items]
-        budget = cfg.max_tokens_per_batch * 2  # both passes of an item share the batch
+        budget = 2 * default_token_budget(cfg.max_tokens_per_batch, model)  # both passes of an item share a batch
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for group in token_budget_batches(lengths, budget, cfg.max_batch_size):
 
             def run(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-                c = mean_target_losses(model, [(items[i].context, items[i].target) for i in idx], pad,
-                                       fused_head=cfg.fused_head)
-                d = mean_target_losses(model, [(items[i].direct, items[i].target) for i in idx], pad,
-                                       fused_head=cfg.fused_head)
+                c = mean_target_losses(
+                    model, [(items[i].context, items[i].target) for i in idx], pad, fused_head=cfg.fused_head
+                )
+                d = mean_target_losses(
+                    model, [(items[i].direct, items[i].target) for i in idx], pad, fused_head=cfg.fused_head
+                )
                 return c.numpy(), d.numpy()
 
             def on_oom(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -250,8 +268,17 @@ class IFDScorer(BaseScorer):
                 direct[idx] = d
         return self._assemble(n, items, cond, direct, status, rstatus, tokens, oom_items)
 
-    def _assemble(self, n: int, items: list[_Item], cond: np.ndarray, direct: np.ndarray, status: list[str],
-                  rstatus: list[str], tokens: list[int], oom_items: set[int]) -> dict[str, list[Any]]:
+    def _assemble(
+        self,
+        n: int,
+        items: list[_Item],
+        cond: np.ndarray,
+        direct: np.ndarray,
+        status: list[str],
+        rstatus: list[str],
+        tokens: list[int],
+        oom_items: set[int],
+    ) -> dict[str, list[Any]]:
         per_row: dict[tuple[int, str], list[tuple[float, float]]] = {}
         for i, it in enumerate(items):
             if i in oom_items:

@@ -7,6 +7,10 @@ from typing import Any
 
 SCORERS: dict[str, tuple[str, str, str]] = {
     "ifd": ("hf_select.scoring.ifd", "IFDConfig", "IFDScorer"),
+    "quality": ("hf_select.scoring.quality", "QualityConfig", "QualityScorer"),
+    "necessity": ("hf_select.scoring.necessity", "NecessityConfig", "NecessityScorer"),
+    "indicators": ("hf_select.scoring.indicators", "IndicatorConfig", "IndicatorScorer"),
+    "embed": ("hf_select.scoring.embed", "EmbedConfig", "Embedder"),
 }
 
 

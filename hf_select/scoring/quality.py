@@ -1,0 +1,687 @@
+"""Response quality as a batched ``Dataset.map``: a reward model's score, or an LLM judge's expected rating.
+
+Each row is reduced to a pair: ``question`` = the last user turn (for Alpaca rows ``instruction`` [+ ``"\\n"`` +
+``input``], as MoDS does) and ``answer`` = the last assistant turn. Multi-turn rows are scored on that last
+exchange; system prompts are not shown to the scoring model.
+
+- ``backend="reward"``: any ``AutoModelForSequenceClassification`` reward model (MoDS uses
+  ``OpenAssistant/reward-model-deberta-v3-large-v2``). Tokenizers with a chat template get the pair rendered as
+  ``[user, assistant]`` with it; others get the text pair ``tokenizer(question, answer)``. Column ``quality`` (the
+  reward logit).
+- ``backend="judge"`` (the offline default, with SmolLM2-135M-Instruct): an instruct model reads a prompt asking
+  for a rating from 1 to N and answering with a single digit; the next-token distribution after the generation
+  prompt is restricted to the N rating tokens (their ids come from the tokenizer, in context) and renormalised,
+  and ``judge_score`` is the expected rating, always within ``[1, N]``. ``judge_mass`` is the probability the
+  model gave to the rating tokens before renormalising (low mass: the judge did not really answer with a digit).
+
+Every row also gets ``quality_status``:
+
+- ``ok``;
+- ``truncated``: the pair was longer than the limit (``max_length``, and the model's own limit); it is still
+  scored, after keeping the *start of the question and the end of the answer*: when both do not fit, each keeps
+  at least half of the room left by the template (a shorter side keeps all of its tokens and leaves the rest to
+  the other), the question losing its end and the answer its beginning;
+- ``empty_response``, ``prompt_too_long`` (the template alone does not fit), ``invalid_row``, ``unknown_role``,
+  ``no_assistant_turn``, ``template_error``, ``oom``, ``non_finite``: no score (NaN).
+
+Example:
+    >>> from datasets import Dataset
+    >>> from hf_select import QualityConfig, QualityScorer, score_quality
+    >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "2 + 3 = 5"}])
+    >>> ds = ds.map(score_quality, batched=True)  # doctest: +SKIP
+    >>> ds[0]["judge_score"]  # doctest: +SKIP
+    4.1
+    >>> rm = QualityScorer(QualityConfig(backend="reward"))  # OpenAssistant/reward-model-deberta-v3-large-v2
+    >>> ds = rm.score(ds)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..formats import RowError, assistant_turns, detect_format, last_user_text, row_to_messages
+from ..models import (
+    DEFAULT_LM,
+    load_causal_lm,
+    load_tokenizer,
+    model_identity,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+)
+from .base import BaseScorer, stable_hash
+from .batching import run_with_oom_retry, token_budget_batches
+from .lm_loss import _softcap, supports_fused_head
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
+QUALITY_BACKENDS = ("judge", "reward")
+QUALITY_TEMPLATES = ("auto", "chat", "plain")
+QUALITY_STATUSES = (
+    "ok",
+    "truncated",
+    "empty_response",
+    "prompt_too_long",
+    "invalid_row",
+    "unknown_role",
+    "no_assistant_turn",
+    "template_error",
+    "oom",
+    "non_finite",
+)
+# Statuses that still carry a score.
+SCORED_STATUSES = ("ok", "truncated")
+
+JUDGE_PROMPT = (
+    "Rate how well the response answers the instruction, on a scale of 1 to {scale}: 1 means unhelpful, wrong or "
+    "off-topic; {scale} means helpful, correct and complete.\n\n"
+    "### Instruction:\n{question}\n\n"
+    "### Response:\n{answer}\n\n"
+    "Reply with a single digit from 1 to {scale} and nothing else."
+)
+# Plain (no chat template) judge prompts end with a "Rating:" cue. (text after the prompt, text before the digit):
+# the first variant whose N rating strings are each one token in context is used. After a newline, digits are
+# separate tokens in most tokenizers; the other two variants cover tokenizers that merge a space into them.
+_PLAIN_JUDGE_SUFFIXES = (("\nRating:\n", ""), ("\nRating:", " "), ("\nRating: ", ""))
+_CHAT_JUDGE_SUFFIXES = (("", ""),)
+# Tokenizer limits above this are "no limit" placeholders (transformers uses ~1e30).
+_NO_LIMIT = 1_000_000
+
+
+@dataclass
+class QualityConfig:
+    """Configuration of :class:`QualityScorer`.
+
+    Example:
+        >>> QualityConfig(backend="reward").resolved_model_name_or_path
+        'OpenAssistant/reward-model-deberta-v3-large-v2'
+        >>> QualityConfig().resolved_model_name_or_path
+        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+
+    backend: str = field(
+        default="judge",
+        metadata={"help": f"Scoring backend, one of {QUALITY_BACKENDS}: a sequence-classification reward model "
+                          "('reward', column 'quality') or an instruct LM's expected rating ('judge', column "
+                          "'judge_score')."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": f"Model id or folder; default {DEFAULT_LM} for 'judge', {DEFAULT_REWARD_MODEL} for "
+                          "'reward'."},
+    )
+    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    template: str = field(
+        default="auto",
+        metadata={"help": f"One of {QUALITY_TEMPLATES}. 'chat': the tokenizer's chat template ([user, assistant] "
+                          "for a reward model, the judge prompt as a user turn for a judge); 'plain': the text pair "
+                          "tokenizer(question, answer) / the judge prompt followed by 'Rating:'; 'auto': 'chat' when "
+                          "the tokenizer has a chat template, else 'plain'."},
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Most tokens per scored sequence (lowered to the model's own limit); longer pairs keep the "
+                          "start of the question and the end of the answer, with status 'truncated'."},
+    )
+    scale: int = field(default=5, metadata={"help": "Judge: ratings run from 1 to this (each must be one token)."})
+    judge_prompt: str = field(
+        default=JUDGE_PROMPT,
+        metadata={"help": "Judge: the rating request, with the placeholders {question}, {answer} and {scale}."},
+    )
+    reward_index: int = field(
+        default=0, metadata={"help": "Reward: which output logit is the reward (for models with several labels)."}
+    )
+    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
+    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
+    max_tokens_per_batch: int = field(
+        default=16384, metadata={"help": "Token budget of one forward pass (rows x padded length)."}
+    )
+    max_batch_size: int = field(default=64, metadata={"help": "Most sequences in one forward pass."})
+    column_mapping: dict[str, str] | None = field(
+        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.backend not in QUALITY_BACKENDS:
+            raise ValueError(f"QualityConfig.backend must be one of {QUALITY_BACKENDS}, got {self.backend!r}")
+        if self.template not in QUALITY_TEMPLATES:
+            raise ValueError(f"QualityConfig.template must be one of {QUALITY_TEMPLATES}, got {self.template!r}")
+        if self.max_length < 8:
+            raise ValueError(f"QualityConfig.max_length must be >= 8, got {self.max_length}")
+        if self.scale < 2:
+            raise ValueError(f"QualityConfig.scale must be >= 2, got {self.scale}")
+        if self.reward_index < 0:
+            raise ValueError(f"QualityConfig.reward_index must be >= 0, got {self.reward_index}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"QualityConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_tokens_per_batch < self.max_length:
+            raise ValueError(
+                f"QualityConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
+                f"({self.max_length})"
+            )
+        for name in ("{question}", "{answer}"):
+            if name not in self.judge_prompt:
+                raise ValueError(f"QualityConfig.judge_prompt must contain the placeholder {name}")
+        try:
+            self.judge_prompt.format(question="q", answer="a", scale=self.scale)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                "QualityConfig.judge_prompt may only use the placeholders {question}, {answer} and {scale} "
+                f"(write other braces as {{{{ and }}}}): {err!r}"
+            ) from err
+
+    @property
+    def resolved_model_name_or_path(self) -> str:
+        """``model_name_or_path``, or the backend's default model when it is ``None``."""
+        if self.model_name_or_path:
+            return self.model_name_or_path
+        return DEFAULT_LM if self.backend == "judge" else DEFAULT_REWARD_MODEL
+
+
+# -- helpers shared with the other scorers ---------------------------------------------------------------------------
+def loaded_model_identity(model: Any, tokenizer: Any) -> str:
+    """A string that changes when an in-memory model's weights change (for models passed to ``set_model``).
+
+    The config's name plus, per parameter tensor, its sum and absolute sum: cheap next to scoring, and different
+    after any fine-tuning step.
+    """
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    sums = []
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            t = p.detach().float()
+            sums.append((pname, round(float(t.sum()), 6), round(float(t.abs().sum()), 6)))
+    tok = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), str(getattr(tokenizer, "chat_template", "")))
+    return f"{name}|in-memory|{stable_hash(sums, tok)}"
+
+
+def model_limit(model: Any, tokenizer: Any, max_length: int) -> int:
+    """``max_length`` lowered to the tokenizer's ``model_max_length`` and the config's ``max_position_embeddings``."""
+    limit = max_length
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < _NO_LIMIT:
+        limit = min(limit, tok_max)
+    pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(pos, int) and pos > 0:
+        limit = min(limit, pos)
+    return limit
+
+
+def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | None) -> tuple[str, str]:
+    """``(question, answer)`` of a row: the last user turn before the last assistant turn, and that turn.
+
+    Raises:
+        RowError: for rows that cannot be read (``invalid_row``, ``unknown_role``, ``no_assistant_turn``).
+
+    Example:
+        >>> row_pair({"instruction": "Add", "input": "2 and 3", "output": "5"}, "alpaca", None)
+        ('Add\\n2 and 3', '5')
+    """
+    messages = row_to_messages(row, fmt, column_mapping)
+    turn = assistant_turns(messages, "last")[0]
+    return last_user_text(messages, turn), messages[turn]["content"]
+
+
+class _Cutter:
+    """Cuts a text to its first or last ``k`` tokens (by character offsets when the tokenizer gives them)."""
+
+    def __init__(self, tokenizer: Any, text: str):
+        self.text = text
+        self.tokenizer = tokenizer
+        self.offsets: list[tuple[int, int]] | None = None
+        if getattr(tokenizer, "is_fast", False) and text:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            self.ids = list(enc["input_ids"])
+            self.offsets = [tuple(o) for o in enc["offset_mapping"]]
+        else:
+            self.ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        self.n = len(self.ids)
+
+    def head(self, k: int) -> str:
+        if k >= self.n:
+            return self.text
+        if k <= 0:
+            return ""
+        if self.offsets is not None:
+            return self.text[: self.offsets[k - 1][1]]
+        return self.tokenizer.decode(self.ids[:k])
+
+    def tail(self, k: int) -> str:
+        if k >= self.n:
+            return self.text
+        if k <= 0:
+            return ""
+        if self.offsets is not None:
+            return self.text[self.offsets[self.n - k][0] :]
+        return self.tokenizer.decode(self.ids[self.n - k :])
+
+
+Encoded = tuple[list[int], "list[int] | None"]
+
+
+@dataclass
+class FittedPair:
+    """A pair rendered to token ids within a limit: what was kept, and whether anything was cut."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    question: str
+    answer: str
+    truncated: bool
+
+
+def fit_pair(
+    tokenizer: Any, question: str, answer: str, render: Callable[[str, str], Encoded], limit: int
+) -> FittedPair:
+    """Render ``(question, answer)`` with ``render`` into at most ``limit`` tokens.
+
+    When the whole pair does not fit, the question keeps its first tokens and the answer its last ones. The room
+    left by the template is shared: a side shorter than half of it keeps everything and the other side gets the
+    rest; otherwise each gets half. Since cut texts may tokenize a little differently inside the template, the
+    room shrinks by the excess until the rendering fits.
+
+    Raises:
+        RowError: ``prompt_too_long`` when the template alone leaves fewer than 2 tokens of room.
+
+    Example:
+        >>> from hf_select.testing import make_tiny_tokenizer
+        >>> tok = make_tiny_tokenizer()
+        >>> render = lambda q, a: (tok(q + " || " + a)["input_ids"], None)
+        >>> fit = fit_pair(tok, "Sort the list " * 20, "The answer is 42. " * 20, render, 40)
+        >>> fit.truncated, len(fit.input_ids) <= 40, fit.answer.endswith("42. ")
+        (True, True, True)
+    """
+    ids, types = render(question, answer)
+    if len(ids) <= limit:
+        return FittedPair(list(ids), types, question, answer, False)
+    q, a = _Cutter(tokenizer, question), _Cutter(tokenizer, answer)
+    overhead = max(0, len(ids) - q.n - a.n)
+    room = limit - overhead
+    for _ in range(16):
+        if room < 2:
+            break
+        q_keep = min(q.n, max(room - a.n, room // 2))
+        a_keep = min(a.n, room - q_keep)
+        q_text, a_text = q.head(q_keep), a.tail(a_keep)
+        ids, types = render(q_text, a_text)
+        if len(ids) <= limit:
+            return FittedPair(list(ids), types, q_text, a_text, True)
+        room -= len(ids) - limit
+    raise RowError("prompt_too_long", f"the template leaves no room for the pair within {limit} tokens")
+
+
+def _pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def unused_token_id(seqs: Sequence[Sequence[int]], preferred: Sequence[int | None], vocab_size: int) -> int:
+    """A token id that occurs in none of ``seqs``: the first free one of ``preferred``, else the highest free id.
+
+    Sequence-classification models find each row's last token as the rightmost token that is not the pad id, so
+    the pad id must never be a real token of the batch (a pad that equals EOS would hide a final EOS).
+
+    Example:
+        >>> unused_token_id([[1, 2, 3]], [2, None], vocab_size=10)
+        9
+    """
+    used = {t for s in seqs for t in s}
+    for cand in preferred:
+        if cand is not None and cand not in used:
+            return int(cand)
+    for cand in range(vocab_size - 1, -1, -1):
+        if cand not in used:
+            return cand
+    raise ValueError("every token id of the vocabulary occurs in the batch; no id is free for padding")
+
+
+@contextmanager
+def _pad_id_set(model: Any, pad: int):
+    configs = [model.config]
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if text is not model.config:
+        configs.append(text)
+    before = [c.pad_token_id for c in configs]
+    try:
+        for c in configs:
+            c.pad_token_id = pad
+        yield
+    finally:
+        for c, b in zip(configs, before, strict=True):
+            c.pad_token_id = b
+
+
+def _forward_accepts(model: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# -- the scorer -------------------------------------------------------------------------------------------------------
+class QualityScorer(BaseScorer):
+    """Adds ``quality`` + ``quality_status`` (reward backend) or ``judge_score`` + ``judge_mass`` +
+    ``quality_status`` (judge backend). See the module docstring for the statuses and the truncation rule.
+
+    Example:
+        >>> scorer = QualityScorer(QualityConfig(backend="judge", scale=5))
+        >>> scorer.score_column
+        'judge_score'
+        >>> ds = ds.map(scorer, batched=True)  # doctest: +SKIP
+        >>> ds = scorer.score(ds)              # doctest: +SKIP
+    """
+
+    name = "quality"
+    config_class = QualityConfig
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.config.backend == "reward":
+            return ("quality", "quality_status")
+        return ("judge_score", "judge_mass", "quality_status")
+
+    @property
+    def score_column(self) -> str:
+        """The column holding the score: ``quality`` (reward model) or ``judge_score`` (LLM judge)."""
+        return "quality" if self.config.backend == "reward" else "judge_score"
+
+    def model_ids(self) -> list[str]:
+        if "identity" in self._loaded:
+            return [self._loaded["identity"]]
+        return [model_identity(None, self.config.resolved_model_name_or_path, self.config.revision)]
+
+    # -- models ------------------------------------------------------------------------------------------------------
+    def load(self) -> tuple[Any, Any]:
+        """Load (once) and return the model and tokenizer of the configured backend."""
+        if "model" not in self._loaded:
+            cfg = self.config
+            name = cfg.resolved_model_name_or_path
+            if cfg.backend == "judge":
+                model, tok = load_causal_lm(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
+                                            trust_remote_code=cfg.trust_remote_code)
+            else:
+                model, tok = load_reward_model(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
+                                               trust_remote_code=cfg.trust_remote_code)
+            self._loaded.update(model=model, tokenizer=tok)
+        return self._loaded["model"], self._loaded["tokenizer"]
+
+    def set_model(self, model: Any, tokenizer: Any) -> QualityScorer:
+        """Use an already loaded model and tokenizer (a causal LM for 'judge', a classifier for 'reward').
+
+        The fingerprint then follows the in-memory weights, so cached shards of other weights are never reused.
+        """
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._loaded = {"model": model, "tokenizer": tokenizer, "identity": loaded_model_identity(model, tokenizer)}
+        return self
+
+    def _template(self, tokenizer: Any) -> str:
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if self.config.template == "auto":
+            return "chat" if has_chat else "plain"
+        if self.config.template == "chat" and not has_chat:
+            raise ValueError(
+                "QualityConfig.template='chat' but the tokenizer has no chat template; use 'plain' or 'auto'"
+            )
+        return self.config.template
+
+    # -- rendering ----------------------------------------------------------------------------------------------------
+    def _reward_render(self, tokenizer: Any, template: str) -> Callable[[str, str], Encoded]:
+        if template == "chat":
+
+            def render(q: str, a: str) -> Encoded:
+                msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                text = tokenizer.apply_chat_template(msgs, tokenize=False)
+                return list(tokenizer(text, add_special_tokens=False)["input_ids"]), None
+
+            return render
+
+        def render_pair(q: str, a: str) -> Encoded:
+            enc = tokenizer(q, a)
+            types = enc.get("token_type_ids")
+            return list(enc["input_ids"]), (list(types) if types is not None else None)
+
+        return render_pair
+
+    def _judge_text(self, tokenizer: Any, template: str, q: str, a: str, suffix: str) -> str:
+        cfg = self.config
+        prompt = cfg.judge_prompt.format(question=q, answer=a, scale=cfg.scale)
+        if template == "chat":
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
+            return text + suffix
+        return prompt + suffix
+
+    def rating_token_ids(self, tokenizer: Any | None = None) -> tuple[list[int], str]:
+        """Judge: the token ids of the ratings ``"1"`` .. ``str(scale)`` as the model would write them after the
+        generation prompt, and the text that follows the judge prompt.
+
+        The ids are found in context: ``tokenizer(prompt + rating)`` must be ``tokenizer(prompt)`` plus exactly one
+        token.
+
+        Raises:
+            ValueError: naming every rating that is not a single token (e.g. ``"10"`` for digit-split tokenizers).
+        """
+        if tokenizer is None:
+            tokenizer = self.load()[1]
+        template = self._template(tokenizer)
+        ratings = [str(i) for i in range(1, self.config.scale + 1)]
+        variants = _CHAT_JUDGE_SUFFIXES if template == "chat" else _PLAIN_JUDGE_SUFFIXES
+        failures: dict[str, list[int]] = {}
+        for suffix, sep in variants:
+            base = self._judge_text(tokenizer, template, "Question", "Answer", suffix)
+            base_ids = list(tokenizer(base, add_special_tokens=False)["input_ids"])
+            ids: list[int] = []
+            failures = {}
+            for r in ratings:
+                full = list(tokenizer(base + sep + r, add_special_tokens=False)["input_ids"])
+                if full[: len(base_ids)] == base_ids and len(full) == len(base_ids) + 1:
+                    ids.append(full[-1])
+                else:
+                    failures[r] = list(tokenizer(sep + r, add_special_tokens=False)["input_ids"])
+            if not failures and len(set(ids)) == len(ids):
+                return ids, suffix
+        if not failures:
+            raise ValueError(f"the judge's rating strings {ratings} do not map to distinct tokens for this tokenizer")
+        raise ValueError(
+            f"QualityConfig.scale={self.config.scale}: the judge's rating strings {sorted(failures, key=int)} are not "
+            f"single tokens for this tokenizer (they encode to {[failures[r] for r in sorted(failures, key=int)]}); "
+            "each rating 1..scale must be one token, so use a smaller scale (e.g. scale <= 9)."
+        )
+
+    # -- scoring ------------------------------------------------------------------------------------------------------
+    def score_pairs(
+        self, questions: Sequence[str], answers: Sequence[str], *, allow_empty: bool = False
+    ) -> dict[str, list[Any]]:
+        """Score ``(question, answer)`` pairs; returns ``{"score", "mass", "status"}`` lists (mass: judge only, else
+        NaN). With ``allow_empty`` an empty answer is scored instead of getting ``empty_response``.
+
+        Example:
+            >>> out = QualityScorer(QualityConfig()).score_pairs(["Add 2 and 3."], ["5"])  # doctest: +SKIP
+            >>> out["status"]  # doctest: +SKIP
+            ['ok']
+        """
+        if len(questions) != len(answers):
+            raise ValueError(f"score_pairs got {len(questions)} questions and {len(answers)} answers")
+        n = len(questions)
+        score = [math.nan] * n
+        mass = [math.nan] * n
+        status = ["ok"] * n
+        if n == 0:
+            return {"score": score, "mass": mass, "status": status}
+        model, tokenizer = self.load()
+        cfg = self.config
+        template = self._template(tokenizer)
+        limit = model_limit(model, tokenizer, cfg.max_length)
+        if cfg.backend == "judge":
+            rating_ids, suffix = self.rating_token_ids(tokenizer)
+            add_special = template != "chat"
+
+            def render(q: str, a: str) -> Encoded:
+                text = self._judge_text(tokenizer, template, q, a, suffix)
+                return list(tokenizer(text, add_special_tokens=add_special)["input_ids"]), None
+
+        else:
+            render = self._reward_render(tokenizer, template)
+        encoded: dict[int, FittedPair] = {}
+        for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
+            if not isinstance(a, str) or not isinstance(q, str):
+                status[i] = "invalid_row"
+                continue
+            if not a.strip() and not allow_empty:
+                status[i] = "empty_response"
+                continue
+            try:
+                fitted = fit_pair(tokenizer, q, a, render, limit)
+            except RowError as err:
+                status[i] = err.status
+                continue
+            except Exception as err:  # chat templates raise on contents they reject
+                logger.debug("quality: the template rejected a pair: %s", err)
+                status[i] = "template_error"
+                continue
+            encoded[i] = fitted
+            if fitted.truncated:
+                status[i] = "truncated"
+        rows = sorted(encoded)
+        lengths = [len(encoded[r].input_ids) for r in rows]
+
+        def run(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            fits = [encoded[rows[i]] for i in idx]
+            if cfg.backend == "judge":
+                return self._judge_forward(model, tokenizer, fits, rating_ids)
+            return self._reward_forward(model, tokenizer, fits), np.full(len(idx), np.nan)
+
+        def on_oom(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            for i in idx:
+                status[rows[i]] = "oom"
+            return np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+
+        for group in token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size):
+            for idx, (s, m) in run_with_oom_retry(group, run, on_oom):
+                for i, sv, mv in zip(idx, s, m, strict=True):
+                    r = rows[i]
+                    if status[r] == "oom":
+                        continue
+                    if not math.isfinite(float(sv)):
+                        status[r] = "non_finite"
+                        continue
+                    score[r] = float(sv)
+                    mass[r] = float(mv)
+        return {"score": score, "mass": mass, "status": status}
+
+    @torch.inference_mode()
+    def _judge_forward(self, model: Any, tokenizer: Any, fits: list[FittedPair],
+                       rating_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        device = next(model.parameters()).device
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask = _pad_right([f.input_ids for f in fits], pad)
+        ids, mask = ids.to(device), mask.to(device)
+        last = mask.sum(-1) - 1
+        rows = torch.arange(ids.shape[0], device=device)
+        if supports_fused_head(model):
+            hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            logits = model.get_output_embeddings()(hidden[rows, last]).float()
+            cap = _softcap(model)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, last].float()
+        rating_logits = logits[:, torch.as_tensor(rating_ids, device=device)]
+        probs = torch.softmax(rating_logits, dim=-1)
+        values = torch.arange(1, len(rating_ids) + 1, device=device, dtype=probs.dtype)
+        expected = (probs * values).sum(-1)
+        mass = torch.exp(torch.logsumexp(rating_logits, -1) - torch.logsumexp(logits, -1))
+        return expected.double().cpu().numpy(), mass.double().cpu().numpy()
+
+    @torch.inference_mode()
+    def _reward_forward(self, model: Any, tokenizer: Any, fits: list[FittedPair]) -> np.ndarray:
+        device = next(model.parameters()).device
+        seqs = [f.input_ids for f in fits]
+        vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
+        pad = unused_token_id(seqs, [tokenizer.pad_token_id, getattr(model.config, "pad_token_id", None),
+                                     tokenizer.unk_token_id], vocab)
+        ids, mask = _pad_right(seqs, pad)
+        kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if all(f.token_type_ids is not None for f in fits) and _forward_accepts(model, "token_type_ids"):
+            types, _ = _pad_right([f.token_type_ids for f in fits], 0)  # type: ignore[misc]
+            kwargs["token_type_ids"] = types.to(device)
+        with _pad_id_set(model, pad):
+            logits = model(**kwargs).logits.float()
+        if logits.ndim == 1:
+            logits = logits[:, None]
+        if self.config.reward_index >= logits.shape[-1]:
+            raise ValueError(
+                f"QualityConfig.reward_index={self.config.reward_index} but the model has {logits.shape[-1]} outputs"
+            )
+        return logits[:, self.config.reward_index].double().cpu().numpy()
+
+    def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        n = len(next(iter(batch.values()))) if batch else 0
+        fmt = detect_format(batch.keys(), self.config.column_mapping)
+        keys = list(batch.keys())
+        questions, answers, pending, pre_status = [], [], [], ["ok"] * n
+        for r in range(n):
+            try:
+                q, a = row_pair({k: batch[k][r] for k in keys}, fmt, self.config.column_mapping)
+            except RowError as err:
+                pre_status[r] = err.status
+                continue
+            questions.append(q)
+            answers.append(a)
+            pending.append(r)
+        out = self.score_pairs(questions, answers)
+        score, mass, status = [math.nan] * n, [math.nan] * n, pre_status
+        for j, r in enumerate(pending):
+            score[r], mass[r], status[r] = out["score"][j], out["mass"][j], out["status"][j]
+        if self.config.backend == "reward":
+            return {"quality": score, "quality_status": status}
+        return {"judge_score": score, "judge_mass": mass, "quality_status": status}
+
+
+def load_reward_model(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Load a sequence-classification (reward) model and its tokenizer, in eval mode on ``device``.
+
+    Example:
+        >>> model, tok = load_reward_model("OpenAssistant/reward-model-deberta-v3-large-v2")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    dev = resolve_device(device)
+    path = resolve_model_path(name_or_path, revision)
+    tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=resolve_dtype(dtype, dev), revision=revision, trust_remote_code=trust_remote_code
+    )
+    model.to(dev).eval()
+    return model, tokenizer
+
+
+score_quality = QualityScorer()
+"""A ready-made :class:`QualityScorer` with the default config (LLM judge with SmolLM2-135M-Instruct, loaded on first
+use)."""

@@ -1,0 +1,541 @@
+"""Fine-tuning with TRL's ``SFTTrainer`` for every model a recipe trains (seed, pre-experienced, final), and the
+held-out loss of a model on an eval set.
+
+Rows in any supported format (:mod:`hf_select.formats`) become TRL's *conversational prompt-completion* rows:
+``prompt`` is the list of messages before an assistant turn and ``completion`` is ``[that assistant message]``.
+TRL then renders both with the model's chat template and computes the loss on the completion tokens only
+(``completion_only_loss=True``). There is no hand-written training loop here: :func:`train_sft` builds an
+``SFTConfig`` from a :class:`TrainConfig` and calls ``SFTTrainer.train``; :func:`evaluate_loss` calls
+``SFTTrainer.evaluate`` and returns its ``eval_loss``.
+
+Example:
+    >>> from datasets import Dataset
+    >>> from hf_select.training import TrainConfig, to_prompt_completion
+    >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "5"}])
+    >>> pc = to_prompt_completion(ds)
+    >>> pc[0]["prompt"], pc[0]["completion"]
+    ([{'content': 'Add 2 and 3.', 'role': 'user'}], [{'content': '5', 'role': 'assistant'}])
+    >>> result = train_sft(ds, TrainConfig(num_train_epochs=1), "out/seed",
+    ...                    model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+    >>> evaluate_loss("out/seed", load_eval_dataset("alpaca_eval_gpt4_805.json")).loss  # doctest: +SKIP
+    1.93
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HFSelectError
+from .formats import RowError, assistant_turns, detect_format, row_to_messages
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TURN_MODES = ("last", "all")
+ROW_ID = "_row_id"
+
+# SFTConfig fields that TrainConfig sets itself: they may not also come through ``sft_kwargs``.
+_OWNED_SFT_FIELDS = (
+    "output_dir", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "warmup_steps", "lr_scheduler_type",
+    "weight_decay", "bf16", "fp16", "gradient_checkpointing", "activation_checkpointing", "logging_steps",
+    "report_to", "seed", "data_seed",
+    "save_strategy", "completion_only_loss", "chat_template_path", "push_to_hub", "remove_unused_columns",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one supervised fine-tuning run (TRL ``SFTTrainer``), shared by seed, pre-experienced and final
+    models. Anything else ``SFTConfig`` accepts goes through ``sft_kwargs``.
+
+    Example:
+        >>> TrainConfig(num_train_epochs=1, max_length=256).max_length
+        256
+    """
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the selected rows."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: use epochs)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows per device per forward pass."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows per device per eval forward pass."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Forward passes per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Tokens of prompt + completion kept (truncated)."})
+    warmup_steps: float = field(
+        default=0.03, metadata={"help": "Linear warmup: steps (>= 1) or a fraction of all steps (< 1)."}
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (transformers name)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": f"One of {PRECISIONS}. auto: bf16 mixed precision on GPUs that support it, else fp32."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~20% slower)."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
+    report_to: str = field(default="none", metadata={"help": "Trackers: none, tensorboard, wandb, trackio, ..."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and dropout."})
+    save_checkpoints: bool = field(
+        default=False, metadata={"help": "Save a checkpoint every epoch (the final model is always saved)."}
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={"help": "Chat template (a .jinja file or a tokenizer folder/id) for models that have none."},
+    )
+    turns: str = field(
+        default="last",
+        metadata={"help": f"Assistant turns that become training rows, one of {TURN_MODES} (multi-turn rows)."},
+    )
+    column_mapping: dict[str, str] | None = field(
+        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
+    )
+    sft_kwargs: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Any other trl.SFTConfig field, e.g. {'optim': 'adamw_torch_fused', 'packing': true}."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.turns not in TURN_MODES:
+            raise ValueError(f"TrainConfig.turns must be one of {TURN_MODES}, got {self.turns!r}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "max_length", "logging_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.max_steps != -1:
+            raise ValueError(f"TrainConfig.max_steps must be -1 (use epochs) or >= 1, got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"TrainConfig.num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if isinstance(self.sft_kwargs, str):
+            try:
+                self.sft_kwargs = json.loads(self.sft_kwargs) if self.sft_kwargs.strip() else None
+            except json.JSONDecodeError as err:
+                raise ValueError(f"TrainConfig.sft_kwargs is not valid JSON: {err}") from err
+        if isinstance(self.column_mapping, str):
+            self.column_mapping = json.loads(self.column_mapping) if self.column_mapping.strip() else None
+        if self.sft_kwargs:
+            from trl import SFTConfig
+
+            known = {f.name for f in dataclasses.fields(SFTConfig)}
+            unknown = sorted(set(self.sft_kwargs) - known)
+            if unknown:
+                raise ValueError(f"TrainConfig.sft_kwargs has keys that trl.SFTConfig does not know: {unknown}")
+            owned = sorted(set(self.sft_kwargs) & set(_OWNED_SFT_FIELDS))
+            if owned:
+                raise ValueError(
+                    f"TrainConfig.sft_kwargs sets {owned}, which are TrainConfig fields or set by hf-select; "
+                    "set the TrainConfig field instead."
+                )
+
+    @classmethod
+    def from_object(cls, obj: Any, **overrides: Any) -> TrainConfig:
+        """Build from any object carrying the same field names (e.g. a recipe's parsed arguments).
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> TrainConfig.from_object(SimpleNamespace(learning_rate=1e-4), num_train_epochs=1).learning_rate
+            0.0001
+        """
+        values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls) if hasattr(obj, f.name)}
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (for cards and stage records)."""
+        return dataclasses.asdict(self)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` on a GPU that supports it, else ``fp32`` (CPU training is exact and not slower).
+
+    Example:
+        >>> resolve_precision("fp32")
+        'fp32'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+def _clean(message: Mapping[str, Any]) -> dict[str, str]:
+    return {"role": message["role"], "content": message["content"]}
+
+
+def to_prompt_completion(
+    dataset: Any,
+    *,
+    column_mapping: Mapping[str, str] | None = None,
+    turns: str = "last",
+    drop_empty: bool = True,
+) -> Any:
+    """Convert rows of any supported format into TRL's conversational prompt-completion rows.
+
+    Output columns: ``prompt`` (messages before the assistant turn), ``completion`` (``[assistant message]``) and
+    ``_row_id`` (kept from the input when present, else the row's index). With ``turns="all"`` a multi-turn row gives
+    one output row per assistant turn. Rows that cannot be converted are dropped and counted per reason in a
+    warning (``dataset.info.description`` is left alone); ``drop_empty`` also drops empty responses.
+
+    Raises:
+        HFSelectError: when no row can be converted.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_list([{"messages": [{"role": "user", "content": "Hi"},
+        ...                                      {"role": "assistant", "content": "Hello"}]}])
+        >>> to_prompt_completion(ds)[0]["completion"]
+        [{'content': 'Hello', 'role': 'assistant'}]
+    """
+    from datasets import Dataset
+
+    if turns not in TURN_MODES:
+        raise ValueError(f"turns must be one of {TURN_MODES}, got {turns!r}")
+    fmt = detect_format(dataset.column_names, column_mapping)
+    has_ids = ROW_ID in dataset.column_names
+    rows: list[dict[str, Any]] = []
+    dropped: dict[str, int] = {}
+    for i, row in enumerate(dataset):
+        rid = int(row[ROW_ID]) if has_ids else i
+        try:
+            messages = row_to_messages(row, fmt, column_mapping)
+        except RowError as err:
+            dropped[err.status] = dropped.get(err.status, 0) + 1
+            continue
+        for t in assistant_turns(messages, turns):
+            if drop_empty and not messages[t]["content"].strip():
+                dropped["empty_response"] = dropped.get("empty_response", 0) + 1
+                continue
+            rows.append({"prompt": [_clean(m) for m in messages[:t]], "completion": [_clean(messages[t])],
+                         ROW_ID: rid})
+    if dropped:
+        logger.warning("prompt-completion conversion dropped %d rows: %s", sum(dropped.values()),
+                       ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))
+    if not rows:
+        raise HFSelectError(f"no row could be turned into a prompt and a completion (dropped: {dropped}).")
+    return Dataset.from_list(rows)
+
+
+def load_eval_dataset(source: str | os.PathLike, *, questions: str | os.PathLike | None = None,
+                      limit: int | None = None) -> Any:
+    """Load a held-out eval set: any file :func:`hf_select.io.load_rows` reads (e.g. AlpacaEval's
+    ``alpaca_eval_gpt4_805.json`` with instruction/output), or MT-Bench references (``question_id`` + ``choices``)
+    joined with their questions (``questions``, default ``mt_bench_questions.jsonl`` beside the file) into one
+    ``messages`` conversation per question.
+
+    Example:
+        >>> ds = load_eval_dataset("../shared/data/eval/mt_bench_reference_gpt4.jsonl")  # doctest: +SKIP
+        >>> ds.column_names  # doctest: +SKIP
+        ['question_id', 'messages']
+    """
+    from datasets import Dataset
+
+    from .io import load_rows
+
+    ds = load_rows(source)
+    if {"question_id", "choices"} <= set(ds.column_names):
+        qpath = Path(questions) if questions else Path(source).with_name("mt_bench_questions.jsonl")
+        if not qpath.is_file():
+            raise HFSelectError(f"{source} holds MT-Bench answers; their questions file {qpath} is missing "
+                                "(pass questions=...).")
+        qs = {int(r["question_id"]): r["turns"] for r in load_rows(qpath)}
+        rows = []
+        for r in ds:
+            q = qs.get(int(r["question_id"]))
+            answers = (r["choices"] or [{}])[0].get("turns") or []
+            if not q or len(answers) < len(q):
+                continue
+            messages = []
+            for user, assistant in zip(q, answers, strict=False):
+                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            rows.append({"question_id": int(r["question_id"]), "messages": messages})
+        if not rows:
+            raise HFSelectError(f"{source}: no MT-Bench answer matched a question in {qpath}.")
+        ds = Dataset.from_list(rows)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return ds
+
+
+# -- model ----------------------------------------------------------------------------------------------------------
+def load_model_for_training(model_name_or_path: str, *, revision: str | None = None,
+                            trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a causal LM in float32 (master weights; mixed precision is the trainer's job) and its tokenizer.
+
+    Offline, the default SmolLM2 resolves to its plain bf16 folder (see :mod:`hf_select.models`).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .models import load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(model_name_or_path, revision)
+    tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, revision=revision,
+                                                 trust_remote_code=trust_remote_code)
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise HFSelectError(f"{model_name_or_path} is a quantized model; Trainer cannot fully fine-tune it. Use a "
+                            "plain (bf16/fp32) checkpoint (see hf_select.models for the offline SmolLM2 folder).")
+    return model, tokenizer
+
+
+def _check_chat_template(tokenizer: Any, config: TrainConfig, name: str) -> None:
+    if not getattr(tokenizer, "chat_template", None) and not config.chat_template_path:
+        raise HFSelectError(
+            f"{name} has no chat template, which TRL's conversational prompt-completion format needs; set "
+            "TrainConfig.chat_template_path (e.g. an instruct model's folder or a .jinja file)."
+        )
+
+
+def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep_row_ids: bool = False,
+                     has_eval: bool = False) -> Any:
+    """The ``trl.SFTConfig`` of one run: completion-only loss, fixed seed, fp32 on CPU / bf16 on GPU, no pushing.
+
+    Example:
+        >>> build_sft_config(TrainConfig(), "/tmp/run").completion_only_loss
+        True
+    """
+    from trl import SFTConfig
+
+    precision = resolve_precision(config.precision)
+    kwargs: dict[str, Any] = dict(config.sft_kwargs or {})
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    # transformers 5.23 renamed gradient_checkpointing (TRL's default: on) to activation_checkpointing
+    kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = (
+        config.gradient_checkpointing
+    )
+    if has_eval:
+        kwargs.setdefault("eval_strategy", "epoch")
+    return SFTConfig(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        logging_steps=config.logging_steps,
+        report_to=config.report_to,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="epoch" if config.save_checkpoints else "no",
+        completion_only_loss=True,
+        chat_template_path=config.chat_template_path,
+        push_to_hub=False,
+        # keep `_row_id` for the per-row loss collator (the TRL collator ignores the other columns)
+        remove_unused_columns=not keep_row_ids,
+        **kwargs,
+    )
+
+
+@dataclass
+class SFTResult:
+    """What :func:`train_sft` returns."""
+
+    output_dir: str
+    train_rows: int
+    train_loss: float | None
+    global_step: int
+    metrics: dict[str, Any]
+    row_losses: dict[int, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if self.row_losses is not None:
+            out["row_losses"] = {str(k): v for k, v in self.row_losses.items()}
+        return out
+
+
+def train_sft(
+    train_dataset: Any,
+    config: TrainConfig,
+    output_dir: str | os.PathLike,
+    *,
+    model_name_or_path: str | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    eval_dataset: Any = None,
+    callbacks: Sequence[Any] = (),
+    record_row_losses: bool = False,
+    model_card_name: str | None = None,
+    dataset_name: str | None = None,
+) -> SFTResult:
+    """Fine-tune a causal LM on ``train_dataset`` (any supported row format) with TRL's ``SFTTrainer``, loss on the
+    completion only, and save the final model + tokenizer (+ TRL's model card) to ``output_dir``.
+
+    Pass either ``model_name_or_path`` (Hub id or folder; loaded in float32) or ``model`` and ``tokenizer``.
+    With ``record_row_losses`` the loss of every training row at every step it was seen is kept by ``_row_id``
+    (:class:`hf_select.callbacks.PerRowLossCallback`) and returned as the mean per row.
+
+    Example:
+        >>> result = train_sft(subset, TrainConfig(num_train_epochs=1), "out/final",
+        ...                    model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> result.train_loss  # doctest: +SKIP
+        1.21
+    """
+    from trl import SFTTrainer
+
+    from .callbacks import PerRowLossCallback, RowIdCollator
+
+    if model is None:
+        if model_name_or_path is None:
+            raise ValueError("train_sft needs model_name_or_path, or model and tokenizer")
+        model, tokenizer = load_model_for_training(model_name_or_path)
+    elif tokenizer is None:
+        raise ValueError("train_sft: pass the tokenizer together with the model")
+    name = model_name_or_path or getattr(model.config, "_name_or_path", "the model")
+    _check_chat_template(tokenizer, config, name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_pc = to_prompt_completion(train_dataset, column_mapping=config.column_mapping, turns=config.turns)
+    eval_pc = None
+    if eval_dataset is not None:
+        eval_pc = to_prompt_completion(eval_dataset, column_mapping=config.column_mapping, turns="all")
+    args = build_sft_config(config, output_dir, keep_row_ids=record_row_losses, has_eval=eval_pc is not None)
+    all_callbacks = list(callbacks)
+    row_cb = None
+    if record_row_losses:
+        if args.packing or args.padding_free:
+            raise ValueError("record_row_losses needs one row per sequence: set packing/padding_free off")
+        row_cb = PerRowLossCallback()
+        all_callbacks.append(row_cb)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_pc, eval_dataset=eval_pc,
+                         processing_class=tokenizer, callbacks=all_callbacks)
+    if record_row_losses:
+        trainer.data_collator = RowIdCollator(trainer.data_collator)
+    out = trainer.train()
+    trainer.save_model(str(output_dir))
+    metrics = dict(out.metrics)
+    if eval_pc is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        tags = sorted({t for cb in all_callbacks for t in getattr(cb, "card_tags", ())})
+        trainer.create_model_card(model_name=model_card_name or Path(output_dir).name, dataset_name=dataset_name,
+                                  tags=tags or None)
+        for cb in all_callbacks:
+            update = getattr(cb, "update_model_card", None)
+            if callable(update):
+                update(output_dir)
+        trainer.processing_class.save_pretrained(str(output_dir))
+    loss = metrics.get("train_loss")
+    result = SFTResult(
+        output_dir=str(output_dir), train_rows=len(train_pc),
+        train_loss=float(loss) if loss is not None and math.isfinite(loss) else None,
+        global_step=int(trainer.state.global_step), metrics=_jsonable(metrics),
+        row_losses=row_cb.mean_losses() if row_cb is not None else None,
+    )
+    del trainer
+    _free_memory()
+    return result
+
+
+# -- evaluation -----------------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_loss` returns: the Trainer's ``eval_loss`` (completion tokens only) and the row count."""
+
+    loss: float
+    rows: int
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def evaluate_loss(
+    model: Any,
+    eval_dataset: Any,
+    *,
+    tokenizer: Any = None,
+    max_length: int = 1024,
+    batch_size: int = 8,
+    precision: str = "auto",
+    column_mapping: Mapping[str, str] | None = None,
+    turns: str = "all",
+    chat_template_path: str | None = None,
+    seed: int = 0,
+) -> EvalResult:
+    """Held-out mean loss of a model on an eval set, completion tokens only, through ``SFTTrainer.evaluate``.
+
+    ``model`` is a Hub id, a folder or a loaded model (then pass ``tokenizer``). Every assistant turn of a
+    multi-turn row is scored (``turns="all"``), each given the conversation before it. The value is the Trainer's
+    ``eval_loss``: the mean over batches of each batch's mean token loss.
+
+    Example:
+        >>> evaluate_loss("out/final", load_eval_dataset("alpaca_eval_gpt4_805.json", limit=64)).loss  # doctest: +SKIP
+        1.87
+    """
+    from trl import SFTTrainer
+
+    if isinstance(model, (str, os.PathLike)):
+        name = str(model)
+        model, tokenizer = load_model_for_training(name)
+    elif tokenizer is None:
+        raise ValueError("evaluate_loss: pass the tokenizer together with a loaded model")
+    else:
+        name = getattr(model.config, "_name_or_path", "the model")
+    config = TrainConfig(max_length=max_length, per_device_eval_batch_size=batch_size, precision=precision,
+                         chat_template_path=chat_template_path, seed=seed,
+                         column_mapping=dict(column_mapping or {}) or None)
+    _check_chat_template(tokenizer, config, name)
+    pc = to_prompt_completion(eval_dataset, column_mapping=column_mapping, turns=turns)
+    was_training = model.training
+    with tempfile.TemporaryDirectory(prefix="hf-select-eval-") as tmp:
+        args = build_sft_config(config, tmp)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=pc.select(range(1)), processing_class=tokenizer)
+        metrics = trainer.evaluate(eval_dataset=pc)
+        del trainer
+    model.train(was_training)
+    loss = float(metrics["eval_loss"])
+    _free_memory()
+    return EvalResult(loss=loss, rows=len(pc), metrics=_jsonable(metrics))
+
+
+def _jsonable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            out[k] = v
+        elif hasattr(v, "item"):
+            out[k] = v.item()
+        else:
+            out[k] = str(v)
+    return out
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - never fail a run over cache cleanup
+        pass

@@ -1,0 +1,118 @@
+"""Superfiltering (ACL'24): IFD scored with a small model -> IFD rule (drop IFD >= 1, keep the highest) -> optional
+facility location on sentence embeddings -> SFT of the final model -> held-out loss -> cards.
+
+    accelerate launch recipes/superfilter.py --config recipes/configs/superfilter_smollm2.yaml
+    python recipes/superfilter.py --config recipes/configs/superfilter_gpt2_llama3.2_1b.yaml --output_dir runs/sf
+
+Stages (each a folder under output_dir, reused when the run is started again): data, ifd, [embed], selection,
+train, eval, report, hub. In Python: ``run_superfilter(SuperfilterArguments(...))``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from hf_select.models import DEFAULT_EMBEDDER, DEFAULT_LM
+from hf_select.recipes_common import (
+    RecipeArguments,
+    StageRunner,
+    check_count_or_fraction,
+    data_stage,
+    finish_recipe,
+    parse_recipe_args,
+    print_summary,
+    score_stage,
+    setup_logging,
+)
+
+IFD_COLUMNS = ("ifd", "ifd_ppl")
+
+
+@dataclass
+class SuperfilterArguments(RecipeArguments):
+    """Arguments of the Superfiltering recipe (plus the shared recipe and training fields)."""
+
+    ifd_model_name_or_path: str = field(
+        default=DEFAULT_LM, metadata={"help": "Small causal LM that scores IFD (the paper: GPT-2)."}
+    )
+    ifd_column: str = field(
+        default="ifd", metadata={"help": f"Rank by one of {IFD_COLUMNS}: loss ratio (Cherry) or perplexity ratio."}
+    )
+    ifd_fraction: float | None = field(
+        default=0.1, metadata={"help": "Share of all rows kept by the IFD rule (or give ifd_count)."}
+    )
+    ifd_count: int | None = field(default=None, metadata={"help": "Rows kept by the IFD rule (instead of a share)."})
+    diversity: bool = field(
+        default=False, metadata={"help": "Then pick a diverse subset of the top-IFD rows with facility location."}
+    )
+    diversity_count: int | None = field(
+        default=None, metadata={"help": "Rows facility location keeps (default: half of the IFD rule's rows)."}
+    )
+    embed_model_name_or_path: str = field(
+        default=DEFAULT_EMBEDDER, metadata={"help": "Sentence embedder for facility location."}
+    )
+    embed_text: str = field(default="row", metadata={"help": "Text embedded: row (the paper), instruction, prompt."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ifd_column not in IFD_COLUMNS:
+            raise ValueError(f"SuperfilterArguments.ifd_column must be one of {IFD_COLUMNS}, got {self.ifd_column!r}")
+        if self.ifd_count is not None:
+            self.ifd_fraction = None
+        check_count_or_fraction(self, "ifd_count", "ifd_fraction")
+        if self.diversity_count is not None and self.diversity_count < 1:
+            raise ValueError(f"SuperfilterArguments.diversity_count must be >= 1, got {self.diversity_count}")
+
+
+def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, Any]]:
+    """The selection steps: the IFD rule, then optionally facility location."""
+    rule: dict[str, Any] = {"step": "ifd_rule", "column": args.ifd_column}
+    rule.update({"count": args.ifd_count} if args.ifd_count is not None else {"fraction": args.ifd_fraction})
+    steps = [rule]
+    if args.diversity:
+        kept = args.ifd_count if args.ifd_count is not None else int(args.ifd_fraction * n_rows)
+        steps.append({"step": "facility_location", "k": args.diversity_count or max(1, kept // 2),
+                      "column": "embedding"})
+    return steps
+
+
+def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
+    """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
+    from hf_select.callbacks import SelectionProvenanceCallback
+    from hf_select.scoring.embed import EmbedConfig, Embedder
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+    from hf_select.selection import select
+
+    runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
+    data = data_stage(runner, args)
+    ifd = IFDScorer(IFDConfig(model_name_or_path=args.ifd_model_name_or_path, template=args.template,
+                              max_length=args.score_max_length, column_mapping=args.column_mapping))
+    scored = score_stage(runner, "ifd", ifd, data, args)
+    if args.diversity:
+        embedder = Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text=args.embed_text,
+                                        column_mapping=args.column_mapping))
+        scored = score_stage(runner, "embed", embedder, scored, args)
+    steps = selection_steps(args, len(data))
+    selection, _ = runner.selection_stage("selection", lambda: select(scored, steps, seed=args.seed),
+                                          params={"steps": steps, "seed": args.seed})
+    callback = SelectionProvenanceCallback(selection, method="superfiltering",
+                                           dataset_link=args.hub_dataset_id or "../hub/dataset")
+    model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
+                                        model_name_or_path=args.model_name_or_path, callbacks=[callback])
+    return finish_recipe(runner, args, method="superfiltering", scored=scored, selection=selection,
+                         model_dir=model_dir, train_meta=train.meta, score_columns=list(IFD_COLUMNS),
+                         recipe="superfilter")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    setup_logging()
+    args = parse_recipe_args(SuperfilterArguments, argv)
+    summary = run_superfilter(args)
+    print_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
