@@ -353,10 +353,6 @@ def _chat_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _encode_text(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-
 def encode_segment(tokenizer: Any, messages: Sequence[Mapping[str, str]], turn: int, template: str) -> Segment:
     """Token ids of the prompt before assistant turn ``turn`` and of the turn itself.
 
@@ -367,28 +363,68 @@ def encode_segment(tokenizer: Any, messages: Sequence[Mapping[str, str]], turn: 
       response is the rest, end-of-turn tokens included (what SFT trains on).
 
     Raises:
-        RowError: ``empty_response`` or ``template_mismatch``.
+        RowError: ``empty_response``, ``template_error`` or ``template_mismatch``.
     """
+    result = encode_segments(tokenizer, [(messages, turn)], template)[0]
+    if isinstance(result, RowError):
+        raise result
+    return result
+
+
+def _segment_texts(messages: Sequence[Mapping[str, str]], turn: int, template: str, tokenizer: Any) -> tuple[str, str]:
+    """(prompt text, full conversation text) for ``chat``; (prompt text, response text) for the text templates."""
     response = messages[turn]["content"]
     if not response.strip():
         raise RowError("empty_response", "the response is empty")
-    if template == "chat":
-        msgs = _chat_messages(messages[: turn + 1])
+    if template != "chat":
+        return render_prompt_text(messages, turn, template), response
+    msgs = _chat_messages(messages[: turn + 1])
+    try:
+        prompt_text = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    except Exception as err:  # templates raise on role orders they do not support
+        raise RowError("template_error", f"the chat template rejected this conversation: {err}") from err
+    return prompt_text, full_text
+
+
+def encode_segments(
+    tokenizer: Any, requests: Sequence[tuple[Sequence[Mapping[str, str]], int]], template: str
+) -> list[Segment | RowError]:
+    """:func:`encode_segment` for many ``(messages, turn)`` requests, with one batched tokenizer call per side.
+
+    Returns a ``Segment`` or the ``RowError`` of each request, in order.
+    """
+    results: list[Segment | RowError | None] = [None] * len(requests)
+    texts_a: list[str] = []
+    texts_b: list[str] = []
+    where: list[int] = []
+    for i, (messages, turn) in enumerate(requests):
         try:
-            prompt_text = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
-            full_text = tokenizer.apply_chat_template(msgs, tokenize=False)
-        except Exception as err:  # templates raise on role orders they do not support
-            raise RowError("template_error", f"the chat template rejected this conversation: {err}") from err
-        prompt_ids = _encode_text(tokenizer, prompt_text, add_special_tokens=False)
-        full_ids = _encode_text(tokenizer, full_text, add_special_tokens=False)
-        if full_ids[: len(prompt_ids)] != prompt_ids or len(full_ids) <= len(prompt_ids):
-            raise RowError("template_mismatch", "the rendered prompt's tokens are not a prefix of the conversation's")
-        return Segment(prompt_ids, full_ids[len(prompt_ids) :])
-    prompt_ids = _encode_text(tokenizer, render_prompt_text(messages, turn, template), add_special_tokens=True)
-    response_ids = _encode_text(tokenizer, response, add_special_tokens=False)
-    if not response_ids:
-        raise RowError("empty_response", "the response has no tokens")
-    return Segment(prompt_ids, response_ids)
+            a, b = _segment_texts(messages, turn, template, tokenizer)
+        except RowError as err:
+            results[i] = err
+            continue
+        texts_a.append(a)
+        texts_b.append(b)
+        where.append(i)
+    if where:
+        chat = template == "chat"
+        ids_a = tokenizer(texts_a, add_special_tokens=not chat)["input_ids"]
+        ids_b = tokenizer(texts_b, add_special_tokens=False)["input_ids"]
+        for i, a, b in zip(where, ids_a, ids_b, strict=True):
+            a, b = list(a), list(b)
+            if chat:
+                if b[: len(a)] != a or len(b) <= len(a):
+                    results[i] = RowError(
+                        "template_mismatch", "the rendered prompt's tokens are not a prefix of the conversation's"
+                    )
+                else:
+                    results[i] = Segment(a, b[len(a) :])
+            elif not b:
+                results[i] = RowError("empty_response", "the response has no tokens")
+            else:
+                results[i] = Segment(a, b)
+    return results  # type: ignore[return-value]
 
 
 def prompt_text_for_generation(tokenizer: Any, messages: Sequence[Mapping[str, str]], turn: int, template: str) -> str:

@@ -30,7 +30,7 @@ from ..formats import (
     RowError,
     assistant_turns,
     detect_format,
-    encode_segment,
+    encode_segments,
     last_user_text,
     resolve_template,
     row_to_messages,
@@ -179,69 +179,73 @@ class IFDScorer(BaseScorer):
             )
         return int(bos)
 
-    def _items_for_row(
-        self, r: int, row: dict[str, Any], fmt: str, template: str, tokenizer: Any, bos: int
-    ) -> tuple[list[_Item], str, str, int]:
-        """Items to score for one row, plus its forward and reverse statuses and response token count."""
-        cfg = self.config
-        messages = row_to_messages(row, fmt, cfg.column_mapping)
-        items: list[_Item] = []
-        status, rstatus, n_tokens = "ok", "ok", 0
-        turns = assistant_turns(messages, cfg.turns)
-        first_err = None
-        for t in turns:
-            try:
-                seg = encode_segment(tokenizer, messages, t, template)
-            except RowError as err:
-                first_err = first_err or err.status
-                continue
-            room = cfg.max_length - len(seg.prompt_ids)
-            if room < 1:
-                first_err = first_err or "prompt_too_long"
-                continue
-            target = seg.response_ids[:room]
-            n_tokens += len(target)
-            items.append(_Item(r, "forward", seg.prompt_ids, target, [bos]))
-        if not items:
-            status = first_err or "invalid_row"
-        if cfg.reverse:
-            t = turns[-1]
-            instruction = last_user_text(messages, t)
-            response = messages[t]["content"]
-            ctx = tokenizer(REVERSE_PROMPT.format(response=response))["input_ids"]
-            tgt = tokenizer(instruction, add_special_tokens=False)["input_ids"]
-            room = cfg.max_length - len(ctx)
-            if not tgt:
-                rstatus = "empty_instruction"
-            elif room < 1:
-                rstatus = "prompt_too_long"
-            else:
-                items.append(_Item(r, "reverse", list(ctx), list(tgt[:room]), [bos]))
-        return items, status, rstatus, n_tokens
+    def _build_items(
+        self, batch: dict[str, list[Any]], n: int, tokenizer: Any
+    ) -> tuple[list[_Item], list[str], list[str], list[int]]:
+        """Items to score for the batch, with each row's forward and reverse status and response token count.
 
-    # -- scoring --------------------------------------------------------------------------------------------------
-    def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        Texts are rendered per row, then tokenized in one batched call per side.
+        """
         cfg = self.config
-        n = len(next(iter(batch.values()))) if batch else 0
-        model, tokenizer = self.load()
         template = resolve_template(cfg.template, tokenizer)
         fmt = detect_format(batch.keys(), cfg.column_mapping)
         bos = self._bos(tokenizer)
         status = ["ok"] * n
         rstatus = ["ok"] * n
         tokens = [0] * n
-        items: list[_Item] = []
         keys = list(batch.keys())
+        requests: list[tuple[list[dict[str, str]], int]] = []
+        owners: list[int] = []
+        reverse_rows: list[int] = []
+        reverse_texts: list[tuple[str, str]] = []
         for r in range(n):
-            row = {k: batch[k][r] for k in keys}
             try:
-                row_items, status[r], rstatus[r], tokens[r] = self._items_for_row(
-                    r, row, fmt, template, tokenizer, bos
-                )
+                messages = row_to_messages({k: batch[k][r] for k in keys}, fmt, cfg.column_mapping)
             except RowError as err:
                 status[r] = rstatus[r] = err.status
                 continue
-            items.extend(row_items)
+            turns = assistant_turns(messages, cfg.turns)
+            for t in turns:
+                requests.append((messages, t))
+                owners.append(r)
+            if cfg.reverse:
+                reverse_rows.append(r)
+                reverse_texts.append((last_user_text(messages, turns[-1]), messages[turns[-1]]["content"]))
+        items: list[_Item] = []
+        first_error: dict[int, str] = {}
+        for r, seg in zip(owners, encode_segments(tokenizer, requests, template), strict=True):
+            if isinstance(seg, RowError):
+                first_error.setdefault(r, seg.status)
+                continue
+            room = cfg.max_length - len(seg.prompt_ids)
+            if room < 1:
+                first_error.setdefault(r, "prompt_too_long")
+                continue
+            target = seg.response_ids[:room]
+            tokens[r] += len(target)
+            items.append(_Item(r, "forward", seg.prompt_ids, target, [bos]))
+        scored_rows = {it.row for it in items}
+        for r in set(owners) - scored_rows:
+            status[r] = first_error.get(r, "invalid_row")
+        if reverse_rows:
+            contexts = tokenizer([REVERSE_PROMPT.format(response=resp) for _, resp in reverse_texts])["input_ids"]
+            targets = tokenizer([inst for inst, _ in reverse_texts], add_special_tokens=False)["input_ids"]
+            for r, ctx, tgt in zip(reverse_rows, contexts, targets, strict=True):
+                room = cfg.max_length - len(ctx)
+                if not tgt:
+                    rstatus[r] = "empty_instruction"
+                elif room < 1:
+                    rstatus[r] = "prompt_too_long"
+                else:
+                    items.append(_Item(r, "reverse", list(ctx), list(tgt[:room]), [bos]))
+        return items, status, rstatus, tokens
+
+    # -- scoring --------------------------------------------------------------------------------------------------
+    def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        cfg = self.config
+        n = len(next(iter(batch.values()))) if batch else 0
+        model, tokenizer = self.load()
+        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer)
         cond = np.full(len(items), np.nan)
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
