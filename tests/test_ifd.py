@@ -266,3 +266,19 @@ def test_empty_dataset(tiny_lm_path):
     ds = Dataset.from_dict({"instruction": [], "input": [], "output": []})
     out = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path))).score(ds, progress=False)
     assert len(out) == 0 and "ifd" in out.column_names
+
+
+def test_dataset_map_cache_hits_without_loading_the_model(tiny_lm_path, tmp_path):
+    import json
+
+    from datasets import load_dataset
+
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([{"instruction": f"hi {i}", "input": "", "output": f"yo {i}"} for i in range(6)]))
+    ds = load_dataset("json", data_files=str(data), split="train", cache_dir=str(tmp_path / "cache"))
+    first = ds.map(IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path))), batched=True)
+    again = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path)))
+    second = ds.map(again, batched=True)
+    assert second.cache_files == first.cache_files
+    assert not again._loaded, "a cache hit must not load the model"
+    assert second["ifd"] == first["ifd"]
