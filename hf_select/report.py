@@ -140,6 +140,11 @@ def _marks_for(column: str, provenance: Sequence[dict[str, Any]]) -> list[tuple[
     return marks
 
 
+def _shares(values: np.ndarray) -> np.ndarray:
+    """Histogram weights that make each group's bars add up to 100 (%), so groups of any size compare."""
+    return np.full(len(values), 100.0 / max(1, len(values)))
+
+
 def _stats(values: np.ndarray) -> dict[str, Any]:
     ok = values[np.isfinite(values)]
     if not len(ok):
@@ -161,10 +166,10 @@ def _score_histogram(values: np.ndarray, chosen: np.ndarray, column: str, marks:
     bins = np.linspace(lo, hi, 50)
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
-    ax.hist(np.clip(all_v, lo, hi), bins=bins, density=True, color=ALL_COLOR, alpha=0.6,
+    ax.hist(np.clip(all_v, lo, hi), bins=bins, weights=_shares(all_v), color=ALL_COLOR, alpha=0.6,
             label=f"all rows (n={len(all_v):,})")
     if len(sel_v):
-        ax.hist(np.clip(sel_v, lo, hi), bins=bins, density=True, color=CHOSEN_COLOR, alpha=0.55,
+        ax.hist(np.clip(sel_v, lo, hi), bins=bins, weights=_shares(sel_v), color=CHOSEN_COLOR, alpha=0.55,
                 label=f"selected (n={len(sel_v):,})")
     colors = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     for j, (value, label, style) in enumerate(marks):
@@ -172,7 +177,7 @@ def _score_histogram(values: np.ndarray, chosen: np.ndarray, column: str, marks:
     nan = int((~finite).sum())
     ax.set_title(f"{column}: all rows vs selected" + (f" ({nan:,} rows without a score)" if nan else ""))
     ax.set_xlabel(f"{column} (0.5-99.5 percentile range; outliers at the edges)")
-    ax.set_ylabel("density")
+    ax.set_ylabel("share of the group's rows (%)")
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
     return {"all": _stats(values), "selected": _stats(values[chosen])}
@@ -242,17 +247,19 @@ def _lengths_figure(prompt: np.ndarray, response: np.ndarray, chosen: np.ndarray
         ax = fig.add_subplot(1, 2, j + 1)
         ok = np.isfinite(values)
         v = np.maximum(values[ok], 1.0)
-        bins = np.logspace(0, math.log10(max(10.0, float(v.max()) if len(v) else 10.0)), 40)
-        ax.hist(v, bins=bins, density=True, color=ALL_COLOR, alpha=0.6,
+        low = float(v.min()) if len(v) else 1.0
+        high = max(low * 10.0, float(v.max()) if len(v) else 10.0)
+        bins = np.logspace(math.log10(low), math.log10(high), 40)
+        ax.hist(v, bins=bins, weights=_shares(v), color=ALL_COLOR, alpha=0.6,
                 label=f"all rows (median {np.median(v) if len(v) else 0:,.0f})")
         vs = np.maximum(values[ok & chosen], 1.0)
         if len(vs):
-            ax.hist(vs, bins=bins, density=True, color=CHOSEN_COLOR, alpha=0.55,
+            ax.hist(vs, bins=bins, weights=_shares(vs), color=CHOSEN_COLOR, alpha=0.55,
                     label=f"selected (median {np.median(vs):,.0f})")
         ax.set_xscale("log")
         ax.set_title(f"{name.split(' ')[0].capitalize()} length")
         ax.set_xlabel(f"{name} length (characters, log scale)")
-        ax.set_ylabel("density")
+        ax.set_ylabel("share of the group's rows (%)")
         ax.legend(fontsize=8)
         out[name.split(" ")[0]] = {"all": _stats(values), "selected": _stats(values[chosen])}
     _save(fig, path)
@@ -419,7 +426,7 @@ def make_report(
     for col in groups:
         if col not in scored.column_names:
             raise HFSelectError(f"report: group column {col!r} is not in the dataset (columns: {scored.column_names})")
-        values = scored.with_format(None)[col]
+        values = list(scored.with_format(None)[col])
         if values and not isinstance(next((v for v in values if v is not None), ""), (str, int, bool)):
             notes.append(f"`{col}` is not a categorical column; no composition plot.")
             continue

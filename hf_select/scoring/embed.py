@@ -1,6 +1,6 @@
 """Row embeddings as a column: a sentence-transformers model, or the mean-pooled hidden states of a causal LM.
 
-``Embedder`` adds ``embedding`` (a list of float32, or null where the row cannot be embedded) and
+``Embedder`` adds ``embedding`` (a list of float32; all NaN where the row cannot be embedded) and
 ``embedding_status`` (``ok``, ``invalid_row``, ``unknown_role``, ``no_assistant_turn``, ``empty_text``,
 ``template_error``, ``oom``, ``non_finite``). Which text is embedded:
 
@@ -200,7 +200,7 @@ def _is_sentence_transformers_folder(path: str) -> bool:
 
 
 class Embedder(BaseScorer):
-    """Adds ``embedding`` (list of float32, null for rows that fail) and ``embedding_status``.
+    """Adds ``embedding`` (list of float32, all NaN for rows that fail) and ``embedding_status``.
 
     Example:
         >>> embedder = Embedder(EmbedConfig(text="instruction"))
@@ -315,7 +315,23 @@ class Embedder(BaseScorer):
                         norm = float(np.linalg.norm(vec))
                         vec = vec / norm if norm > 0 else vec
                     vectors[i] = np.asarray(vec, dtype=np.float32)  # numpy keeps float32 through Dataset.map
+        dim = self.dimension()
+        if dim:  # a failed row gets a NaN vector (never a null: a batch of nulls breaks Dataset.map's writer)
+            missing = np.full(dim, np.nan, dtype=np.float32)
+            vectors = [missing if v is None else v for v in vectors]
         return {"embedding": vectors, "embedding_status": status}
+
+    def dimension(self) -> int | None:
+        """Size of the vectors (loads the model): the sentence embedding size or the LM's hidden size."""
+        model, _ = self.load()
+        if self.resolved_backend() == "sentence_transformers":
+            for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+                if hasattr(model, name):
+                    dim = getattr(model, name)()
+                    return int(dim) if dim else None
+            return None
+        dim = getattr(getattr(model, "config", None), "hidden_size", None)
+        return int(dim) if dim else None
 
     def _encode_st(self, model: Any, texts: list[str]) -> list[np.ndarray | None]:
         """Sentence-transformers embeddings, in sub-batches of similar length (longest first)."""

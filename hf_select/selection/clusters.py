@@ -43,7 +43,10 @@ MINIBATCH_ABOVE = 50_000
 def _as_matrix(embeddings: Any, name: str = "embeddings") -> np.ndarray:
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu().numpy()
-    arr = np.asarray(embeddings)
+    try:
+        arr = np.asarray(embeddings)
+    except ValueError as err:  # numpy refuses ragged nested lists
+        raise ValueError(f"{name}: rows of different lengths; every row needs the same size") from err
     if arr.dtype == object:
         raise ValueError(f"{name}: rows of different lengths (or missing rows); every row needs the same size")
     if arr.ndim != 2:
@@ -203,6 +206,8 @@ def knn_similarity_graph(
         raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
     x = _as_matrix(embeddings)
     n = x.shape[0]
+    if n == 0:
+        return csr_matrix((0, 0), dtype=np.float32)
     kk = min(n_neighbors, n)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     xt = torch.from_numpy(x).to(dev)

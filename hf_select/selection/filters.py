@@ -110,8 +110,8 @@ def string_values(dataset: Any, column: str, step: str = "select") -> list[str |
 def embedding_matrix(dataset: Any, column: str = "embedding", step: str = "select") -> tuple[np.ndarray, np.ndarray]:
     """The embedding column as an M x d float32 matrix plus the positions of the M rows that have a vector.
 
-    Rows with a null vector (``embedding_status`` not ok) or NaN values are left out (the caller gives them a
-    reason). A column of vectors of different sizes is an error.
+    Rows with a null or NaN vector (``embedding_status`` not ok) are left out (the caller gives them a reason).
+    A column of vectors of different sizes is an error.
 
     Raises:
         HFSelectError: missing column, not a list column, or vectors of different sizes.
@@ -192,27 +192,32 @@ def resolve_count(
     count: int | None = None,
     of: str = "all",
     step: str = "select",
+    n_scored: int | None = None,
+    count_name: str = "count",
 ) -> int:
     """How many rows a ``fraction`` (of all rows or of the scored rows, rounded down) or a ``count`` means.
 
-    Asking for more than the eligible rows gives the eligible rows, with a warning.
+    ``n_scored`` (default ``n_eligible``) is the number of rows with a score, the base of ``of="scored"``; asking
+    for more than the ``n_eligible`` rows that may be kept gives those rows, with a warning.
 
     Example:
         >>> resolve_count(100, 80, fraction=0.1), resolve_count(100, 80, fraction=0.1, of="scored")
         (10, 8)
     """
     if (fraction is None) == (count is None):
-        raise ValueError(f"{step}: give exactly one of fraction (0 < fraction <= 1) or count (rows)")
+        raise ValueError(f"{step}: give exactly one of fraction (0 < fraction <= 1) or {count_name} (rows)")
     if of not in OF_CHOICES:
         raise ValueError(f"{step}: of must be one of {OF_CHOICES}, got {of!r}")
     if fraction is not None:
         if isinstance(fraction, bool) or not 0 < float(fraction) <= 1:
-            raise ValueError(f"{step}: fraction must be in (0, 1], got {fraction!r}; use count= for a number of rows")
-        base = n_rows if of == "all" else n_eligible
+            raise ValueError(
+                f"{step}: fraction must be in (0, 1], got {fraction!r}; use {count_name}= for a number of rows"
+            )
+        base = n_rows if of == "all" else (n_eligible if n_scored is None else n_scored)
         want = int(math.floor(float(fraction) * base + 1e-9))
     else:
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ValueError(f"{step}: count must be a non-negative integer, got {count!r}")
+            raise ValueError(f"{step}: {count_name} must be a non-negative integer, got {count!r}")
         want = int(count)
     if want > n_eligible:
         warnings.warn(
@@ -305,7 +310,8 @@ def ifd_rule(
 ) -> StepResult:
     """Cherry LLM's rule: only rows with ``ifd_status == "ok"``, drop ``IFD >= 1``, then keep the highest IFD.
 
-    ``top`` is another name for ``fraction``. ``of="all"`` (Cherry: a share of the whole dataset) or ``"scored"``.
+    ``top`` is another name for ``fraction``, a share of all rows (``of="all"``, Cherry's rule) or of the rows with
+    an ok score (``of="scored"``, counted before IFD >= 1 is dropped).
     Reasons: ``ifd_status:<status>`` (e.g. ``ifd_status:prompt_too_long``), ``nan_score``, ``ifd_ge_1``,
     ``not_top``.
 
@@ -333,7 +339,8 @@ def ifd_rule(
     reasons["nan_score"] = nan
     reasons["ifd_ge_1" if max_ifd == 1.0 else f"ifd_ge_{max_ifd:g}"] = ge
     eligible = np.flatnonzero(ok & ~nan & ~ge)
-    n = resolve_count(len(v), len(eligible), fraction=fraction, count=count, of=of, step="ifd_rule")
+    n = resolve_count(len(v), len(eligible), fraction=fraction, count=count, of=of, step="ifd_rule",
+                      n_scored=int((ok & ~nan).sum()))
     ranked = _ranked(v, eligible, True)
     keep = np.zeros(len(v), bool)
     keep[ranked[:n]] = True

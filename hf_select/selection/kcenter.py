@@ -4,14 +4,15 @@ The first pick is a seeded random row, or, when ``initial`` rows are given, the 
 costs one matrix-vector product over the embeddings, so memory stays at the embeddings plus a few vectors of
 length N (and a block of ``N x chunk`` when measuring the distances to ``initial``); nothing is ever N x N.
 
-Precision (``precision="mixed"``, the default): distances are kept in float32 on the device (CPU or CUDA). After
-every update the rows whose float32 distance lies within a proven float32 error bound of the largest one are
-re-measured exactly in float64 (differences, not the ``|x|^2 + |c|^2 - 2 x.c`` expansion) against every chosen
-center, and the largest float64 distance wins, ties going to the lowest row index. So the picks are those of a
-float64 implementation (such as the MoDS loop with ``sklearn.metrics.pairwise_distances``), not merely close to
-them, while the bulk work runs at float32 speed. Should too many rows fall inside the bound at once (exact
+Precision (``precision="mixed"``, the default): the running distances are kept in float32 on the device (CPU or
+CUDA), computed as ``|x|^2 + |c|^2 - 2 x.c`` (one matrix-vector product per pick). Before every pick the rows whose
+float32 distance lies within a worst-case float32 error bound, ``2 (2d + 16) u max|x|^2``, of the largest one are
+re-measured in float64 by differences against every center, and the largest float64 distance wins, exact ties
+going to the lowest row index. So the picks are those of a float64 implementation (such as the MoDS loop with
+``sklearn.metrics.pairwise_distances``), not merely close to them, while the bulk work runs at float32 speed; the
+same seed gives the same picks on CPU and GPU. Should more than 256 rows fall inside the bound at once (exact
 duplicates, or every row already covered), the run switches to float64 for the rest of the picks.
-``precision="float64"`` runs every distance in float64 from the start.
+``precision="float64"`` keeps the running distances in float64 from the start (same rule, float64 bound).
 
 Example:
     >>> import numpy as np
@@ -43,7 +44,12 @@ PRECISIONS = ("mixed", "float64")
 _BLOCK_ELEMENTS = 1 << 25
 # Rows re-measured in float64 after one pick before the run switches to float64 altogether.
 _MAX_CANDIDATES = 256
+# Candidate rows re-measured at once.
+_EXACT_ROWS = 4096
+# Largest distances looked at per pick before searching all rows for near-ties.
+_TOP_PEEK = 16
 _U32 = 2.0**-24  # unit roundoff of float32
+_U64 = 2.0**-53  # unit roundoff of float64
 
 
 @dataclass
@@ -66,7 +72,10 @@ def _to_tensor(embeddings: Any, name: str = "embeddings") -> torch.Tensor:
     if isinstance(embeddings, torch.Tensor):
         t = embeddings.detach()
     else:
-        arr = np.asarray(embeddings)
+        try:
+            arr = np.asarray(embeddings)
+        except ValueError as err:  # numpy refuses ragged nested lists
+            raise ValueError(f"{name}: rows of different lengths; every row needs the same size") from err
         if arr.dtype == object:
             raise ValueError(f"{name}: rows of different lengths (or missing rows); every row needs the same size")
         t = torch.from_numpy(np.ascontiguousarray(arr))
@@ -136,11 +145,10 @@ class _Distances:
         return rows
 
     def sq_to(self, center: int) -> torch.Tensor:
-        """Squared euclidean distance of every row to row ``center`` in the working dtype (expansion form)."""
-        c = self.x[center]
-        d = torch.mv(self.x, c)
-        d.mul_(-2.0).add_(self.sq).add_(self.sq[center])
-        return d.clamp_min_(0.0)
+        """Squared euclidean distance of every row to row ``center`` in the working dtype (expansion form; may be
+        a rounding error below 0). Two passes over N values: few parallel regions per pick."""
+        d = torch.addmv(self.sq, self.x, self.x[center], beta=1.0, alpha=-2.0)
+        return d.add_(self.sq[center])
 
     def sq_to_block(self, centers: torch.Tensor) -> torch.Tensor:
         """Squared distances of every row to the nearest of ``centers`` (row indices), in N x chunk blocks."""
@@ -154,10 +162,10 @@ class _Distances:
         return out
 
     def error_bound(self) -> float:
-        """Bound on |float32 squared distance - exact| for the expansion form (sequential-summation worst case)."""
-        if self.dtype == torch.float64:
-            return 0.0
-        return (2.0 * self.dim + 16.0) * _U32 * self.max_sq
+        """Bound on |computed squared distance - exact| for the expansion form in the working dtype
+        (worst case of sequential summation: ``(2d + 16) u max|x|^2``, u the unit roundoff)."""
+        u = _U32 if self.dtype == torch.float32 else _U64
+        return (2.0 * self.dim + 16.0) * u * self.max_sq
 
     def radius(self, sq: float) -> float:
         """A squared euclidean distance (of normalised rows for cosine) as the reported distance."""
@@ -167,12 +175,13 @@ class _Distances:
 
 def _exact_min_dist(dist: _Distances, rows: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """float64 euclidean distance from each of ``rows`` (indices) to its nearest center, by differences."""
-    q = dist.exact_rows(rows)
     best = torch.full((len(rows),), math.inf, dtype=torch.float64, device=dist.device)
-    step = max(1, (_BLOCK_ELEMENTS // 4) // max(1, len(rows)))
-    for lo in range(0, centers.shape[0], step):
-        d = torch.cdist(q, centers[lo : lo + step], compute_mode="donot_use_mm_for_euclid_dist")
-        torch.minimum(best, d.min(dim=1).values, out=best)
+    for qlo in range(0, len(rows), _EXACT_ROWS):
+        q = dist.exact_rows(rows[qlo : qlo + _EXACT_ROWS])
+        step = max(1, (_BLOCK_ELEMENTS // 4) // max(1, len(q)))
+        for lo in range(0, centers.shape[0], step):
+            d = torch.cdist(q, centers[lo : lo + step], compute_mode="donot_use_mm_for_euclid_dist")
+            torch.minimum(best[qlo : qlo + len(q)], d.min(dim=1).values, out=best[qlo : qlo + len(q)])
     return best
 
 
@@ -266,15 +275,17 @@ def k_center_greedy(
     def next_pick() -> tuple[int | None, float]:
         """The row farthest from every center (exactly, in float64) and its squared distance."""
         nonlocal min_sq
-        top = float(min_sq.max())
+        window = 2.0 * dist.error_bound()
+        vals, idx = torch.topk(min_sq, min(_TOP_PEEK, n))
+        vals = vals.cpu()
+        top = float(vals[0])
         if top == -math.inf:
             return None, 0.0
-        if dist.dtype == torch.float64:
-            best = int(torch.argmax(min_sq))  # the first maximal index
-            return best, top
-        window = 2.0 * dist.error_bound()
-        cand = torch.nonzero(min_sq >= top - window).flatten()
-        if len(cand) > _MAX_CANDIDATES:
+        if float(vals[-1]) >= top - window and n > _TOP_PEEK:  # more near-ties than peeked at: find them all
+            cand = torch.nonzero(min_sq >= top - window).flatten()
+        else:
+            cand = torch.sort(idx[(vals >= top - window).to(idx.device)]).values
+        if len(cand) > _MAX_CANDIDATES and dist.dtype == torch.float32:
             logger.info("k_center_greedy: %d rows tie within float32 error; continuing in float64.", len(cand))
             dist.set_dtype(torch.float64)
             centers = torch.tensor(picks_so_far, dtype=torch.long)

@@ -169,6 +169,7 @@ def load_steps(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int | Non
 
 
 def _normalise_step(raw: Any, i: int) -> tuple[str, dict[str, Any], int | None]:
+    """(name, params, seed) of step number ``i`` (1-based, as in the provenance table)."""
     if isinstance(raw, Step) or (hasattr(raw, "to_dict") and callable(raw.to_dict)):
         raw = raw.to_dict()
     elif dataclasses.is_dataclass(raw) and not isinstance(raw, type):
@@ -204,7 +205,7 @@ def parse_steps(steps: Any) -> tuple[list[tuple[str, dict[str, Any], int | None]
         steps = [steps]
     if not isinstance(steps, Sequence):
         raise HFSelectError(f"steps must be a list of steps or a YAML file path, got {type(steps).__name__}")
-    return [_normalise_step(raw, i) for i, raw in enumerate(steps)], file_seed
+    return [_normalise_step(raw, i) for i, raw in enumerate(steps, 1)], file_seed
 
 
 # -- the result -------------------------------------------------------------------------------------------------------
@@ -215,8 +216,8 @@ class SelectionResult:
     """A chosen subset with the dropped rows and a record of every step.
 
     - ``dataset``: the kept rows, in input order, with ``_row_id`` (the row's index in the input dataset);
-    - ``dropped``: every dropped row with ``_row_id``, ``drop_step`` (name), ``drop_step_index`` and
-      ``drop_reason``;
+    - ``dropped``: every dropped row with ``_row_id``, ``drop_step`` (name), ``drop_step_index`` (its position in
+      ``provenance``, from 0) and ``drop_reason``;
     - ``provenance``: one dict per step: ``step``, ``params``, ``seed``, ``rows_in``, ``rows_out``, ``dropped``
       ({reason: rows}), ``info`` and ``seconds``.
     """
@@ -287,8 +288,9 @@ class SelectionResult:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
-            self.dataset.save_to_disk(str(staging))
-            self.dropped.save_to_disk(str(staging / DROPPED_DIR))
+            # An empty dataset needs num_shards=1, or no data file is written and it cannot be loaded again.
+            self.dataset.save_to_disk(str(staging), num_shards=1 if len(self.dataset) == 0 else None)
+            self.dropped.save_to_disk(str(staging / DROPPED_DIR), num_shards=1 if len(self.dropped) == 0 else None)
             (staging / PROVENANCE_FILE).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n",
                                                    encoding="utf-8")
             if out.exists():
@@ -359,7 +361,8 @@ def provenance_table(provenance: Sequence[Mapping[str, Any]]) -> str:
     for i, e in enumerate(provenance, 1):
         dropped = ", ".join(f"{r}: {c:,}" for r, c in e.get("dropped", {}).items()) or "none"
         params = _fmt_params(e.get("params", {})).replace("|", "\\|")
-        lines.append(f"| {i} | {e['step']} | {params} | {e.get('seed', '')} | {e['rows_in']:,} | {e['rows_out']:,} "
+        seed = "-" if e.get("seed") is None else e["seed"]
+        lines.append(f"| {i} | {e['step']} | {params or '-'} | {seed} | {e['rows_in']:,} | {e['rows_out']:,} "
                      f"| {dropped} |")
     return "\n".join(lines)
 
@@ -429,10 +432,10 @@ def select(dataset: Any, steps: Any, *, seed: int = 0) -> SelectionResult:
                 kwargs["seed"] = s
             try:
                 res = spec.function(current, **kwargs)
-            except HFSelectError as err:
-                raise HFSelectError(f"step {i} ({name}): {err}") from err
-            except ValueError as err:
-                raise HFSelectError(f"step {i} ({name}): {err}") from err
+            except (HFSelectError, ValueError) as err:
+                message = str(err)
+                message = message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
+                raise HFSelectError(f"step {i + 1} ({name}): {message}") from err
             res = _check_result(res, rows_in, name)
         seconds = time.perf_counter() - t0
         for reason, idx in res.dropped.items():
@@ -452,17 +455,21 @@ def select(dataset: Any, steps: Any, *, seed: int = 0) -> SelectionResult:
         pos = pos[res.keep]
     subset = base.select(pos) if len(pos) != n else base
     all_drop = np.concatenate(drop_pos) if drop_pos else np.zeros(0, np.int64)
-    dropped = base.select(all_drop)
     steps_col, idx_col, reason_col = [], [], []
     for name, i, reason, count in drop_meta:
         steps_col += [name] * count
         idx_col += [i] * count
         reason_col += [reason] * count
-    from datasets import Value
+    from datasets import Dataset, Features, Value
 
-    dropped = dropped.add_column("drop_step", steps_col, feature=Value("string"))
-    dropped = dropped.add_column("drop_step_index", idx_col, feature=Value("int64"))
-    dropped = dropped.add_column("drop_reason", reason_col, feature=Value("string"))
+    extra = {"drop_step": Value("string"), "drop_step_index": Value("int64"), "drop_reason": Value("string")}
+    if len(all_drop):
+        dropped = base.select(all_drop)
+        for (col, feature), values in zip(extra.items(), (steps_col, idx_col, reason_col), strict=True):
+            dropped = dropped.add_column(col, values, feature=feature)
+    else:  # datasets cannot add a column to an empty selection of a concatenated table
+        features = Features({**base.features, **extra})
+        dropped = Dataset.from_dict({c: [] for c in features}, features=features)
     return SelectionResult(
         dataset=subset,
         dropped=dropped,
@@ -515,7 +522,7 @@ def kcenter_step(
     local[rows] = np.arange(len(rows))
     initial = local[np.flatnonzero(init_mask)]
     available = len(rows) - len(initial)
-    want = resolve_count(n, available, fraction=fraction, count=k, step="kcenter")
+    want = resolve_count(n, available, fraction=fraction, count=k, step="kcenter", count_name="k")
     res = k_center_greedy(x, want, seed=seed, initial=initial.tolist(), metric=metric, device=device,
                           precision=precision, return_radii=True)
     keep = init_mask.copy()
@@ -573,7 +580,7 @@ def facility_location_step(
     Reasons: ``no_embedding``, ``not_selected``."""
     x, rows, missing = _embedding_rows(dataset, column, "facility_location")
     n = len(dataset)
-    want = resolve_count(n, len(rows), fraction=fraction, count=k, step="facility_location")
+    want = resolve_count(n, len(rows), fraction=fraction, count=k, step="facility_location", count_name="k")
     res = facility_location(x, want, n_neighbors=n_neighbors, seed=seed, metric=metric, device=device,
                             return_result=True)
     keep = np.zeros(n, bool)
