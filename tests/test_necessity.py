@@ -10,6 +10,7 @@ import torch
 from datasets import Dataset
 
 from hf_select import NecessityConfig, NecessityScorer, QualityConfig, QualityScorer, score_necessity
+from hf_select.models import load_tokenizer
 from hf_select.scoring.necessity import generate_answers
 from hf_select.testing import make_tiny_tokenizer
 
@@ -127,11 +128,17 @@ def test_no_eos_is_flagged_and_still_scored(varied_lm, tiny_classifier_path, ds)
 
 
 def test_the_seed_model_config_path_and_set_model(tiny_lm_path, tiny_classifier_path, ds, varied_lm):
+    tok = load_tokenizer(str(tiny_lm_path))
+    lengths = [len(tok(tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                               add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+               for q in ("Add 2 and 3.", "Sort the list\n[3, 1, 2]", ROWS[2]["instruction"], ROWS[3]["instruction"])]
+    limit = max(lengths[:2] + lengths[3:])
+    assert lengths[2] > limit
     scorer = _scorer(tiny_classifier_path, model_name_or_path=str(tiny_lm_path), max_new_tokens=4,
-                     max_prompt_length=14)
+                     max_prompt_length=limit)
     out = scorer.score(ds, progress=False)
     assert out.column_names[-4:] == ["generated_response", "generated_tokens", "necessity", "necessity_status"]
-    # The chat prompt of the third row is longer than 14 tokens: not generated, no score, a reason.
+    # The chat prompt of the third row is the only one longer than the limit: not generated, no score, a reason.
     assert out["necessity_status"][2] == "prompt_too_long" and math.isnan(out["necessity"][2])
     assert out["generated_response"][2] is None
     assert all(s in ("ok", "no_eos", "empty_generation") for i, s in enumerate(out["necessity_status"]) if i != 2)
@@ -149,14 +156,48 @@ def test_vllm_backend_without_vllm_is_a_clear_error(ds):
         scorer.set_model(None, None)
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread: on a small CPU shared with other jobs, two threads made SmolLM2 ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_smollm2_answers_stop_at_eos_and_are_judged():
+def test_smollm2_answers_stop_at_eos_and_are_judged(one_thread):
     rows = Dataset.from_list([ROWS[0], ROWS[2]])
-    scorer = NecessityScorer(NecessityConfig(max_new_tokens=48, quality={"max_length": 512}))
+    scorer = NecessityScorer(NecessityConfig(max_new_tokens=32, quality={"max_length": 512}))
     out = scorer.score(rows, progress=False)
     assert "ok" in out["necessity_status"]
     for text, n, status, value in zip(out["generated_response"], out["generated_tokens"], out["necessity_status"],
                                       out["necessity"], strict=True):
         assert status in ("ok", "no_eos") and 1.0 <= value <= 5.0
         if status == "ok":
-            assert 0 < n < 48 and text.strip()
+            assert 0 < n < 32 and text.strip()
+
+
+def test_prompts_near_the_model_position_limit(tiny_classifier_path):
+    """A 32-position GPT-2: a prompt of p tokens gets at most 32 - p new tokens; one that fills it is not generated."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = make_tiny_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).eval()
+    def prompt_len(n: int) -> int:  # the plain template: the instruction and a newline
+        return len(tok(f"{'1 ' * n}\n")["input_ids"])
+
+    sizes = [max(n for n in range(1, 40) if prompt_len(n) + 16 <= 32),
+             min(n for n in range(1, 40) if prompt_len(n) + 16 > 32 and prompt_len(n) < 32),
+             min(n for n in range(1, 60) if prompt_len(n) >= 32)]
+    prompt_lens = [prompt_len(n) for n in sizes]
+    rows = Dataset.from_list([{"instruction": "1 " * n, "input": "", "output": "x"} for n in sizes])
+    scorer = _scorer(tiny_classifier_path, template="plain", max_new_tokens=16).set_model(model, tok)
+    out = scorer.score(rows, progress=False)
+    assert out["necessity_status"][2] == "prompt_too_long" and math.isnan(out["necessity"][2])
+    assert out["generated_tokens"][1] <= 32 - prompt_lens[1]
+    assert out["generated_tokens"][0] <= 16
+    assert all(math.isfinite(v) for v in out["necessity"][:2])

@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from hf_select import QualityConfig, QualityScorer, score_quality
 from hf_select.models import load_causal_lm
-from hf_select.scoring.quality import fit_pair, load_reward_model, unused_token_id
+from hf_select.scoring.quality import fit_pair, load_reward_model, split_padding, unused_token_id
 from hf_select.scoring.registry import build_scorer
 from hf_select.testing import CHAT_TEMPLATE, make_tiny_classifier, make_tiny_tokenizer
 
@@ -72,7 +72,7 @@ def test_defaults_and_columns():
     assert build_scorer("quality", backend="reward").score_column == "quality"
 
 
-# -- judge -------------------------------------------------------------------------------------------------------------
+# -- judge ------------------------------------------------------------------------------------------------------------
 def test_judge_rating_tokens_come_from_the_tokenizer(tiny_lm_path):
     scorer = QualityScorer(QualityConfig(model_name_or_path=str(tiny_lm_path)))
     _, tok = scorer.load()
@@ -138,7 +138,7 @@ def test_set_model_changes_the_fingerprint(tiny_lm_path, ds):
     assert scorer.set_model(model, tok).fingerprint(ds) != first
 
 
-# -- reward ------------------------------------------------------------------------------------------------------------
+# -- reward -----------------------------------------------------------------------------------------------------------
 def test_reward_scores_match_the_model_and_do_not_depend_on_batching(tiny_classifier_path, ds):
     scorer = QualityScorer(QualityConfig(backend="reward", model_name_or_path=str(tiny_classifier_path)))
     out = scorer.score(ds, progress=False)
@@ -148,8 +148,8 @@ def test_reward_scores_match_the_model_and_do_not_depend_on_batching(tiny_classi
     assert list(out["quality"]) == pytest.approx(list(one["quality"]), abs=1e-5)
     model, tok = load_reward_model(str(tiny_classifier_path), device="cpu")
     q = f"{ROWS[1]['instruction']}\n{ROWS[1]['input']}"  # MoDS: instruction + "\n" + input
-    text = tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": ROWS[1]["output"]}],
-                                   tokenize=False)
+    msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": ROWS[1]["output"]}]
+    text = tok.apply_chat_template(msgs, tokenize=False)
     with torch.no_grad():
         ref = model(torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])).logits[0, 0]
     assert out["quality"][1] == pytest.approx(float(ref), abs=1e-5)
@@ -176,8 +176,8 @@ def test_reward_model_without_pad_token_still_batches(tiny_classifier_nopad_path
     assert list(batched["quality_status"]) == ["ok"] * 4
     for i, row in enumerate(ROWS):
         q = row["instruction"] + (f"\n{row['input']}" if row["input"] else "")
-        text = tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": row["output"]}],
-                                       tokenize=False)
+        msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": row["output"]}]
+        text = tok.apply_chat_template(msgs, tokenize=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert ids[-1] == tok.pad_token_id
         with torch.no_grad():
@@ -186,12 +186,20 @@ def test_reward_model_without_pad_token_still_batches(tiny_classifier_nopad_path
     assert model.config.pad_token_id is None  # restored after scoring
 
 
+def test_split_padding_bounds_the_padding():
+    lengths = [231, 149, 136, 115, 62, 58, 16, 15]
+    groups = split_padding(list(range(8)), lengths)
+    assert groups == [[0], [1, 2, 3], [4, 5], [6, 7]]
+    for g in groups:
+        assert sum(max(lengths[i] for i in g) - lengths[i] for i in g) <= 0.25 * max(lengths[i] for i in g) * len(g)
+
+
 def test_unused_token_id_avoids_real_tokens():
     assert unused_token_id([[0, 5], [2]], [2, 0, None], vocab_size=8) == 7
     assert unused_token_id([[0, 5]], [2], vocab_size=8) == 2
 
 
-# -- bad input ----------------------------------------------------------------------------------------------------------
+# -- bad input --------------------------------------------------------------------------------------------------------
 def test_fit_pair_keeps_question_start_and_answer_end():
     tok = make_tiny_tokenizer()
 
@@ -211,8 +219,10 @@ def test_fit_pair_keeps_question_start_and_answer_end():
 
 
 def test_long_pairs_are_truncated_and_flagged(tiny_classifier_path, tiny_lm_path):
-    long = Dataset.from_list([{"instruction": "Sort the list " * 40, "input": "", "output": "The answer is 42. " * 60}])
-    reward = QualityScorer(QualityConfig(backend="reward", model_name_or_path=str(tiny_classifier_path), max_length=64))
+    row = {"instruction": "Sort the list " * 40, "input": "", "output": "The answer is 42. " * 60}
+    long = Dataset.from_list([row])
+    cfg = QualityConfig(backend="reward", model_name_or_path=str(tiny_classifier_path), max_length=64)
+    reward = QualityScorer(cfg)
     out = reward.score(long, progress=False)
     assert out["quality_status"] == ["truncated"] and math.isfinite(out["quality"][0])
     judge = QualityScorer(QualityConfig(model_name_or_path=str(tiny_lm_path), max_length=200))

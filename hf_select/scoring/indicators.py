@@ -63,7 +63,14 @@ from ..models import DEFAULT_LM, load_causal_lm, load_tokenizer, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
 from .lm_loss import mean_target_losses
-from .quality import SCORED_STATUSES, QualityConfig, QualityScorer, loaded_model_identity
+from .quality import (
+    SCORED_STATUSES,
+    QualityConfig,
+    QualityScorer,
+    loaded_model_identity,
+    model_limit,
+    split_padding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +264,11 @@ class IndicatorConfig:
         metadata={"help": f"Prompt template for the perplexity, one of {TEMPLATES}; 'auto' = the chat template, "
                           "else 'plain'."},
     )
-    max_length: int = field(default=1024, metadata={"help": "Most tokens of prompt + response for the perplexity."})
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Most tokens of prompt + response for the perplexity (lowered to the model's own limit); "
+                          "longer responses are cut at the end, with status 'truncated'."},
+    )
     perplexity: bool = field(default=True, metadata={"help": "Compute ind_ppl (needs the causal LM)."})
     quality: QualityConfig | None = field(
         default=None,
@@ -407,6 +418,7 @@ class IndicatorScorer(BaseScorer):
         ppl = [math.nan] * n
         reward = [math.nan] * n
         status = ["ok"] * n
+        limit = model_limit(model, tokenizer, cfg.max_length) if cfg.perplexity else cfg.max_length
         items: list[tuple[list[int], list[int]]] = []
         item_rows: list[int] = []
         pairs: list[tuple[int, str, str]] = []
@@ -436,7 +448,7 @@ class IndicatorScorer(BaseScorer):
                 logger.debug("indicators: the template rejected row %d: %s", r, err)
                 status[r] = "template_error"
                 continue
-            room = cfg.max_length - len(seg.prompt_ids)
+            room = limit - len(seg.prompt_ids)
             if room < 1:
                 status[r] = "prompt_too_long"
                 continue
@@ -476,7 +488,8 @@ class IndicatorScorer(BaseScorer):
                 status[item_rows[i]] = "oom"
             return np.full(len(idx), np.nan)
 
-        for group in token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size):
+        groups = token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size)
+        for group in (sub for g in groups for sub in split_padding(g, lengths)):
             for idx, losses in run_with_oom_retry(group, run, on_oom):
                 for i, loss in zip(idx, losses, strict=True):
                     r = item_rows[i]

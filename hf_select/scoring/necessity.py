@@ -12,12 +12,14 @@ Columns: ``generated_response`` (the decoded answer, special tokens removed, str
 (tokens generated before EOS), ``necessity`` (the quality score of the generated answer) and ``necessity_status``:
 
 - ``ok``;
-- ``no_eos``: generation hit ``max_new_tokens`` without EOS; the cut answer is still scored, but flagged (a seed
-  model that rambles is itself a sign that the row is needed);
+- ``no_eos``: generation hit ``max_new_tokens`` (or the model's position limit: a prompt of ``p`` tokens gets at
+  most ``limit - p`` new tokens) without EOS; the cut answer is still scored, but flagged (a seed model that
+  rambles is itself a sign that the row is needed);
 - ``empty_generation``: the model wrote EOS at once; the empty answer is still scored (it is a bad answer, and a
   NaN would silently drop the row from a ``necessity < threshold`` selection);
 - ``truncated``: the (question, generated answer) pair was cut to fit the quality model (see ``quality.py``);
-- ``prompt_too_long``: the prompt alone exceeds ``max_prompt_length``: nothing is generated, NaN;
+- ``prompt_too_long``: the prompt alone exceeds ``max_prompt_length`` or fills the model's position limit
+  (``max_position_embeddings``, the tokenizer's ``model_max_length``): nothing is generated, NaN;
 - ``invalid_row``, ``unknown_role``, ``no_assistant_turn``, ``template_mismatch``, ``template_error``, ``oom``,
   ``non_finite``: NaN.
 
@@ -60,7 +62,7 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .quality import QualityConfig, QualityScorer, loaded_model_identity
+from .quality import QualityConfig, QualityScorer, loaded_model_identity, model_limit
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ NECESSITY_STATUSES = (
     "oom",
     "non_finite",
 )
+
+# Statuses whose row has a finite ``necessity`` (the others are NaN).
+NECESSITY_SCORED_STATUSES = ("ok", "no_eos", "empty_generation", "truncated")
 
 
 @dataclass
@@ -299,7 +304,14 @@ class NecessityScorer(BaseScorer):
         return self.load()[1]
 
     # -- generation --------------------------------------------------------------------------------------------------
-    def _generate_transformers(self, prompts: list[list[int]], status: list[str],
+    def _position_limit(self, tokenizer: Any) -> int:
+        """Most tokens (prompt + answer) the seed model takes: its positions and the tokenizer's limit."""
+        cfg = self.config
+        if cfg.backend == "transformers":
+            return model_limit(self.load()[0], tokenizer, cfg.max_prompt_length + cfg.max_new_tokens)
+        return model_limit(None, tokenizer, cfg.max_prompt_length + cfg.max_new_tokens)
+
+    def _generate_transformers(self, prompts: list[list[int]], new_tokens: list[int], status: list[str],
                                rows: list[int]) -> list[tuple[list[int], bool] | None]:
         cfg = self.config
         model, tokenizer = self.load()
@@ -308,11 +320,11 @@ class NecessityScorer(BaseScorer):
         if cfg.do_sample:
             torch.manual_seed(cfg.seed)
         results: list[tuple[list[int], bool] | None] = [None] * len(prompts)
-        lengths = [len(p) + cfg.max_new_tokens for p in prompts]
+        lengths = [len(p) + n for p, n in zip(prompts, new_tokens, strict=True)]
 
         def run(idx: list[int]) -> list[tuple[list[int], bool]]:
             return generate_answers(model, [prompts[i] for i in idx], pad_token_id=pad, eos_ids=eos,
-                                    max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
+                                    max_new_tokens=new_tokens[idx[0]], do_sample=cfg.do_sample,
                                     temperature=cfg.temperature, top_p=cfg.top_p)
 
         def on_oom(idx: list[int]) -> list[None]:
@@ -321,7 +333,14 @@ class NecessityScorer(BaseScorer):
             return [None] * len(idx)
 
         for group in token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size):
-            for idx, outs in run_with_oom_retry(group, run, on_oom):
+            # Rows near the position limit get fewer new tokens: a batch holds rows with the same allowance only.
+            subs: list[list[int]] = []
+            for i in group:
+                if subs and new_tokens[subs[-1][0]] == new_tokens[i]:
+                    subs[-1].append(i)
+                else:
+                    subs.append([i])
+            for idx, outs in (pair for sub in subs for pair in run_with_oom_retry(sub, run, on_oom)):
                 for i, o in zip(idx, outs, strict=True):
                     results[i] = o
         return results
@@ -371,8 +390,10 @@ class NecessityScorer(BaseScorer):
         fmt = detect_format(batch.keys(), cfg.column_mapping)
         keys = list(batch.keys())
         status = ["ok"] * n
+        limit = self._position_limit(tokenizer)
         questions: dict[int, str] = {}
         prompts: list[list[int]] = []
+        new_tokens: list[int] = []
         rows: list[int] = []
         for r in range(n):
             try:
@@ -387,7 +408,7 @@ class NecessityScorer(BaseScorer):
                 status[r] = "template_error"
                 continue
             ids = list(tokenizer(text, add_special_tokens=template != "chat")["input_ids"])
-            if len(ids) > cfg.max_prompt_length:
+            if len(ids) > cfg.max_prompt_length or len(ids) >= limit:
                 status[r] = "prompt_too_long"
                 continue
             if not ids:
@@ -395,11 +416,12 @@ class NecessityScorer(BaseScorer):
                 continue
             questions[r] = last_user_text(messages, turn)
             prompts.append(ids)
+            new_tokens.append(min(cfg.max_new_tokens, limit - len(ids)))
             rows.append(r)
         if cfg.backend == "vllm" and prompts:
             generated = self._generate_vllm(prompts)
         elif prompts:
-            generated = self._generate_transformers(prompts, status, rows)
+            generated = self._generate_transformers(prompts, new_tokens, status, rows)
         else:
             generated = []
         responses: list[str | None] = [None] * n

@@ -209,14 +209,17 @@ def loaded_model_identity(model: Any, tokenizer: Any) -> str:
 
 
 def model_limit(model: Any, tokenizer: Any, max_length: int) -> int:
-    """``max_length`` lowered to the tokenizer's ``model_max_length`` and the config's ``max_position_embeddings``."""
+    """``max_length`` lowered to the tokenizer's ``model_max_length`` and the model's positions
+    (``max_position_embeddings``, GPT-2's ``n_positions``); ``model`` may be None."""
     limit = max_length
     tok_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_max, int) and 0 < tok_max < _NO_LIMIT:
         limit = min(limit, tok_max)
-    pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(pos, int) and pos > 0:
-        limit = min(limit, pos)
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        pos = getattr(config, name, None)
+        if isinstance(pos, int) and pos > 0:
+            limit = min(limit, pos)
     return limit
 
 
@@ -269,7 +272,7 @@ class _Cutter:
         return self.tokenizer.decode(self.ids[self.n - k :])
 
 
-Encoded = tuple[list[int], "list[int] | None"]
+Encoded = tuple[list[int], list[int] | None]  # input ids, token type ids (text pairs)
 
 
 @dataclass
@@ -321,6 +324,32 @@ def fit_pair(
             return FittedPair(list(ids), types, q_text, a_text, True)
         room -= len(ids) - limit
     raise RowError("prompt_too_long", f"the template leaves no room for the pair within {limit} tokens")
+
+
+def split_padding(group: Sequence[int], lengths: Sequence[int], slack: float = 0.25) -> list[list[int]]:
+    """Split a batch of items sorted longest first wherever an item is shorter than ``(1 - slack)`` times the
+    longest item of its batch, so that padding stays under ``slack`` of every batch.
+
+    Token-budget batches of rows with very different lengths (instruction data: 15 to 1,000 tokens) are mostly
+    padding; on a CPU, where a single row already keeps the cores busy, that made batching slower than a loop.
+
+    Example:
+        >>> split_padding([0, 1, 2, 3], [100, 90, 60, 50])
+        [[0, 1], [2, 3]]
+    """
+    out: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in group:
+        if current and lengths[i] < (1 - slack) * longest:
+            out.append(current)
+            current = []
+        if not current:
+            longest = lengths[i]
+        current.append(i)
+    if current:
+        out.append(current)
+    return out
 
 
 def _pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -575,7 +604,8 @@ class QualityScorer(BaseScorer):
                 status[rows[i]] = "oom"
             return np.full(len(idx), np.nan), np.full(len(idx), np.nan)
 
-        for group in token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size):
+        groups = token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size)
+        for group in (sub for g in groups for sub in split_padding(g, lengths)):
             for idx, (s, m) in run_with_oom_retry(group, run, on_oom):
                 for i, sv, mv in zip(idx, s, m, strict=True):
                     r = rows[i]
