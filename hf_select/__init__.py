@@ -39,6 +39,22 @@ _EXPORTS = {
     "load_causal_lm": "hf_select.models",
     "detect_format": "hf_select.formats",
     "row_to_messages": "hf_select.formats",
+    "CompareConfig": "hf_select.compare",
+    "CompareResult": "hf_select.compare",
+    "run_compare": "hf_select.compare",
+    "TrainConfig": "hf_select.training",
+    "train_sft": "hf_select.training",
+    "evaluate_loss": "hf_select.training",
+    "to_prompt_completion": "hf_select.training",
+    "load_eval_dataset": "hf_select.training",
+    "SelectionProvenanceCallback": "hf_select.callbacks",
+    "ProbeEvalCallback": "hf_select.callbacks",
+    "PerRowLossCallback": "hf_select.callbacks",
+    "RowIdCollator": "hf_select.callbacks",
+    "render_dataset_card": "hf_select.hub",
+    "render_model_card": "hf_select.hub",
+    "write_hub_folders": "hf_select.hub",
+    "push_outputs": "hf_select.hub",
 }
 
 

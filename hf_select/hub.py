@@ -116,7 +116,8 @@ def _steps_for_card(provenance: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     for s in provenance:
         dropped = dict(s.get("dropped") or {})
         out.append({
-            "step": s.get("step"), "params_json": json.dumps(s.get("params", {}), sort_keys=True, default=str),
+            "step": f"{s['stage']}: {s.get('step')}" if s.get("stage") else s.get("step"),
+            "params_json": json.dumps(s.get("params", {}), sort_keys=True, default=str),
             "seed": s.get("seed"), "rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"),
             "dropped_text": ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "-", "dropped": dropped,
         })
@@ -177,9 +178,15 @@ def build_card_context(
     provenance, row_ids = _selection_parts(selection)
     title, description = METHODS.get(method, (method, ""))
     dropped_total: dict[str, int] = {}
-    for s in provenance:
-        for reason, count in (s.get("dropped") or {}).items():
-            dropped_total[reason] = dropped_total.get(reason, 0) + int(count)
+    dropped_rows = getattr(selection, "dropped", None)
+    if dropped_rows is not None and "drop_reason" in getattr(dropped_rows, "column_names", ()):
+        # each dropped source row once, with the reason of the step that dropped it last
+        for reason in dropped_rows["drop_reason"]:
+            dropped_total[reason] = dropped_total.get(reason, 0) + 1
+    else:
+        for s in provenance:
+            for reason, count in (s.get("dropped") or {}).items():
+                dropped_total[reason] = dropped_total.get(reason, 0) + int(count)
     stage_rows = []
     for st in stages:
         meta = {k: v for k, v in (st.get("meta") or {}).items() if isinstance(v, (int, float, str, bool))}
@@ -287,15 +294,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def save_dataset_folder(folder: str | os.PathLike, subset: Any, context: Mapping[str, Any], *,
-                        plots_from: str | os.PathLike | None = None, selection: Any = None) -> Path:
-    """Write the Hub-ready dataset folder: ``data/train.parquet``, ``row_ids.json``, ``selection.json``,
-    ``plots/`` and ``README.md`` (the card). Returns the folder.
+                        plots_from: str | os.PathLike | None = None, selection: Any = None,
+                        drop_columns: Sequence[str] = ("embedding",)) -> Path:
+    """Write the Hub-ready dataset folder: ``data/train.parquet`` (the rows with their scores and ``_row_id``;
+    without the bulky ``drop_columns``), ``row_ids.json``, ``selection.json``, ``plots/`` and ``README.md`` (the
+    card). Returns the folder.
 
     ``plots_from`` is the report folder; the PNGs its ``report.json`` lists (or all PNGs in it) are copied.
     """
     out = Path(folder)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    subset.to_parquet(str(out / "data" / "train.parquet"))
+    gone = [c for c in drop_columns if c in subset.column_names]
+    (subset.remove_columns(gone) if gone else subset).to_parquet(str(out / "data" / "train.parquet"))
     (out / "row_ids.json").write_text(json.dumps(context["row_ids"]))
     sel = selection.to_dict() if hasattr(selection, "to_dict") else {"steps": context["provenance"]}
     sel = {**sel, "row_ids": context["row_ids"]}
@@ -310,23 +320,25 @@ def save_dataset_folder(folder: str | os.PathLike, subset: Any, context: Mapping
 def copy_plots(report_dir: str | os.PathLike, target: str | os.PathLike) -> list[dict[str, str]]:
     """Copy a report's PNGs into ``target``; returns ``[{"title", "path"}]`` with paths relative to its parent."""
     report = Path(report_dir)
-    names: list[str] = []
+    listed: list[tuple[str, str | None]] = []
     meta = report / "report.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
-        listed = info.get("plots") or info.get("pngs") or info.get("figures") or []
-        for item in listed:
-            names.append(item if isinstance(item, str) else item.get("path") or item.get("file") or "")
-    if not names:
-        names = [p.name for p in sorted(report.glob("*.png"))]
+        for item in info.get("figures") or info.get("plots") or []:
+            if isinstance(item, str):
+                listed.append((item, None))
+            elif isinstance(item, Mapping):
+                listed.append((item.get("file") or item.get("path") or "", item.get("caption")))
+    if not listed:
+        listed = [(p.name, None) for p in sorted(report.glob("*.png"))]
     plots = []
     Path(target).mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for name, caption in listed:
         src = report / name if not Path(name).is_absolute() else Path(name)
         if not src.is_file() or src.suffix.lower() != ".png":
             continue
         shutil.copy2(src, Path(target) / src.name)
-        plots.append({"title": src.stem.replace("_", " "), "path": f"{Path(target).name}/{src.name}"})
+        plots.append({"title": caption or src.stem.replace("_", " "), "path": f"{Path(target).name}/{src.name}"})
     return plots
 
 

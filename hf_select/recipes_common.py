@@ -10,11 +10,12 @@ the ones after it. Every computation and reuse is appended to ``<output_dir>/sta
 
 Example:
     >>> from hf_select.recipes_common import StageRunner
-    >>> runner = StageRunner("/tmp/hf-select-doc-run")
-    >>> info = runner.run("hello", lambda folder: (folder / "x.txt").write_text("hi") and {"chars": 2})
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> info = StageRunner(folder).run("hello", lambda tmp: (tmp / "x.txt").write_text("hi") and {"chars": 2})
     >>> info.meta, info.reused
     ({'chars': 2}, False)
-    >>> runner.run("hello", lambda folder: {"chars": 2}).reused  # doctest: +SKIP  (a new runner on the same folder)
+    >>> StageRunner(folder).run("hello", lambda tmp: {"chars": 2}).reused  # started again: reused
     True
 """
 
@@ -138,22 +139,31 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
 
 # -- distributed helpers ----------------------------------------------------------------------------------------------
 class _Dist:
-    """Process index, count and barrier; nothing is started in a single process."""
+    """Process index, count and barrier; nothing is started in a single process.
+
+    The rank is read once: the Trainer resets accelerate's shared state when it builds its own, so the state object
+    cannot be asked again later; the barrier goes to ``torch.distributed`` directly.
+    """
 
     def __init__(self, cpu: bool = False):
         self.state = None
+        self.rank, self.world = 0, 1
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
 
             self.state = PartialState(cpu=cpu) if cpu else PartialState()
+            self.rank, self.world = self.state.process_index, self.state.num_processes
 
     @property
     def is_main(self) -> bool:
-        return self.state is None or self.state.is_main_process
+        return self.rank == 0
 
     def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
 
 
 # -- stages -----------------------------------------------------------------------------------------------------------
@@ -168,6 +178,7 @@ class StageInfo:
     meta: dict[str, Any]
     reused: bool
     seconds: float
+    stamp: int = 0  # when the stage's output was made (ns): a recomputed stage invalidates every later one
 
 
 class StageRunner:
@@ -200,13 +211,14 @@ class StageRunner:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"stage name must be a plain folder name, got {name!r}")
         params = json.loads(json.dumps(dict(params or {}), default=str))
-        key = stable_hash(name, params, [i.key for i in self.infos])
+        key = stable_hash(name, params, [(i.key, i.stamp) for i in self.infos])
         final = self.path(name)
         marker = final / STAGE_FILE
         if self.resume and marker.is_file():
             stored = json.loads(marker.read_text())
             if stored.get("key") == key:
-                info = StageInfo(name, final, params, key, stored.get("meta", {}), True, 0.0)
+                info = StageInfo(name, final, params, key, stored.get("meta", {}), True, 0.0,
+                                 int(stored.get("stamp", 0)))
                 self._record(info, "reused")
                 logger.info("stage %s: finished earlier, reused (%s)", name, final)
                 return info
@@ -218,20 +230,37 @@ class StageRunner:
         self.dist.barrier()
         logger.info("stage %s: computing ...", name)
         start = time.time()
-        meta = dict(compute(tmp) or {})
+        try:
+            meta = dict(compute(tmp) or {})
+        except BaseException:
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)  # a failed stage leaves nothing behind
+            raise
         seconds = round(time.time() - start, 3)
+        stamp = self._shared_stamp()
         self.dist.barrier()
         if self.is_main:
             (tmp / STAGE_FILE).write_text(json.dumps(
-                {"name": name, "key": key, "params": params, "meta": meta, "seconds": seconds,
+                {"name": name, "key": key, "params": params, "meta": meta, "seconds": seconds, "stamp": stamp,
                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
         self.dist.barrier()
-        info = StageInfo(name, final, params, key, json.loads(json.dumps(meta, default=str)), False, seconds)
+        info = StageInfo(name, final, params, key, json.loads(json.dumps(meta, default=str)), False, seconds, stamp)
         self._record(info, "computed")
         return info
+
+    def _shared_stamp(self) -> int:
+        """The main process's clock, the same on every process (the keys of later stages depend on it)."""
+        stamp = time.time_ns()
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            box = [stamp]
+            dist.broadcast_object_list(box, src=0)
+            stamp = int(box[0])
+        return stamp
 
     def _record(self, info: StageInfo, event: str) -> None:
         self.infos.append(info)
@@ -261,12 +290,15 @@ class StageRunner:
 
         def compute(folder: Path) -> dict[str, Any]:
             result = make()
-            if self.is_main:
-                result.save(str(folder / "selection"))
             dropped: dict[str, int] = {}
             for step in result.provenance:
                 for reason, count in (step.get("dropped") or {}).items():
                     dropped[reason] = dropped.get(reason, 0) + int(count)
+            if len(result.dataset) == 0:
+                raise HFSelectError(f"stage {name}: the selection kept no rows (dropped: {dropped}); loosen its "
+                                    "parameters or check the scores' status columns.")
+            if self.is_main:
+                result.save(str(folder / "selection"))
             return {"rows_in": result.provenance[0]["rows_in"] if result.provenance else None,
                     "rows_out": len(result.dataset), **{f"dropped_{k}": v for k, v in dropped.items()}}
 
@@ -341,8 +373,24 @@ def score_stage(runner: StageRunner, name: str, scorer: Any, dataset: Any, args:
 
     stage_params = {"scorer": type(scorer).__name__, "config": config_to_dict(scorer.config),
                     "rows": len(dataset), **dict(params or {})}
-    ds, _ = runner.dataset_stage(name, make, params=stage_params, meta=lambda d: status_counts(d, scorer))
+    try:
+        ds, _ = runner.dataset_stage(name, make, params=stage_params, meta=lambda d: status_counts(d, scorer))
+    finally:
+        release_models(scorer)
     return ds
+
+
+def release_models(scorer: Any) -> None:
+    """Drop the models a scorer loaded (and those of the scorers it holds), so that the next stage (often a
+    fine-tuning run) gets the accelerator's memory back."""
+    from .scoring.base import BaseScorer
+    from .training import _free_memory
+
+    for obj in [scorer, *[v for v in vars(scorer).values() if isinstance(v, BaseScorer)]]:
+        loaded = getattr(obj, "_loaded", None)
+        if isinstance(loaded, dict):
+            loaded.clear()
+    _free_memory()
 
 
 def status_counts(dataset: Any, scorer: Any) -> dict[str, int]:
@@ -355,28 +403,33 @@ def status_counts(dataset: Any, scorer: Any) -> dict[str, int]:
     return out
 
 
-def eval_stage(runner: StageRunner, args: RecipeArguments, model_dir: str | os.PathLike, *,
-               name: str = "eval") -> dict[str, Any] | None:
-    """Stage ``eval``: held-out loss of the final model (and optionally the base model) on ``--eval_dataset``."""
-    if not args.eval_dataset:
+def eval_stage(runner: StageRunner, args: RecipeArguments, model_dir: str | os.PathLike, *, name: str = "eval",
+               dataset: str | None = None, limit: int | None = None,
+               base_model: bool | None = None) -> dict[str, Any] | None:
+    """Stage ``eval``: held-out loss of a model (and optionally the base model) on ``--eval_dataset`` (or
+    ``dataset``), through :func:`hf_select.training.evaluate_loss`."""
+    source = dataset or args.eval_dataset
+    limit = limit if limit is not None else args.eval_limit
+    base_model = args.eval_base_model if base_model is None else base_model
+    if not source:
         logger.warning("no --eval_dataset: the final model's held-out loss is not computed")
         return None
     from .training import evaluate_loss, load_eval_dataset
 
     def compute(folder: Path) -> dict[str, Any]:
-        rows = load_eval_dataset(args.eval_dataset, questions=args.eval_questions, limit=args.eval_limit)
+        rows = load_eval_dataset(source, questions=args.eval_questions, limit=limit)
         kw = {"max_length": args.max_length, "batch_size": args.per_device_eval_batch_size,
               "precision": args.precision, "chat_template_path": args.chat_template_path, "seed": args.seed}
         result = evaluate_loss(str(model_dir), rows, **kw)
-        out = {"dataset": args.eval_dataset, "loss": result.loss, "rows": result.rows}
-        if args.eval_base_model:
+        out = {"dataset": source, "loss": result.loss, "rows": result.rows}
+        if base_model:
             out["loss_base"] = evaluate_loss(args.model_name_or_path, rows, **kw).loss
         if runner.is_main:
             (folder / "eval.json").write_text(json.dumps(out, indent=2))
         return out
 
-    params = {"model_dir": str(model_dir), "eval_dataset": args.eval_dataset, "eval_limit": args.eval_limit,
-              "max_length": args.max_length, "base": args.eval_base_model}
+    params = {"model_dir": str(model_dir), "eval_dataset": source, "eval_limit": limit,
+              "max_length": args.max_length, "base": base_model}
     return runner.run(name, compute, params=params).meta
 
 
@@ -485,7 +538,17 @@ def _short_params(params: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in params.items() if k not in ("row_ids", "train", "stages")}
     if isinstance(out.get("config"), Mapping):
         out["config"] = {k: v for k, v in out["config"].items() if v is not None}
-    return out
+    return _shorten(out)
+
+
+def _shorten(value: Any, limit: int = 120) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 3] + "..."
+    if isinstance(value, Mapping):
+        return {k: _shorten(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    return value
 
 
 def setup_logging() -> None:
@@ -560,3 +623,107 @@ def load_recipe(name: str) -> Any:
     sys.modules[module_name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+def merge_columns(base: Any, part: Any, columns: Sequence[str]) -> Any:
+    """``base`` with ``columns`` of ``part`` added, matched by ``_row_id`` (``part``'s ids index ``base``'s rows, or
+    ``base``'s own ``_row_id``); rows ``part`` lacks get null (NaN for float columns).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> base = Dataset.from_dict({"x": ["a", "b", "c"]})
+        >>> part = Dataset.from_dict({"_row_id": [2, 0], "s": [0.5, 1.5]})
+        >>> list(merge_columns(base, part, ["s"])["s"])
+        [1.5, nan, 0.5]
+    """
+    ids = list(base[ROW_ID]) if ROW_ID in base.column_names else list(range(len(base)))
+    where = {int(r): i for i, r in enumerate(part[ROW_ID])}
+    for col in columns:
+        if col not in part.column_names:
+            continue
+        feature = part.features[col]
+        values = part[col]
+        is_float = getattr(feature, "dtype", "") in ("float16", "float32", "float64")
+        fill = float("nan") if is_float else None
+        full = [values[where[int(r)]] if int(r) in where else fill for r in ids]
+        if col in base.column_names:
+            base = base.remove_columns(col)
+        base = base.add_column(col, full, feature=feature)
+    return base
+
+
+def union_selection(source: Any, parts: Mapping[str, Any], *, before: Sequence[tuple[str, Any]] = (),
+                    seed: int = 0) -> Any:
+    """One ``SelectionResult`` for the union of several selections of the same ``source`` rows (by ``_row_id``),
+    deduplicated; e.g. MoDS's seed + necessary rows.
+
+    The provenance lists the steps of ``before`` (earlier selections the parts were made from, e.g. the quality
+    filter), then of each part, each entry tagged with its ``stage``, then a ``union`` step whose ``duplicate``
+    count is the rows two parts share. Rows of ``source`` not in the union are in ``dropped`` with the reason of the
+    last selection that dropped them.
+    """
+    import numpy as np
+    from datasets import Value
+
+    from .selection import SelectionResult
+
+    chosen: list[int] = []
+    total = 0
+    for result in parts.values():
+        chosen += result.row_ids
+        total += len(result.row_ids)
+    ids = sorted(set(chosen))
+    src_ids = list(source[ROW_ID]) if ROW_ID in source.column_names else list(range(len(source)))
+    pos = {int(r): i for i, r in enumerate(src_ids)}
+    base = source if ROW_ID in source.column_names else source.add_column(ROW_ID, np.arange(len(source)))
+    subset = base.select([pos[i] for i in ids])
+    reasons: dict[int, tuple[str, str]] = {}
+    for _, result in [*before, *parts.items()]:
+        d = result.dropped
+        if len(d):
+            for rid, step, reason in zip(d[ROW_ID], d["drop_step"], d["drop_reason"], strict=True):
+                reasons[int(rid)] = (step, reason)
+    keep = set(ids)
+    gone = [r for r in src_ids if int(r) not in keep]
+    dropped = base.select([pos[int(r)] for r in gone])
+    dropped = dropped.add_column("drop_step", [reasons.get(int(r), ("union", "not_selected"))[0] for r in gone],
+                                 feature=Value("string"))
+    dropped = dropped.add_column("drop_step_index", [-1] * len(gone), feature=Value("int64"))
+    dropped = dropped.add_column("drop_reason", [reasons.get(int(r), ("union", "not_selected"))[1] for r in gone],
+                                 feature=Value("string"))
+    provenance = []
+    for stage, result in [*before, *parts.items()]:
+        for entry in result.provenance:
+            provenance.append({**entry, "stage": stage})
+    provenance.append({"step": "union", "stage": "+".join(parts), "params": {"of": list(parts)}, "seed": None,
+                       "rows_in": total, "rows_out": len(ids), "dropped": {"duplicate": total - len(ids)},
+                       "info": {}, "seconds": 0.0})
+    return SelectionResult(dataset=subset, dropped=dropped, provenance=provenance, seed=seed,
+                           input_rows=len(source), input_fingerprint=getattr(source, "_fingerprint", None))
+
+
+def recipe_main(args_class: type, run: Callable[[Any], dict[str, Any]], argv: Sequence[str] | None = None) -> int:
+    """The command-line entry of a recipe script: parse (YAML + flags), run, print where everything is.
+
+    A problem the user can fix (a missing file, a bad value, no token for the push) is printed as one line starting
+    with ``hf-select: error:`` (exit code 2), never with a traceback; a token is never printed.
+    """
+    from .errors import redact, user_error_message
+
+    setup_logging()
+    try:
+        args = parse_recipe_args(args_class, argv)
+    except (ValueError, TypeError, OSError) as err:  # the YAML or a flag: the message names the field
+        print(f"hf-select: error: {redact(' '.join(str(err).split()))}", file=sys.stderr)
+        return 2
+    try:
+        summary = run(args)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"hf-select: error: {message}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_summary(summary)
+    return 0

@@ -14,7 +14,7 @@ Example:
     >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "5"}])
     >>> pc = to_prompt_completion(ds)
     >>> pc[0]["prompt"], pc[0]["completion"]
-    ([{'content': 'Add 2 and 3.', 'role': 'user'}], [{'content': '5', 'role': 'assistant'}])
+    ([{'role': 'user', 'content': 'Add 2 and 3.'}], [{'role': 'assistant', 'content': '5'}])
     >>> result = train_sft(ds, TrainConfig(num_train_epochs=1), "out/seed",
     ...                    model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
     >>> evaluate_loss("out/seed", load_eval_dataset("alpaca_eval_gpt4_805.json")).loss  # doctest: +SKIP
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TURN_MODES = ("last", "all")
 ROW_ID = "_row_id"
+_FORMAT_COLUMNS = ("instruction", "input", "output", "system", "history", "conversations", "chosen", "messages",
+                   "prompt", "completion", "question", "query", "response", "answer", "_raw", ROW_ID)
+DEMO_EVAL_SEED = 10_007  # held-out demo rows: another seed than any demo training set
 
 # SFTConfig fields that TrainConfig sets itself: they may not also come through ``sft_kwargs``.
 _OWNED_SFT_FIELDS = (
@@ -97,10 +100,11 @@ class TrainConfig:
         default="last",
         metadata={"help": f"Assistant turns that become training rows, one of {TURN_MODES} (multi-turn rows)."},
     )
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
+    column_mapping: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "Map your column names to instruction/input/output/messages/... names (a dict, or JSON)."},
     )
-    sft_kwargs: dict[str, Any] | None = field(
+    sft_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": "Any other trl.SFTConfig field, e.g. {'optim': 'adamw_torch_fused', 'packing': true}."},
     )
@@ -128,7 +132,15 @@ class TrainConfig:
             except json.JSONDecodeError as err:
                 raise ValueError(f"TrainConfig.sft_kwargs is not valid JSON: {err}") from err
         if isinstance(self.column_mapping, str):
-            self.column_mapping = json.loads(self.column_mapping) if self.column_mapping.strip() else None
+            try:
+                self.column_mapping = json.loads(self.column_mapping) if self.column_mapping.strip() else None
+            except json.JSONDecodeError as err:
+                raise ValueError(f"TrainConfig.column_mapping is not valid JSON: {err}") from err
+        if self.column_mapping is not None and not isinstance(self.column_mapping, dict):
+            raise ValueError("TrainConfig.column_mapping must map column names to names, e.g. "
+                             f"{{'question': 'instruction'}}; got {self.column_mapping!r}")
+        if self.sft_kwargs is not None and not isinstance(self.sft_kwargs, dict):
+            raise ValueError(f"TrainConfig.sft_kwargs must be a dict of SFTConfig fields, got {self.sft_kwargs!r}")
         if self.sft_kwargs:
             from trl import SFTConfig
 
@@ -206,7 +218,7 @@ def to_prompt_completion(
         >>> ds = Dataset.from_list([{"messages": [{"role": "user", "content": "Hi"},
         ...                                      {"role": "assistant", "content": "Hello"}]}])
         >>> to_prompt_completion(ds)[0]["completion"]
-        [{'content': 'Hello', 'role': 'assistant'}]
+        [{'role': 'assistant', 'content': 'Hello'}]
     """
     from datasets import Dataset
 
@@ -214,6 +226,10 @@ def to_prompt_completion(
         raise ValueError(f"turns must be one of {TURN_MODES}, got {turns!r}")
     fmt = detect_format(dataset.column_names, column_mapping)
     has_ids = ROW_ID in dataset.column_names
+    wanted = set(_FORMAT_COLUMNS) | set(column_mapping or {})
+    keep = [c for c in dataset.column_names if c in wanted]
+    if len(keep) < len(dataset.column_names):
+        dataset = dataset.select_columns(keep)  # scores and embeddings are not read
     rows: list[dict[str, Any]] = []
     dropped: dict[str, int] = {}
     for i, row in enumerate(dataset):
@@ -240,9 +256,10 @@ def to_prompt_completion(
 def load_eval_dataset(source: str | os.PathLike, *, questions: str | os.PathLike | None = None,
                       limit: int | None = None) -> Any:
     """Load a held-out eval set: any file :func:`hf_select.io.load_rows` reads (e.g. AlpacaEval's
-    ``alpaca_eval_gpt4_805.json`` with instruction/output), or MT-Bench references (``question_id`` + ``choices``)
+    ``alpaca_eval_gpt4_805.json`` with instruction/output), MT-Bench references (``question_id`` + ``choices``)
     joined with their questions (``questions``, default ``mt_bench_questions.jsonl`` beside the file) into one
-    ``messages`` conversation per question.
+    ``messages`` conversation per question, or ``demo:N``: N clean rows of the built-in demo dataset generated with
+    another seed than the demo training rows (:data:`DEMO_EVAL_SEED`).
 
     Example:
         >>> ds = load_eval_dataset("../shared/data/eval/mt_bench_reference_gpt4.jsonl")  # doctest: +SKIP
@@ -253,6 +270,13 @@ def load_eval_dataset(source: str | os.PathLike, *, questions: str | os.PathLike
 
     from .io import load_rows
 
+    spec = str(source)
+    if spec == "demo" or spec.startswith("demo:"):
+        from .demo import make_demo_dataset
+
+        n = int(spec.split(":", 1)[1]) if ":" in spec else 200
+        ds = make_demo_dataset(n=n, seed=DEMO_EVAL_SEED, corrupt_fraction=0.0)
+        return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
     ds = load_rows(source)
     if {"question_id", "choices"} <= set(ds.column_names):
         qpath = Path(questions) if questions else Path(source).with_name("mt_bench_questions.jsonl")
@@ -327,6 +351,10 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
     )
     if has_eval:
         kwargs.setdefault("eval_strategy", "epoch")
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)  # several CPU processes (torchrun): gloo DDP, not one process each
     return SFTConfig(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,

@@ -21,10 +21,8 @@ from hf_select.recipes_common import (
     check_count_or_fraction,
     data_stage,
     finish_recipe,
-    parse_recipe_args,
-    print_summary,
+    recipe_main,
     score_stage,
-    setup_logging,
 )
 
 IFD_COLUMNS = ("ifd", "ifd_ppl")
@@ -106,13 +104,9 @@ def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
                          recipe="superfilter")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    setup_logging()
-    args = parse_recipe_args(SuperfilterArguments, argv)
-    summary = run_superfilter(args)
-    print_summary(summary)
-    return summary
+def main(argv: list[str] | None = None) -> int:
+    return recipe_main(SuperfilterArguments, run_superfilter, argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

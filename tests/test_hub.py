@@ -87,7 +87,8 @@ def _write_hub_folders(tmp_path):
     report.mkdir()
     _png(report / "score_hist.png")
     _png(report / "not_listed.png")
-    (report / "report.json").write_text(json.dumps({"plots": ["score_hist.png"]}))
+    (report / "report.json").write_text(json.dumps({"figures": [{"file": "score_hist.png", "kind": "score_histogram",
+                                                                 "caption": "judge score: all vs selected"}]}))
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
@@ -101,7 +102,7 @@ def _write_hub_folders(tmp_path):
     assert Dataset.from_parquet(str(d / "data" / "train.parquet"))["_row_id"] == SELECTION["row_ids"]
     assert sorted(p.name for p in (d / "plots").iterdir()) == ["score_hist.png"]
     card = (d / "README.md").read_text()
-    assert "![score hist](plots/score_hist.png)" in card and "../model" in card
+    assert "![judge score: all vs selected](plots/score_hist.png)" in card and "../model" in card
     assert json.loads((d / "selection.json").read_text())["steps"] == SELECTION["provenance"]
     m = out / "model"
     assert (m / "model.safetensors").read_bytes() == b"weights"

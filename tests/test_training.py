@@ -76,6 +76,9 @@ def test_train_config_validation_names_the_field():
     with pytest.raises(ValueError, match="set the TrainConfig field"):
         TrainConfig(sft_kwargs={"learning_rate": 1.0})
     assert TrainConfig(sft_kwargs='{"optim": "adamw_torch"}').sft_kwargs == {"optim": "adamw_torch"}
+    assert TrainConfig(column_mapping='{"q": "instruction"}').column_mapping == {"q": "instruction"}
+    with pytest.raises(ValueError, match="TrainConfig.column_mapping is not valid JSON"):
+        TrainConfig(column_mapping="{q:")
 
 
 def test_sft_config_cpu_defaults(tmp_path):
