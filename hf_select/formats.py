@@ -161,6 +161,10 @@ def _text(value: Any, field: str) -> str:
         raise RowError("invalid_row", f"field {field!r} is a number, expected text")
     if "\x00" in value:
         raise RowError("invalid_row", f"field {field!r} contains a NUL byte")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # an unpaired surrogate: no tokenizer or Arrow column can hold it
+        raise RowError("invalid_row", f"field {field!r} holds text that is not valid Unicode") from err
     return value
 
 
@@ -208,6 +212,14 @@ def row_to_messages(
         except DatasetFormatError as err:
             raise RowError("invalid_row", str(err)) from err
         return row_to_messages(obj, own, column_mapping)
+    present = [k for k, v in row.items() if v is not None]
+    if len(present) < len(row):  # a file that mixes formats: other formats' columns are null in this row
+        try:
+            own = detect_format(present, column_mapping)
+        except DatasetFormatError:
+            own = fmt
+        if own != fmt:
+            return row_to_messages({k: row[k] for k in present}, own, column_mapping)
     cols = _canonical_columns(row.keys(), column_mapping)
 
     def get(name: str) -> Any:

@@ -7,10 +7,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import mmap
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,10 @@ def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
     path = Path(src)
     if path.is_dir():
         if _is_saved_dataset(path):
-            ds = datasets.load_from_disk(src)
+            try:
+                ds = datasets.load_from_disk(src)
+            except Exception as err:
+                raise HFSelectError(f"{src}: not a readable save_to_disk folder ({_root_detail(err)}).") from err
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:
                     raise HFSelectError(f"{src}: has splits {list(ds)}, not {split!r}; pass --split.")
@@ -68,50 +76,115 @@ def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
     raise HFSelectError(f"{src}: no such file or directory.")
 
 
+@contextlib.contextmanager
+def _quiet_dataset_builders() -> Iterator[None]:
+    """Silence the builders' own "Failed to load JSON ..." log lines: the outcome is reported once, by us."""
+    log = logging.getLogger("datasets.packaged_modules")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _root_detail(err: BaseException) -> str:
+    """The innermost cause's first line (``DatasetGenerationError`` hides the useful message in its cause)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else 'no detail'}"
+
+
+_BARE_NULL_LINE = re.compile(rb"^[ \t\r]*null[ \t\r]*$", re.MULTILINE)
+
+
+def _has_bare_null_line(files: list[str]) -> bool:
+    """True when a line of a JSON file is a bare ``null``: pyarrow's JSON reader (26.0) crashes the whole process
+    (segmentation fault) on a block that starts with one, so such files are read line by line instead."""
+    for f in files:
+        with open(f, "rb") as fh:
+            try:
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    if _BARE_NULL_LINE.search(data):
+                        return True
+            except ValueError:  # an empty file cannot be mapped
+                continue
+    return False
+
+
 def _load_files(builder: str, files: list[str], label: str) -> Any:
     import datasets
 
+    if builder == "json" and _has_bare_null_line(files):
+        rows = _tolerant_json_rows(files)
+        if rows is None:
+            raise HFSelectError(f"{label}: not a readable json dataset (no line holds a JSON object).")
+        return rows
     try:
-        return datasets.load_dataset(builder, data_files=files, split="train")
+        with _quiet_dataset_builders():
+            ds = datasets.load_dataset(builder, data_files=files, split="train")
+        if builder == "json":
+            # pyarrow's JSON reader passes bytes that are not UTF-8 into string columns; they would fail later, on
+            # first access. Check now and let the line-by-line reader mark those rows instead.
+            ds.data.table.validate(full=True)
+        return ds
     except Exception as err:
         if builder == "json":
             rows = _tolerant_json_rows(files)
             if rows is not None:
                 return rows
-        raise HFSelectError(
-            f"{label}: not a readable {builder} dataset ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})."
-        ) from err
+        detail = _root_detail(err)
+        if "corresponds to no data" in detail:
+            raise HFSelectError(f"{label}: no rows in it.") from err
+        raise HFSelectError(f"{label}: not a readable {builder} dataset ({detail}).") from err
+
+
+def _json_row_text(obj: Any) -> str:
+    """One row as JSON text for ``_raw``; "null" (an invalid row) for a non-object or text that is not Unicode
+    (undecodable bytes, unpaired surrogates), which Arrow cannot hold."""
+    if not isinstance(obj, dict):
+        return "null"
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "null"
+    return text
 
 
 def _tolerant_json_rows(files: list[str]) -> Any:
     """Fallback for JSON Lines with broken lines or mixed types: keep the parseable object lines, mark the rest.
 
     Every row becomes a dict of JSON-encoded values under ``_raw`` so mixed types survive Arrow; the scorers
-    decode it. Returns None when the file is not line-oriented JSON at all.
+    decode it. A line that is not valid JSON, not an object, or holds bytes that are not UTF-8 becomes ``null``
+    (status ``invalid_row``). Returns None when the file is not line-oriented JSON at all.
     """
     import datasets
 
     rows: list[dict[str, Any]] = []
     for f in files:
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
+        with open(f, "rb") as fh:
+            # surrogateescape keeps undecodable bytes visible (as lone surrogates) so their rows can be refused.
+            text = fh.read().decode("utf-8", errors="surrogateescape")
+        text = text.removeprefix("\ufeff")
         stripped = text.lstrip()
         if stripped.startswith("["):
             try:
                 data = json.loads(stripped)
             except json.JSONDecodeError:
-                return None
-            rows.extend({"_raw": json.dumps(x, ensure_ascii=False)} for x in data)
-            continue
-        for line in text.splitlines():
+                data = None  # not one JSON array: JSON Lines whose first line happens to be a list
+            if isinstance(data, list):
+                rows.extend({"_raw": _json_row_text(x)} for x in data)
+                continue
+        for line in text.split("\n"):  # not splitlines(): U+2028 and friends are legal inside JSON strings
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 obj = None
-            rows.append({"_raw": json.dumps(obj, ensure_ascii=False) if isinstance(obj, dict) else "null"})
+            rows.append({"_raw": _json_row_text(obj)})
     if not any(r["_raw"] != "null" for r in rows):
         return None  # not one JSON object: the file is not a dataset
     return datasets.Dataset.from_list(rows)

@@ -200,17 +200,19 @@ class BaseScorer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n, initial=done_rows, desc=f"hf-select {self.name}", unit="row", dynamic_ncols=True)
-        for i in mine:
-            lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-            out = self._score_batch(dataset[lo:hi])
-            table = pa.table(out, schema=self._schema())
-            if table.num_rows != hi - lo:
-                raise RuntimeError(f"{self.name}: shard {i} produced {table.num_rows} rows for {hi - lo} inputs")
-            write_table_atomic(table, shard_path[i])
+        try:
+            for i in mine:
+                lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
+                out = self._score_batch(dataset[lo:hi])
+                table = pa.table(out, schema=self._schema())
+                if table.num_rows != hi - lo:
+                    raise RuntimeError(f"{self.name}: shard {i} produced {table.num_rows} rows for {hi - lo} inputs")
+                write_table_atomic(table, shard_path[i])
+                if bar is not None:
+                    bar.update((hi - lo) * world if world > 1 else hi - lo)
+        finally:
             if bar is not None:
-                bar.update((hi - lo) * world if world > 1 else hi - lo)
-        if bar is not None:
-            bar.close()
+                bar.close()  # ends the bar's line even on an error, so an error message starts on a line of its own
         if state is not None:
             state.wait_for_everyone()
         missing = [str(p) for p in shard_path if not p.exists()]
@@ -219,7 +221,11 @@ class BaseScorer:
         scores = Dataset.from_parquet([str(p) for p in shard_path], features=self._empty_features())
         keep = [c for c in dataset.column_names if c not in self.output_columns]
         base = dataset.select_columns(keep) if len(keep) != len(dataset.column_names) else dataset
-        return concatenate_datasets([base, scores], axis=1)
+        out = concatenate_datasets([base, scores], axis=1)
+        # Name the result after the input and the scorer, not after the shard files' paths and times: the same
+        # inputs and config then give the same fingerprint on every run and under any number of processes.
+        out._fingerprint = stable_hash(fp, "scored")
+        return out
 
     # -- schema ------------------------------------------------------------------------------------------------
     def _schema(self) -> pa.Schema:

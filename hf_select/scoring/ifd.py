@@ -179,14 +179,27 @@ class IFDScorer(BaseScorer):
             )
         return int(bos)
 
+    def max_length_for(self, model: Any, tokenizer: Any) -> int:
+        """``max_length`` lowered to the model's own limit (``max_position_embeddings``, the tokenizer's
+        ``model_max_length``): longer sequences would index past the position table and stop the whole run."""
+        limit = self.config.max_length
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 10**9:
+            limit = min(limit, tok_max)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            limit = min(limit, positions)
+        return limit
+
     def _build_items(
-        self, batch: dict[str, list[Any]], n: int, tokenizer: Any
+        self, batch: dict[str, list[Any]], n: int, tokenizer: Any, max_length: int | None = None
     ) -> tuple[list[_Item], list[str], list[str], list[int]]:
         """Items to score for the batch, with each row's forward and reverse status and response token count.
 
         Texts are rendered per row, then tokenized in one batched call per side.
         """
         cfg = self.config
+        max_length = cfg.max_length if max_length is None else max_length
         template = resolve_template(cfg.template, tokenizer)
         fmt = detect_format(batch.keys(), cfg.column_mapping)
         bos = self._bos(tokenizer)
@@ -217,7 +230,7 @@ class IFDScorer(BaseScorer):
             if isinstance(seg, RowError):
                 first_error.setdefault(r, seg.status)
                 continue
-            room = cfg.max_length - len(seg.prompt_ids)
+            room = max_length - len(seg.prompt_ids)
             if room < 1:
                 first_error.setdefault(r, "prompt_too_long")
                 continue
@@ -231,7 +244,7 @@ class IFDScorer(BaseScorer):
             contexts = tokenizer([REVERSE_PROMPT.format(response=resp) for _, resp in reverse_texts])["input_ids"]
             targets = tokenizer([inst for inst, _ in reverse_texts], add_special_tokens=False)["input_ids"]
             for r, ctx, tgt in zip(reverse_rows, contexts, targets, strict=True):
-                room = cfg.max_length - len(ctx)
+                room = max_length - len(ctx)
                 if not tgt:
                     rstatus[r] = "empty_instruction"
                 elif room < 1:
@@ -245,7 +258,7 @@ class IFDScorer(BaseScorer):
         cfg = self.config
         n = len(next(iter(batch.values()))) if batch else 0
         model, tokenizer = self.load()
-        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer)
+        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, self.max_length_for(model, tokenizer))
         cond = np.full(len(items), np.nan)
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
