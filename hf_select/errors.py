@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 
 class HFSelectError(Exception):
@@ -43,3 +44,21 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, ValueError) and type(err).__module__.startswith("hf_select"):
         return redact(str(err))
     return None
+
+
+def scrub(value: Any) -> Any:
+    """A copy of a JSON-like value with tokens hidden: string values under keys naming a token are masked and
+    every other string goes through :func:`redact`.
+
+    Example:
+        >>> scrub({"sft_kwargs": {"hub_token": "secret"}, "note": "hf_abcdefghijklmnopqrstuvwxyz123"})
+        {'sft_kwargs': {'hub_token': '***'}, 'note': 'hf_***'}
+    """
+    if isinstance(value, dict):
+        secret = {k for k, v in value.items() if isinstance(v, str) and v and "token" in str(k).lower()}
+        return {k: "***" if k in secret else scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(v) for v in value)
+    if isinstance(value, str):
+        return redact(value)
+    return value

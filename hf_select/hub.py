@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import HFSelectError, redact
+from .errors import HFSelectError, redact, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def write_hub_folders(folder: str | os.PathLike, *, subset: Any, context: Mappin
                       model_id: str | None = None) -> Path:
     """Write ``folder/dataset``, ``folder/model`` and ``folder/card_context.json`` (see the module docstring)."""
     out = Path(folder)
-    ctx = dict(context)
+    ctx = scrub(json.loads(json.dumps(dict(context), default=str)))
     dataset_dir = out / "dataset"
     if report_dir is not None:
         ctx["plots"] = copy_plots(report_dir, dataset_dir / "plots")

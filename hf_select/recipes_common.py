@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HFSelectError
+from .errors import HFSelectError, redact, scrub
 from .models import DEFAULT_LM
 from .scoring.base import stable_hash
 from .training import ROW_ID, TrainConfig
@@ -118,7 +118,7 @@ class RecipeArguments(TrainConfig):
         return TrainConfig.from_object(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return scrub(dataclasses.asdict(self))
 
 
 def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> Any:
@@ -210,7 +210,7 @@ class StageRunner:
         rename it into place."""
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"stage name must be a plain folder name, got {name!r}")
-        params = json.loads(json.dumps(dict(params or {}), default=str))
+        params = scrub(json.loads(json.dumps(dict(params or {}), default=str)))
         key = stable_hash(name, params, [(i.key, i.stamp) for i in self.infos])
         final = self.path(name)
         marker = final / STAGE_FILE
@@ -465,10 +465,10 @@ def args_to_cli(args: Any) -> list[str]:
         if value == default:
             continue
         if isinstance(value, (dict, list)):
-            text = json.dumps(value)
+            text = json.dumps(scrub(value))
         else:
             text = str(value).lower() if isinstance(value, bool) else str(value)
-        out += [f"--{f.name}", text]
+        out += [f"--{f.name}", redact(text)]
     return out
 
 
@@ -528,7 +528,7 @@ def finish_recipe(
         summary["pushed"] = push_outputs(hub_info.path, dataset_id=args.hub_dataset_id, model_id=args.hub_model_id,
                                          allow_public=args.allow_public)
     if runner.is_main:
-        (runner.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        (runner.output_dir / "summary.json").write_text(json.dumps(scrub(summary), indent=2, default=str))
         logger.info("done: subset, report, cards and model under %s", runner.output_dir)
     return summary
 

@@ -169,8 +169,10 @@ class TrainConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (for cards and stage records)."""
-        return dataclasses.asdict(self)
+        """A JSON-friendly dict (for cards and stage records), with any token hidden."""
+        from .errors import scrub
+
+        return scrub(dataclasses.asdict(self))
 
 
 def resolve_precision(precision: str) -> str:
@@ -460,6 +462,13 @@ def train_sft(
         trainer.data_collator = RowIdCollator(trainer.data_collator)
     out = trainer.train()
     trainer.save_model(str(output_dir))
+    # Trainer saves its arguments as a torch pickle; keep them as JSON instead (outputs are never pickles).
+    pickled_args = Path(output_dir) / "training_args.bin"
+    if trainer.is_world_process_zero() and pickled_args.exists():
+        pickled_args.unlink()
+        from .errors import redact
+
+        (Path(output_dir) / "training_args.json").write_text(redact(trainer.args.to_json_string()))
     metrics = dict(out.metrics)
     if eval_pc is not None:
         metrics.update(trainer.evaluate())

@@ -414,13 +414,9 @@ def test_cli_score_with_rows_longer_than_the_model_limit(name, short_models, tmp
     assert all(0 <= t <= POSITIONS for t in scored["response_tokens"])
 
 
-_LIMIT_BUG = ("embed.py runs texts longer than the model's max_position_embeddings (IndexError stops the run); see "
-              "the reliability report")
-
-
 @pytest.mark.parametrize("scorer_name", [
     "quality",
-    pytest.param("embed", marks=pytest.mark.xfail(strict=True, reason=_LIMIT_BUG)),
+    "embed",
     "indicators",
     "necessity",
 ])

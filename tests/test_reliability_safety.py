@@ -183,8 +183,6 @@ def test_pushed_folders_hold_no_pickles_and_safetensors_weights(recipe_run):
     assert not list((out / "hub" / "model").glob("*.bin"))
 
 
-@pytest.mark.xfail(strict=True, reason="hf_select/training.py keeps Trainer's training_args.bin (a torch pickle) in "
-                                       "the trained model folder <output_dir>/train; see the reliability report")
 def test_recipe_outputs_hold_no_pickles(recipe_run):
     out, _ = recipe_run
     assert pickles_under(out) == []
@@ -196,9 +194,6 @@ def test_environment_token_never_appears(recipe_run):
     assert files_holding(out, ENV_TOKEN) == []
 
 
-@pytest.mark.xfail(strict=True, reason="a hub_token given in sft_kwargs is written verbatim into the model card "
-                                       "(training table), the dataset card (reproduce command), card_context.json "
-                                       "and train/stage.json; see the reliability report")
 def test_token_in_training_arguments_never_reaches_cards_or_outputs(recipe_run):
     out, printed = recipe_run
     assert ARG_TOKEN not in printed

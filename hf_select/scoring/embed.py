@@ -355,7 +355,10 @@ class Embedder(BaseScorer):
     def _encode_lm(self, model: Any, tokenizer: Any, texts: list[str]) -> list[np.ndarray | None]:
         """Mean of one hidden layer over each text's tokens (padding excluded), batched by token budget."""
         cfg = self.config
-        ids = [list(tokenizer(t, truncation=True, max_length=cfg.max_length)["input_ids"]) for t in texts]
+        from .quality import model_limit
+
+        limit = model_limit(model, tokenizer, cfg.max_length)
+        ids = [list(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         device = next(model.parameters()).device
         base = getattr(model, "base_model", model)
