@@ -282,3 +282,14 @@ def test_dataset_map_cache_hits_without_loading_the_model(tiny_lm_path, tmp_path
     assert second.cache_files == first.cache_files
     assert not again._loaded, "a cache hit must not load the model"
     assert second["ifd"] == first["ifd"]
+
+
+def test_a_rerun_removes_half_written_shards_of_a_killed_run(tiny_lm_path, tmp_path):
+    ds = Dataset.from_list([{"instruction": "Hi", "input": "", "output": f"Hello {i}"} for i in range(4)])
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".shard-000000.parquet.abc123.tmp"
+    stale.write_bytes(b"half a parquet file")
+    out = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path))).score(ds, run_dir=run, progress=False)
+    assert not stale.exists()
+    assert out["ifd_status"] == ["ok"] * 4

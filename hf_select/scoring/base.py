@@ -179,6 +179,9 @@ class BaseScorer:
         num_shards = math.ceil(n / shard_size)
         if not cache and rank == 0 and folder.exists():
             shutil.rmtree(folder)
+        if rank == 0 and folder.exists():
+            for stale in folder.glob(".shard-*.tmp"):  # half-written shards of a killed run
+                stale.unlink(missing_ok=True)
         if state is not None:
             state.wait_for_everyone()
         folder.mkdir(parents=True, exist_ok=True)
