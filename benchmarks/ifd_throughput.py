@@ -170,26 +170,13 @@ def main() -> None:
         f"{len(rows)} | {rate_ours:.2f} | {rate_ref:.2f} | {rate_ours / rate_ref:.2f}x | {tok_ours:.0f} | "
         f"{100 * tok_ours / plain:.0f}% | {rho:.4f} | `{cmd}` |"
     )
-    _append(Path(args.results), "## IFD throughput", line)
+    from _results import append_row
 
-
-def _append(path: Path, heading: str, line: str) -> None:
     header = (
         "| date | machine | model | rows | hf-select rows/s | per-row rows/s | speed-up | hf-select tokens/s | "
         "% of plain forward | Spearman | command |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if heading not in text:
-        text = text.rstrip() + f"\n\n{heading}\n\n{header}\n"
-    lines = text.split("\n")
-    start = lines.index(heading)
-    end = start + 1
-    while end < len(lines) and not lines[end].startswith("## "):
-        end += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    lines.insert(end, line)
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    append_row(Path(args.results), "## IFD throughput", header, line)
 
 
 if __name__ == "__main__":

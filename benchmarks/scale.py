@@ -12,7 +12,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import shutil
@@ -91,19 +90,9 @@ def main() -> None:
     heading = "## Scale: a million rows in bounded memory"
     header = ("| date | machine | model | rows | shard size | rows/s | peak RSS | peak RSS above interpreter + model "
               "| command |\n|---|---|---|---|---|---|---|---|---|")
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if heading not in text:
-        text = text.rstrip() + f"\n\n{heading}\n\n{header}\n"
-    lines = text.rstrip().split("\n")
-    start = lines.index(heading)
-    end = start + 1
-    while end < len(lines) and not lines[end].startswith("## "):
-        end += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    lines.insert(end, line)
-    results.write_text("\n".join(lines) + "\n")
-    os.sync()
+    from _results import append_row
+
+    append_row(results, heading, header, line)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,32 @@ def _tolerant_json_rows(files: list[str]) -> Any:
     return datasets.Dataset.from_list(rows)
 
 
+@contextmanager
+def atomic_folder(output: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging folder beside ``output`` that replaces ``output`` only when the block finishes.
+
+    A kill or an error inside the block leaves ``output`` as it was (or absent), never half written.
+
+    Example:
+        >>> with atomic_folder("/tmp/hf-select-doc-out") as tmp:  # doctest: +SKIP
+        ...     (tmp / "data.json").write_text("[]")
+    """
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield staging
+        if out.exists():
+            backup = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, backup / "old")
+            os.replace(staging, out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
     """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
 
@@ -205,22 +232,11 @@ def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs
             same = False
         if same:
             raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_folder(out) as staging:
         if fmt == "disk":
             dataset.save_to_disk(str(staging))
         elif fmt == "jsonl":
             dataset.to_json(str(staging / "data.jsonl"), lines=True, force_ascii=False)
         else:
             dataset.to_parquet(str(staging / "data.parquet"))
-        if out.exists():
-            backup = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, backup / "old")
-            os.replace(staging, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -28,8 +28,6 @@ import inspect
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HFSelectError
+from ..io import atomic_folder
 from . import filters
 from .clusters import facility_location, kmeans_cluster_sample
 from .filters import StepResult, embedding_matrix, resolve_count
@@ -285,23 +284,12 @@ class SelectionResult:
             >>> result.save("chosen/")  # doctest: +SKIP
         """
         out = Path(folder)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        try:
+        with atomic_folder(out) as staging:
             # An empty dataset needs num_shards=1, or no data file is written and it cannot be loaded again.
             self.dataset.save_to_disk(str(staging), num_shards=1 if len(self.dataset) == 0 else None)
             self.dropped.save_to_disk(str(staging / DROPPED_DIR), num_shards=1 if len(self.dropped) == 0 else None)
             (staging / PROVENANCE_FILE).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n",
                                                    encoding="utf-8")
-            if out.exists():
-                backup = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-                os.replace(out, backup / "old")
-                os.replace(staging, out)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                os.replace(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return out
 
     @classmethod
