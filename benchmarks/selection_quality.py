@@ -1,33 +1,36 @@
-"""Selection quality: does a chosen 10% train as well as a random 10%, or as the whole pool?
+"""Selection quality: does a chosen 10% train a better model than a random 10%, the longest 10%, or the whole pool?
 
-The pool is ``../shared/data/train/alpaca_9k.json`` + ``dolly_3k.json`` + ``code_alpaca_2k.json`` (about 14k rows,
-read in place, never copied; each row keeps a ``source`` column). Every method keeps 10% of it: ``random`` (3
-seeds), ``longest`` (the longest responses), ``ifd`` (Superfiltering), ``cherry`` (Cherry LLM, pre-experienced
-model), ``mods`` (MoDS, LLM-judge quality), ``instructmining`` (the published rule) and ``full`` (the whole pool).
-Every subset fine-tunes SmolLM2-135M-Instruct with the same TRL SFT settings (fixed seed), and the metric is the mean
-completion loss on held-out data nobody selected from: the 805 AlpacaEval GPT-4 answers and the MT-Bench GPT-4
-references. It also reports each subset's composition per source and its mean response length.
+Every method keeps the same number of rows of one pool; every subset fine-tunes SmolLM2-135M-Instruct with the same
+TRL SFT settings (fixed seed); the metric is the mean completion-token loss on held-out answers nobody selected from.
+Random is drawn with several seeds (their spread is the noise floor: "beats random" = more than 2 sd below the random
+mean). It is :func:`hf_select.compare.run_compare` (the same as ``hf-select compare``) with one of three profiles:
 
-This is :func:`hf_select.compare.run_compare` with the issue's setup as defaults; the arguments scale it down. At
-the end it writes ``compare.json``/``compare.md``/``compare.png`` under ``--output``, copies the chart to
+- ``cpu`` (default): the powered run for a 2-core CPU. Pool: 3,000 rows sampled per source from
+  ``alpaca_9k.json``, ``dolly_3k.json``, ``code_alpaca_2k.json`` and ``alpaca_gpt4_1k.json``; budget 10% (300
+  rows); 5 random seeds; eval: 300 AlpacaEval GPT-4 answers (evenly spaced over its five prompt sources) and the
+  chosen answers of the first 150 ShareGPT DPO conversations; target set of the ``target`` method: 100 other
+  AlpacaEval rows (disjoint from the eval rows). SFT: 1 epoch, max_length 256, batch 8, bf16 autocast where the CPU
+  has bf16 instructions (else fp32). Every method of ``hf-select compare``.
+- ``demo``: selection only (no training) on the built-in demo pool (1,000 rows, 15% corrupted on purpose): the
+  share of corrupted rows each method chooses, by kind.
+- ``gpu``: the 14,242-row pool (alpaca_9k + dolly_3k + code_alpaca_2k), every method, for one H100/H200.
+
+The eval and target files are derived from ``../shared/data`` into ``<output>/data/`` (never into the repository).
+At the end it writes ``compare.json``/``compare.md``/``compare.png`` under ``--output``, copies the chart to
 ``--chart`` and appends the table and the exact command to the "Selection quality" section of ``--results``.
-
-Finished methods are reused when the script runs again on the same ``--output``, so a long run can be split into
-pieces (e.g. under 10 minutes each on a GPU) and the last call, with every method, only writes the table.
+Finished methods are reused when the script runs again on the same ``--output``.
 
 Usage:
-    python benchmarks/selection_quality.py                                   # the full setup
-    python benchmarks/selection_quality.py --methods random,longest,ifd --results ''   # piece 1 (no table yet)
-    python benchmarks/selection_quality.py --methods cherry --results ''               # piece 2, ...
-    python benchmarks/selection_quality.py                                   # last: all reused, writes the table
-    python benchmarks/selection_quality.py --pool-limit 160 --eval-limit 24 --max-length 128 \\
-        --methods random,longest,ifd --eval alpaca --label "reduced CPU run"  # a small CPU run
+    python benchmarks/selection_quality.py                       # the powered CPU run (about 90 min, 2 cores)
+    python benchmarks/selection_quality.py --profile demo        # corrupted share per method (minutes)
+    python benchmarks/selection_quality.py --profile gpu         # the 14k pool on one GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -38,51 +41,54 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data"
-POOL = [DATA / "train" / "alpaca_9k.json", DATA / "train" / "dolly_3k.json", DATA / "train" / "code_alpaca_2k.json"]
-EVALS = {"alpaca": DATA / "eval" / "alpaca_eval_gpt4_805.json",
-         "mt_bench": DATA / "eval" / "mt_bench_reference_gpt4.jsonl"}
+TRAIN = DATA / "train"
+ALPACA_EVAL = DATA / "eval" / "alpaca_eval_gpt4_805.json"
+SHAREGPT = DATA / "chat" / "sharegpt_dpo_300.json"
+MT_BENCH = DATA / "eval" / "mt_bench_reference_gpt4.jsonl"
+ALL_METHODS = ("random,longest,superfiltering,cherry,mods,instructmining,ifd_gated,ifd_length,ifd_quota,fusion,"
+               "target,full")
+PROFILES = {
+    "cpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
+                pool_limit=3000, eval=["alpaca_eval:300", "sharegpt:150"], target="alpaca_eval_target:100",
+                methods=ALL_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256,
+                method_sets=["mods.necessity_max_new_tokens=48", "mods.quality_fraction=0.5"]),
+    "demo": dict(pool=["demo:1000"], pool_limit=None, eval=["demo:200"], target=None,
+                 methods="random,longest,superfiltering,ifd_gated,ifd_length,ifd_quota,fusion", random_seeds=5,
+                 epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256, method_sets=[], train=False),
+    "gpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json"], pool_limit=None,
+                eval=["alpaca_eval:805", "mt_bench"], target="alpaca_eval_target:100", methods=ALL_METHODS,
+                random_seeds=5, epochs=2.0, learning_rate=1e-4, batch_size=32, max_length=1024, method_sets=[]),
+}
 SECTION = "## Selection quality: chosen 10% vs random 10% vs the full pool"
 SECTION_INTRO = """\
-Does a well-chosen 10% of the pool train as well as a random 10%, or as all of it? `benchmarks/selection_quality.py`
-runs `hf_select.compare.run_compare` (the same as `hf-select compare`): pool = `alpaca_9k.json` + `dolly_3k.json` +
-`code_alpaca_2k.json` (14,242 rows, a `source` column per file); each method keeps 10%; every subset fine-tunes
-SmolLM2-135M-Instruct with the same TRL SFT settings and a fixed seed; the metric is the mean completion-token loss on
-held-out answers nobody selected from (AlpacaEval's 805 GPT-4 answers, the MT-Bench GPT-4 references). Random is
-drawn with 3 seeds (the training seed stays fixed, so their spread is the spread of the subsets); a method "beats
-random" when its loss is more than 2 standard deviations below the random mean.
-
-Learning rate: 1e-4, not 2e-5. The issue reports a first run at 2e-5 (2 epochs, batch 32; numbers from the issue,
-not re-measured here) in which random 10% ended 0.0025 below the base model's AlpacaEval loss and all methods sat
-within 0.01 of each other: the model hardly moved, so what it was trained on could hardly show. A larger step size
-makes the training rows matter more (the risk, drifting away from the base model, shows up as a loss above base).
-
-| setting | machine | status |
-|---|---|---|
-| full setup (14,242-row pool, 10% budget, all 7 methods, both eval sets) | H100 | not measured: no GPU available |
+Does a well-chosen 10% of the pool train a better model than a random 10%, the longest 10% or the whole pool?
+`benchmarks/selection_quality.py` runs `hf_select.compare.run_compare` (the same as `hf-select compare`); its
+docstring gives each profile's pool, eval sets and training settings. A method "beats random" when its loss is more
+than 2 standard deviations below the random mean.
 """
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default=str(REPO / "runs" / "selection_quality"), help="Comparison folder.")
-    p.add_argument("--methods", default="random,longest,ifd,cherry,mods,instructmining,full")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="Pool, evals and settings (see above).")
+    p.add_argument("--output", default=None, help="Comparison folder (default: runs/selection_quality_<profile>).")
+    p.add_argument("--methods", default=None, help="Comma-separated methods (default: the profile's).")
     p.add_argument("--budget", type=float, default=0.1, help="Share of the pool (< 1) or rows (>= 1) per method.")
-    p.add_argument("--eval", default="alpaca,mt_bench", help=f"Comma-separated, any of {','.join(EVALS)}.")
-    p.add_argument("--pool-limit", type=int, default=None, help="Pool rows, sampled per source (default: all).")
-    p.add_argument("--eval-limit", type=int, default=None, help="First N rows of each eval set (default: all).")
-    p.add_argument("--random-seeds", type=int, default=3)
+    p.add_argument("--pool-limit", type=int, default=None, help="Pool rows, sampled per source (default: profile).")
+    p.add_argument("--random-seeds", type=int, default=None)
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=1024, help="Tokens per training/eval row (and when scoring).")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="Tokens per training/eval row (and when scoring).")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 (default: bf16 where the CPU/GPU supports it).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="Any other CompareConfig field, or METHOD.FIELD=VALUE for a recipe (as in hf-select compare).")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="Results file to append to ('' = none).")
     p.add_argument("--chart", default=str(HERE / "selection_quality.png"), help="Where to copy the chart ('' = no).")
-    p.add_argument("--label", default=None, help="Title of this run in the results (default: the machine).")
+    p.add_argument("--label", default=None, help="Title of this run in the results (default: the profile).")
     return p.parse_args(argv)
 
 
@@ -92,25 +98,73 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU {platform.machine()}, {os.cpu_count()} cores shared (load average {load:.1f} at the start), "
-            f"torch {torch.__version__}")
+    return (f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), {os.cpu_count()} cores, load average "
+            f"{load:.1f} at the start, torch {torch.__version__}")
+
+
+def bf16_available() -> bool:
+    """bf16 autocast is fast here: a GPU with bf16, or a CPU with native bf16 instructions (AVX512-BF16 / AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def derived_file(spec: str, folder: Path) -> str:
+    """The eval/target files of a profile: ``alpaca_eval:N`` (N AlpacaEval rows evenly spaced over the file, even
+    positions only), ``alpaca_eval_target:N`` (N rows at odd positions: never an eval row), ``sharegpt:N`` (the
+    first N ShareGPT DPO conversations, answered by their chosen reply), ``mt_bench`` and ``demo:N`` as they are."""
+    name, _, n = spec.partition(":")
+    if name in ("demo", "mt_bench"):
+        return spec if name == "demo" else str(MT_BENCH)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}_{n}.json"
+    if name == "alpaca_eval" or name == "alpaca_eval_target":
+        rows = json.loads(ALPACA_EVAL.read_text(encoding="utf-8"))
+        positions = list(range(0 if name == "alpaca_eval" else 1, len(rows), 2))
+        k = min(int(n), len(positions))
+        picked = [positions[(i * len(positions)) // k] for i in range(k)]
+        data = [{"instruction": rows[i]["instruction"], "input": "", "output": rows[i]["output"],
+                 "source": rows[i]["dataset"]} for i in picked]
+    elif name == "sharegpt":
+        data = json.loads(SHAREGPT.read_text(encoding="utf-8"))[: int(n)]
+    else:
+        raise SystemExit(f"unknown eval/target spec {spec!r}")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, out)
+    return str(out)
 
 
 def build_config(args: argparse.Namespace):
     from hf_select.commands.compare import config_from_args
 
-    evals = [e.strip() for e in args.eval.split(",") if e.strip()]
-    unknown = [e for e in evals if e not in EVALS]
-    if unknown:
-        raise SystemExit(f"--eval: unknown {unknown}; choose from {list(EVALS)}")
+    prof = PROFILES[args.profile]
+    output = args.output or str(REPO / "runs" / f"selection_quality_{args.profile}")
+    data = Path(output) / "data"
+    pool = [str(TRAIN / f) if not f.startswith("demo") else f for f in prof["pool"]]
+    evals = [derived_file(e, data) for e in prof["eval"]]
+    precision = args.precision or ("bf16" if bf16_available() else "fp32")
+    value = lambda name, key: getattr(args, name) if getattr(args, name) is not None else prof[key]  # noqa: E731
+    extra = [f"target={derived_file(prof['target'], data)}"] if prof.get("target") else []
+    if not prof.get("train", True):
+        extra.append("train=false")
     ns = argparse.Namespace(
-        pool=[str(p) for p in POOL], eval=[str(EVALS[e]) for e in evals], budget=args.budget,
-        methods=args.methods, output=args.output, model=args.model, pool_limit=args.pool_limit,
-        eval_limit=args.eval_limit, random_seeds=args.random_seeds,
-        set=[f"learning_rate={args.learning_rate}", f"num_train_epochs={args.epochs}",
-             f"per_device_train_batch_size={args.batch_size}", f"per_device_eval_batch_size={args.batch_size}",
-             f"max_length={args.max_length}", f"score_max_length={args.max_length}", f"seed={args.seed}",
-             *args.set],
+        pool=pool, eval=evals, budget=args.budget, methods=args.methods or prof["methods"], output=output,
+        model=args.model, pool_limit=value("pool_limit", "pool_limit"), eval_limit=None,
+        random_seeds=value("random_seeds", "random_seeds"),
+        set=[f"learning_rate={value('learning_rate', 'learning_rate')}",
+             f"num_train_epochs={value('epochs', 'epochs')}",
+             f"per_device_train_batch_size={value('batch_size', 'batch_size')}",
+             f"per_device_eval_batch_size={2 * value('batch_size', 'batch_size')}",
+             f"max_length={value('max_length', 'max_length')}",
+             f"score_max_length={value('max_length', 'max_length')}",
+             f"precision={precision}", f"score_dtype={'bfloat16' if precision == 'bf16' else 'float32'}",
+             f"seed={args.seed}", "logging_steps=10", *extra, *prof["method_sets"], *args.set],
     )
     return config_from_args(ns)
 
@@ -135,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    missing = [str(p) for p in [*POOL, *EVALS.values()] if not p.exists()]
+    needed = [ALPACA_EVAL, SHAREGPT, *(TRAIN / f for f in PROFILES[args.profile]["pool"] if not f.startswith("demo"))]
+    missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"selection_quality: the shared data is missing: {missing}", file=sys.stderr)
         return 2
@@ -149,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     result = run_compare(config)
     print(result.markdown())
-    if args.chart:
+    if args.chart and result.files.get("chart"):
         shutil.copyfile(result.files["chart"], args.chart)
     if args.results:
-        label = args.label or where
+        label = args.label or f"profile {args.profile}"
         failed = [m.label for m in result.methods if m.status != "ok"]
-        chart = os.path.relpath(args.chart, Path(args.results).parent) if args.chart else None
+        chart = (os.path.relpath(args.chart, Path(args.results).parent) if args.chart and result.files.get("chart")
+                 else None)
         block = "\n".join([
             f"### {label} ({started})",
             "",

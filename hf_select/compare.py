@@ -12,7 +12,10 @@ held-out eval set. Methods:
 - ``cherry``: Cherry LLM (IFD scored by a pre-experienced model), ``recipes/cherry.py``;
 - ``mods``: MoDS (quality, k-center coverage, necessity), ``recipes/mods.py``;
 - ``instructmining``: the InstructMining rule, ``recipes/instruct_mining.py``;
-- ``full``: the whole pool.
+- ``full``: the whole pool;
+- the selection presets of :mod:`hf_select.selection.presets` (``superfiltering``, ``ifd_gated``, ``ifd_length``,
+  ``ifd_quota``, ``fusion``, ``target``) and any custom step list given in ``step_methods``: these read one shared
+  scoring of the pool (``scores/``, see :mod:`hf_select.compare_steps`), so they differ by their steps alone.
 
 The recipe methods run through the recipes' own ``run_*`` functions, so the comparison measures exactly what the
 recipes ship. Everything is written under ``output_dir``: ``pool/`` (the pool), ``base/`` (the base model's losses),
@@ -46,12 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HFSelectError
-from .models import DEFAULT_LM
+from .models import DEFAULT_EMBEDDER, DEFAULT_LM
 from .training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")
+BASE_METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")
+METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "target")
+CORRUPTION_COLUMN = "corruption"  # the demo pool's label of rows corrupted on purpose ("none" = clean)
 SIMPLE_METHODS = ("random", "longest", "full")
 # method -> (recipe file, run function, arguments class)
 RECIPES = {
@@ -67,6 +72,9 @@ _OWNED_RECIPE_FIELDS = (
     "dataset", "split", "limit", "output_dir", "model_name_or_path", "eval_dataset", "eval_questions", "eval_limit",
     "eval_base_model", "resume", "push_to_hub", "hub_dataset_id", "hub_model_id",
 )
+# CompareConfig fields that are not recipe or training fields (not passed on to the recipes)
+_COMPARE_ONLY = ("step_methods", "preset_options", "target", "target_limit", "score_dtype",
+                 "quality_model_name_or_path", "embed_model_name_or_path", "train")
 # Where each recipe leaves the score it ranks by (stage folder, column, higher is chosen first).
 _SCORE_STAGES = {
     "ifd": ("ifd", "ifd", True),
@@ -145,6 +153,39 @@ class CompareConfig(TrainConfig):
                           "loss and the methods cannot be told apart."},
     )
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over each method's rows."})
+    step_methods: dict[str, list[dict[str, Any]]] | str | None = field(
+        default=None,
+        metadata={"help": "Extra methods as selection step lists over the shared scores, e.g. {'judge_top': [{'step': "
+                          "'top', 'column': 'judge_score', 'count': 'budget'}]} ('budget' = the row budget); a "
+                          "YAML/JSON string or file path works too."},
+    )
+    preset_options: dict[str, dict[str, Any]] | str | None = field(
+        default=None,
+        metadata={"help": "Options per preset method, e.g. {'fusion': {'min_distance': 0.2}} (see "
+                          "hf_select.selection.presets.preset_steps)."},
+    )
+    target: str | None = field(
+        default=None,
+        metadata={"help": "Target rows for target-aware methods ('target'): examples of the data you want a model "
+                          "for, never the eval set itself."},
+    )
+    target_limit: int | None = field(default=None, metadata={"help": "Use only the first N target rows."})
+    score_dtype: str = field(
+        default="auto", metadata={"help": "dtype of the shared scoring passes: auto | bfloat16 | float32."}
+    )
+    quality_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reward model of the shared quality score (default: the offline LLM judge, judge_score)."},
+    )
+    embed_model_name_or_path: str = field(
+        default=DEFAULT_EMBEDDER, metadata={"help": "Sentence embedder of the shared embeddings and the target set."}
+    )
+    train: bool = field(
+        default=True,
+        metadata={"help": "Fine-tune and evaluate each subset. False: only select and describe each subset "
+                          "(composition, length, corrupted share): minutes instead of hours; step methods, random, "
+                          "longest and full only."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,11 +196,31 @@ class CompareConfig(TrainConfig):
             raise ValueError(f"{name}.pool is required: one or more files of rows to select from")
         if not self.eval:
             raise ValueError(f"{name}.eval is required: one or more held-out eval files (a comparison needs one)")
+        if isinstance(self.step_methods, str):
+            self.step_methods = _load_mapping(self.step_methods, f"{name}.step_methods")
+        if isinstance(self.preset_options, str):
+            self.preset_options = _load_mapping(self.preset_options, f"{name}.preset_options")
+        for method, steps in (self.step_methods or {}).items():
+            if method in METHODS:
+                raise ValueError(f"{name}.step_methods: {method!r} is a built-in method; give the list another name")
+            if not isinstance(steps, list) or not all(isinstance(s, Mapping) and "step" in s for s in steps):
+                raise ValueError(f"{name}.step_methods[{method!r}] must be a list of step mappings ({{'step': ...}})")
         methods = _as_list(self.methods)
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in METHODS and m not in (self.step_methods or {})]
         if unknown or not methods:
-            raise ValueError(f"{name}.methods must be a non-empty list of {METHODS}, got {unknown or methods}")
+            raise ValueError(f"{name}.methods must be a non-empty list of {METHODS} or step_methods names, got "
+                             f"{unknown or methods}")
         self.methods = list(dict.fromkeys(methods))
+        if not self.train:
+            recipes = [m for m in self.methods if m in RECIPES]
+            if recipes:
+                raise ValueError(f"{name}.train=False selects without training, which {recipes} need (their seed "
+                                 "and pre-experienced models); leave them out or train")
+        if "target" in self.methods and not self.target:
+            raise ValueError(f"{name}.target is required by the 'target' method: a file of example rows of the kind "
+                             "you want (never the eval set itself)")
+        if self.target_limit is not None and self.target_limit < 1:
+            raise ValueError(f"{name}.target_limit must be >= 1, got {self.target_limit}")
         if isinstance(self.budget, bool) or not self.budget > 0:
             raise ValueError(f"{name}.budget must be a share in (0, 1) or a row count >= 1, got {self.budget!r}")
         if self.budget >= 1:
@@ -210,6 +271,22 @@ class CompareConfig(TrainConfig):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _load_mapping(value: str, name: str) -> dict[str, Any] | None:
+    """A mapping from a YAML/JSON string or a path to a YAML/JSON file."""
+    import yaml
+
+    text = value
+    if value.strip() and Path(value).is_file():
+        text = Path(value).read_text(encoding="utf-8")
+    try:
+        loaded = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{name} is not valid YAML/JSON: {err}") from err
+    if loaded is not None and not isinstance(loaded, Mapping):
+        raise ValueError(f"{name} must be a mapping, got {type(loaded).__name__}")
+    return dict(loaded) if loaded else None
 
 
 def _as_list(value: Any) -> list[str]:
@@ -280,15 +357,23 @@ def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0)
     from .formats import DatasetFormatError, RowError, detect_format, row_to_messages
     from .io import load_rows
 
-    records: list[tuple[str, list[dict[str, str]]]] = []
+    records: list[tuple[str, list[dict[str, str]], str | None]] = []
     dropped: dict[str, int] = {}
+    any_labelled = False
     for path, stem in zip(files, _source_names(files), strict=True):
-        ds = load_rows(path)
+        if str(path) == "demo" or str(path).startswith("demo:"):
+            from .demo import make_demo_dataset
+
+            ds = make_demo_dataset(n=int(str(path).split(":", 1)[1]) if ":" in str(path) else 1000, seed=seed)
+        else:
+            ds = load_rows(path)
         try:
             fmt = detect_format(ds.column_names)
         except DatasetFormatError as err:
             raise HFSelectError(f"{path}: {err}") from err
         has_source = SOURCE_COLUMN in ds.column_names
+        labelled = CORRUPTION_COLUMN in ds.column_names
+        any_labelled = any_labelled or labelled
         for row in ds:
             try:
                 messages = row_to_messages(row, fmt)
@@ -296,20 +381,23 @@ def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0)
                 dropped[err.status] = dropped.get(err.status, 0) + 1
                 continue
             source = str(row[SOURCE_COLUMN]) if has_source and row[SOURCE_COLUMN] is not None else stem
-            records.append((source, messages))
+            records.append((source, messages, row.get(CORRUPTION_COLUMN) if labelled else None))
     if not records:
         raise HFSelectError(f"the pool {list(files)} has no usable rows (dropped: {dropped}).")
-    sources = [s for s, _ in records]
+    sources = [s for s, _, _ in records]
     if limit is not None:
         records = [records[i] for i in stratified_indices(sources, limit, seed)]
     alpaca = all(len(m) == 2 and m[0]["role"] == "user" and "instruction" in m[0] and m[1]["role"] == "assistant"
-                 for _, m in records)
+                 for _, m, _ in records)
     if alpaca:
         rows = [{"instruction": m[0]["instruction"], "input": m[0].get("input") or "", "output": m[1]["content"],
-                 SOURCE_COLUMN: s} for s, m in records]
+                 SOURCE_COLUMN: s} for s, m, _ in records]
     else:
         rows = [{"messages": [{"role": x["role"], "content": x["content"]} for x in m], SOURCE_COLUMN: s}
-                for s, m in records]
+                for s, m, _ in records]
+    if any_labelled:  # the demo pool: keep which rows were corrupted on purpose
+        for row, (_, _, label) in zip(rows, records, strict=True):
+            row[CORRUPTION_COLUMN] = label or "none"
     pool = Dataset.from_list(rows)
     composition: dict[str, int] = {}
     for s in pool[SOURCE_COLUMN]:
@@ -365,6 +453,7 @@ class MethodResult:
     output_dir: str | None = None
     model_dir: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    corrupted: dict[str, int] = field(default_factory=dict)
     traceback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -387,6 +476,7 @@ class CompareResult:
     methods: list[MethodResult]
     seconds: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
+    pool_corrupted: dict[str, int] = field(default_factory=dict)
 
     def runs(self, method: str) -> list[MethodResult]:
         """The results of one method (several for ``random``)."""
@@ -432,6 +522,7 @@ class CompareResult:
             "verdicts": {m.label: {e["name"]: self.verdict(m, e["name"]) for e in self.eval_sets}
                          for m in self.methods if m.method != "random"},
             "methods": [m.to_dict() for m in self.methods], "seconds": self.seconds, "files": self.files,
+            "pool_corrupted": self.pool_corrupted,
         }
 
     def markdown(self) -> str:
@@ -478,16 +569,30 @@ def run_compare(config: CompareConfig) -> CompareResult:
     logger.info("compare: pool of %d rows (%s), budget %d rows, methods %s", len(pool),
                 pool_info.meta.get("composition"), k, config.methods)
 
-    base_loss, eval_rows = _base_losses(config, out / "base", pool_dir, eval_specs)
+    base_loss, eval_rows = _base_losses(config, out / "base", pool_dir, eval_specs) if config.train else ({}, {})
     for spec in eval_specs:
-        spec["rows"] = eval_rows[spec["name"]]
+        spec["rows"] = eval_rows.get(spec["name"])
     results: list[MethodResult] = []
     partial = CompareResult(
         output_dir=str(out), config=_jsonable(config.to_dict()), pool_rows=len(pool),
         pool_composition=dict(pool_info.meta.get("composition") or {}),
         pool_mean_response_chars=_mean(lengths["chars"]), pool_mean_response_tokens=_mean(lengths["tokens"]),
         budget_rows=k, eval_sets=eval_specs, base_loss=base_loss, methods=results,
+        pool_corrupted=_corrupted(pool, range(len(pool))),
     )
+    step_methods = [m for m in config.methods if m not in BASE_METHODS]
+    scored, scores_meta, scores_error = None, {}, None
+    if step_methods:
+        from .compare_steps import method_needs, score_pool
+
+        needs = set().union(*(method_needs(m, config.step_methods) for m in step_methods))
+        t0 = time.time()
+        try:
+            scored, scores_meta = score_pool(config, out / "scores", pool_dir, needs)
+        except Exception as err:  # recorded against every step method; the others still run
+            scores_error = f"scoring the pool failed: {type(err).__name__}: {' '.join(str(err).split())}"[:500]
+            logger.warning("compare: %s", scores_error, exc_info=True)
+        logger.info("compare: shared scores %s in %.0f s", sorted(needs), time.time() - t0)
     plan: list[tuple[str, int | None]] = []
     for method in config.methods:
         if method == "random":
@@ -504,11 +609,21 @@ def run_compare(config: CompareConfig) -> CompareResult:
             _check_pool_marker(folder, pool_info.key)
             if method in SIMPLE_METHODS:
                 run = _run_simple(method, seed, folder, pool_dir, k, config, eval_specs)
+            elif method in step_methods:
+                if scored is None:
+                    raise HFSelectError(scores_error or "the shared scores are missing")
+                from .compare_steps import method_steps
+
+                steps = method_steps(method, k, custom=config.step_methods, target=scores_meta.get("target"),
+                                     options=(config.preset_options or {}).get(method))
+                run = _run_selection(method, None, folder, scored, steps, config, eval_specs)
             else:
                 run = _run_recipe(method, folder, pool_dir, len(pool), k, config, eval_specs)
             _fill(result, run, pool, lengths, base_loss)
             if method in _SCORE_STAGES:
                 result.diagnostics = _diagnostics(method, folder, pool, lengths, run["selection"])
+            elif method in step_methods:
+                result.diagnostics = _step_diagnostics(method, scored, pool, lengths, run["selection"])
         except Exception as err:  # one method's failure must not stop the others
             result.status = "error"
             result.error = f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]
@@ -520,11 +635,13 @@ def run_compare(config: CompareConfig) -> CompareResult:
         partial.seconds = round(time.time() - start, 2)
         _write_json(partial, out)
     partial.seconds = round(time.time() - start, 2)
-    partial.files = {"json": str(out / "compare.json"), "markdown": str(out / "compare.md"),
-                     "chart": str(out / "compare.png")}
+    partial.files = {"json": str(out / "compare.json"), "markdown": str(out / "compare.md")}
+    if config.train:
+        partial.files["chart"] = str(out / "compare.png")
     _write_json(partial, out)
     (out / "compare.md").write_text(render_markdown(partial), encoding="utf-8")
-    plot_compare(partial, out / "compare.png")
+    if config.train:
+        plot_compare(partial, out / "compare.png")
     return partial
 
 
@@ -598,8 +715,7 @@ def _check_pool_marker(folder: Path, pool_key: str) -> None:
 def _run_simple(method: str, seed: int | None, folder: Path, pool_dir: str, k: int, config: CompareConfig,
                 eval_specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """random / longest / full with the recipes' machinery: data -> selection -> train -> eval stages."""
-    from .recipes_common import RecipeArguments, StageRunner, data_stage, eval_stage
-    from .selection import select
+    from .recipes_common import RecipeArguments, StageRunner, data_stage
 
     args = RecipeArguments(**_recipe_base_args(config, folder, pool_dir))
     runner = StageRunner(folder, resume=config.resume)
@@ -609,9 +725,27 @@ def _run_simple(method: str, seed: int | None, folder: Path, pool_dir: str, k: i
         "longest": [{"step": "longest", "count": k}],
         "full": [],
     }[method]
+    return _run_selection(method, seed, folder, data, steps, config, eval_specs, runner=runner, args=args)
+
+
+def _run_selection(method: str, seed: int | None, folder: Path, data: Any, steps: Sequence[Mapping[str, Any]],
+                   config: CompareConfig, eval_specs: Sequence[Mapping[str, Any]], *, runner: Any = None,
+                   args: Any = None) -> dict[str, Any]:
+    """selection -> train -> eval stages under ``folder`` for ``steps`` over ``data`` (the pool's rows, or the
+    shared scored pool). With ``config.train`` off, only the selection stage runs."""
+    from .recipes_common import RecipeArguments, StageRunner, eval_stage
+    from .selection import select
+
+    if args is None:
+        args = RecipeArguments(**_recipe_base_args(config, folder, str(folder)))
+    runner = runner or StageRunner(folder, resume=config.resume)
+    steps = [dict(s) for s in steps]
     sel_seed = config.seed if seed is None else seed
     selection, _ = runner.selection_stage("selection", lambda: select(data, steps, seed=sel_seed),
-                                          params={"steps": steps, "seed": sel_seed})
+                                          params={"steps": steps, "seed": sel_seed, "input": data._fingerprint})
+    if not config.train:
+        return {"selection": selection, "model_dir": None, "eval": {}, "train_loss": None,
+                "reused": all(i.reused for i in runner.infos)}
     model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
                                         model_name_or_path=args.model_name_or_path)
     losses = {}
@@ -716,13 +850,50 @@ def _fill(result: MethodResult, run: Mapping[str, Any], pool: Any, lengths: Mapp
     result.train_loss = run.get("train_loss")
     result.model_dir = run["model_dir"]
     result.reused = bool(run["reused"])
+    result.corrupted = _corrupted(pool, ids)
+
+
+def _corrupted(pool: Any, ids: Any) -> dict[str, int]:
+    """Rows per corruption kind among ``ids`` (and ``"rows"``), when the pool is labelled (the demo pool)."""
+    if CORRUPTION_COLUMN not in pool.column_names:
+        return {}
+    labels = pool[CORRUPTION_COLUMN]
+    out: dict[str, int] = {}
+    for i in ids:
+        kind = labels[i] or "none"
+        if kind != "none":
+            out[kind] = out.get(kind, 0) + 1
+    out["rows"] = len(list(ids)) if not hasattr(ids, "__len__") else len(ids)
+    return out
+
+
+def corrupted_share(corrupted: Mapping[str, int]) -> float | None:
+    """Share of corrupted rows in a :attr:`MethodResult.corrupted` count (None when the pool is unlabelled).
+
+    Example:
+        >>> corrupted_share({"swapped": 2, "wrong": 1, "rows": 30})
+        0.1
+    """
+    rows = corrupted.get("rows")
+    if not rows:
+        return None
+    return sum(v for k, v in corrupted.items() if k != "rows") / rows
+
+
+def _step_diagnostics(method: str, scored: Any, pool: Any, lengths: Mapping[str, list[float]],
+                      selection: Any) -> dict[str, Any]:
+    """Diagnostics of a step method: its ranking score (a preset's ``rank_column``) against response length."""
+    from .selection.presets import PRESETS
+
+    column = PRESETS[method].rank_column if method in PRESETS else None
+    if column is None or scored is None or column not in scored.column_names:
+        return {}
+    return _score_diagnostics(column, True, scored, pool, lengths, selection)
 
 
 def _diagnostics(method: str, folder: Path, pool: Any, lengths: Mapping[str, list[float]],
                  selection: Any) -> dict[str, Any]:
     """Why a method chose what it chose: its score against response length, and per source."""
-    import numpy as np
-
     from .recipes_common import load_stage_dataset
 
     stage, column, higher_first = _SCORE_STAGES[method]
@@ -732,7 +903,16 @@ def _diagnostics(method: str, folder: Path, pool: Any, lengths: Mapping[str, lis
         return {"error": str(err)}
     if column is None:  # MoDS: the quality backend's column
         column = next((c for c in ("quality", "judge_score") if c in scored.column_names), None)
-    if column is None or column not in scored.column_names or len(scored) != len(pool):
+    if column is None:
+        return {}
+    return _score_diagnostics(column, higher_first, scored, pool, lengths, selection)
+
+
+def _score_diagnostics(column: str, higher_first: bool, scored: Any, pool: Any, lengths: Mapping[str, list[float]],
+                       selection: Any) -> dict[str, Any]:
+    import numpy as np
+
+    if column not in scored.column_names or len(scored) != len(pool):
         return {}
     values = np.asarray([np.nan if v is None else float(v) for v in scored[column]], dtype=np.float64)
     ok = np.isfinite(values)
@@ -784,6 +964,14 @@ def _composition_text(composition: Mapping[str, float], order: Sequence[str]) ->
     return ", ".join(f"{k} {composition.get(k, 0):g}" for k in keys)
 
 
+def _corrupted_text(corrupted: Mapping[str, int]) -> str:
+    share = corrupted_share(corrupted)
+    if share is None:
+        return "-"
+    kinds = "/".join(str(corrupted.get(k, 0)) for k in ("swapped", "truncated", "emptied", "wrong"))
+    return f"{100 * share:.1f}% ({kinds})"
+
+
 def _g(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or "?")
 
@@ -801,7 +989,9 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
         >>> print(render_markdown(result))  # doctest: +SKIP
     """
     h = "#" * heading_level
-    names = [e["name"] for e in result.eval_sets]
+    trained = bool(result.base_loss) or any(m.eval_loss for m in result.methods)
+    names = [e["name"] for e in result.eval_sets] if trained else []
+    labelled = bool(result.pool_corrupted)
     order = list(result.pool_composition)
     stats = result.random_stats()
     cfg = result.config
@@ -819,20 +1009,27 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
           "(beats random = more than 2 sd lower).",
         "",
     ]
+    if not trained:
+        lines[2] = ("Selection only (train=False): what each method chose, without fine-tuning; no losses.")
+    corrupt_cell = (lambda c: _corrupted_text(c)) if labelled else None
     header = ["method", "rows"]
     for n in names:
         header += [f"loss {n}", "Δ base"]
     header += [f"vs random ({n})" for n in names]
-    header += ["composition (" + ", ".join(order) + ")", "mean response chars / tokens", "time (s)"]
+    header += ["composition (" + ", ".join(order) + ")", "mean response chars / tokens"]
+    header += ["corrupted (swapped/truncated/emptied/wrong)"] if labelled else []
+    header += ["time (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base_cells = ["base model (no training)", "0"]
     for n in names:
         base_cells += [f"{result.base_loss[n]:.4f}" if n in result.base_loss else "-", "0"]
-    base_cells += ["-"] * len(names) + ["-", "-", "-"]
+    base_cells += ["-"] * len(names) + ["-", "-", "-"] + (["-"] if labelled else [])
     lines.append("| " + " | ".join(base_cells) + " |")
     pool_cells = [f"(pool: {result.pool_rows} rows)", "-"] + ["-", "-"] * len(names) + ["-"] * len(names)
     pool_cells += [_composition_text(result.pool_composition, order),
-                   _lengths_text(result.pool_mean_response_chars, result.pool_mean_response_tokens), "-"]
+                   _lengths_text(result.pool_mean_response_chars, result.pool_mean_response_tokens)]
+    pool_cells += [corrupt_cell(result.pool_corrupted)] if corrupt_cell else []
+    pool_cells += ["-"]
     lines.append("| " + " | ".join(pool_cells) + " |")
     seen_random = False
     for m in result.methods:
@@ -858,13 +1055,17 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
                     for k in dict.fromkeys(k for r in runs for k in r.composition)}
             chars = [r.mean_response_chars for r in runs if r.mean_response_chars is not None]
             toks = [r.mean_response_tokens for r in runs if r.mean_response_tokens is not None]
-            cells += [_composition_text(comp, order), _lengths_text(_mean(chars), _mean(toks) if toks else None),
-                      f"{sum(r.compute_seconds for r in runs):.0f}"]
+            cells += [_composition_text(comp, order), _lengths_text(_mean(chars), _mean(toks) if toks else None)]
+            if corrupt_cell:
+                shares = [corrupted_share(r.corrupted) or 0.0 for r in runs]
+                cells.append(f"{100 * sum(shares) / len(shares):.1f}% (mean)")
+            cells += [f"{sum(r.compute_seconds for r in runs):.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         if m.status != "ok":
             cells = [m.label, "-"] + ["-", "-"] * len(names) + ["-"] * len(names)
-            cells += [f"error: {m.error}".replace("|", "/"), "-", f"{m.compute_seconds:.0f}"]
+            cells += [f"error: {m.error}".replace("|", "/"), "-"] + (["-"] if labelled else [])
+            cells += [f"{m.compute_seconds:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         cells = [m.label, f"{m.rows}"]
@@ -874,7 +1075,9 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
                       f"{m.delta_vs_base[n]:+.4f}" if n in m.delta_vs_base else "-"]
         cells += [result.verdict(m, n) for n in names]
         cells += [_composition_text(m.composition, order),
-                  _lengths_text(m.mean_response_chars, m.mean_response_tokens), f"{m.compute_seconds:.0f}"]
+                  _lengths_text(m.mean_response_chars, m.mean_response_tokens)]
+        cells += [corrupt_cell(m.corrupted)] if corrupt_cell else []
+        cells += [f"{m.compute_seconds:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     randoms = [r for r in result.runs("random") if r.status == "ok"]
     if randoms:
@@ -978,5 +1181,5 @@ def load_compare(output_dir: str | os.PathLike) -> CompareResult:
         pool_composition=data["pool_composition"], pool_mean_response_chars=data["pool_mean_response_chars"],
         pool_mean_response_tokens=data["pool_mean_response_tokens"], budget_rows=data["budget_rows"],
         eval_sets=data["eval_sets"], base_loss=data["base_loss"], methods=methods, seconds=data.get("seconds", 0.0),
-        files=data.get("files", {}),
+        files=data.get("files", {}), pool_corrupted=data.get("pool_corrupted", {}),
     )

@@ -357,6 +357,8 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)  # several CPU processes (torchrun): gloo DDP, not one process each
+    if precision == "bf16" and not torch.cuda.is_available():
+        kwargs.setdefault("use_cpu", True)  # bf16 autocast on a CPU: transformers accepts it only with use_cpu
     return SFTConfig(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     for path in [*config.pool, *config.eval]:
-        if not Path(path).exists() and (path.count("/") != 1 or path.startswith((".", "/"))):
+        if (not Path(path).exists() and not path.startswith("demo")
+                and (path.count("/") != 1 or path.startswith((".", "/")))):
             raise HFSelectError(f"{path}: no such file or directory.")
     result = run_compare(config)
     print(result.markdown())

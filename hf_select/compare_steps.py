@@ -1,0 +1,175 @@
+"""Step methods of a comparison: selection presets (:mod:`hf_select.selection.presets`) and user-given step lists,
+all run over one shared scoring of the pool.
+
+Scoring is most of a comparison's cost, so every step method reads the same scored pool, made once in
+``output_dir/scores/`` with exactly the scorers the requested methods need (IFD with reverse IFD, the quality
+score, sentence embeddings, the target set's embeddings). Each method is then only a selection, a fine-tune and
+its evals; the IFD variants differ by their steps alone, never by their scores.
+
+A custom method is a step list whose budgeted steps may say ``count: budget`` (the comparison's row budget):
+
+Example:
+    >>> custom = {"judge_top": [{"step": "top", "column": "judge_score", "count": "budget"}]}
+    >>> resolve_steps(custom["judge_top"], 300)
+    [{'step': 'top', 'column': 'judge_score', 'count': 300}]
+    >>> sorted(steps_needs(custom["judge_top"]))
+    ['quality']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import HFSelectError
+
+logger = logging.getLogger(__name__)
+
+BUDGET = "budget"
+TARGET_FILE = "target_embeddings.npy"
+# score columns -> the scorer (need) that writes them, to infer what a custom step list needs
+_COLUMN_NEEDS = {"ifd": "ifd", "ifd_ppl": "ifd", "loss_conditioned": "ifd", "loss_direct": "ifd",
+                 "response_tokens": "ifd", "ifd_reverse": "reverse", "ifd_reverse_ppl": "reverse",
+                 "judge_score": "quality", "quality": "quality", "embedding": "embedding"}
+
+
+def resolve_steps(steps: Sequence[Mapping[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """Copy of ``steps`` with every ``count``/``k`` of ``"budget"`` replaced by ``budget`` rows."""
+    out = []
+    for step in steps:
+        s = dict(step)
+        for key in ("count", "k"):
+            if s.get(key) == BUDGET:
+                s[key] = int(budget)
+        out.append(s)
+    return out
+
+
+def steps_needs(steps: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The scorers a step list reads, inferred from the column names it mentions (and target steps)."""
+    needs: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, str) and value in _COLUMN_NEEDS:
+            needs.add(_COLUMN_NEEDS[value])
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                visit(k)
+                visit(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+
+    for step in steps:
+        visit({k: v for k, v in step.items() if k != "step"})
+        name = step.get("step")
+        if name == "ifd_rule":
+            needs.add("ifd")
+        elif name == "consistency_gate":
+            needs.update({"reverse"})
+        elif name in ("kcenter", "facility_location", "fused_diverse", "dedup_near", "kmeans_sample"):
+            needs.add("embedding")
+        elif name == "target_similarity":
+            needs.update({"embedding", "target"})
+    if "reverse" in needs:
+        needs.add("ifd")
+    return needs
+
+
+def method_steps(method: str, budget: int, *, custom: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+                 target: str | None, options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The steps of one step method (a preset, or a custom list from ``custom``) for ``budget`` rows."""
+    from .selection.presets import PRESETS, preset_steps
+
+    if custom and method in custom:
+        return resolve_steps(custom[method], budget)
+    if method in PRESETS:
+        opts = dict(options or {})
+        if "target" in PRESETS[method].needs:
+            opts.setdefault("target", target)
+        return preset_steps(method, count=budget, **opts)
+    raise HFSelectError(f"{method!r} is neither a preset nor a custom step method")
+
+
+def method_needs(method: str, custom: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> set[str]:
+    """What ``method`` needs scored (see :data:`hf_select.selection.presets.SCORE_NEEDS`)."""
+    from .selection.presets import PRESETS
+
+    if custom and method in custom:
+        return steps_needs(custom[method])
+    return set(PRESETS[method].needs)
+
+
+def score_pool(config: Any, out: Path, pool_dir: str, needs: set[str]) -> tuple[Any, dict[str, Any]]:
+    """Stage folder ``out/scores``: the pool with every score the step methods need, made once.
+
+    IFD uses the comparison's model and template (``reverse=True`` when a method needs it), the quality score the
+    offline LLM judge (or ``config.quality_model_name_or_path`` as a reward model), the embeddings the sentence
+    embedder; the target set is embedded with the same embedder into ``scores/target/target_embeddings.npy``.
+    Returns the scored dataset and ``{"target": path or None, "columns": [...]}``.
+    """
+    from .compare import _recipe_base_args
+    from .recipes_common import RecipeArguments, StageRunner, data_stage, score_stage
+
+    args = RecipeArguments(**_recipe_base_args(config, out, pool_dir))
+    runner = StageRunner(out, resume=config.resume)
+    scored = data_stage(runner, args)
+    dtype = config.score_dtype
+    if "ifd" in needs or "reverse" in needs:
+        from .scoring.ifd import IFDConfig, IFDScorer
+
+        ifd = IFDScorer(IFDConfig(model_name_or_path=config.model_name_or_path, template=config.template,
+                                  max_length=config.score_max_length, reverse="reverse" in needs, dtype=dtype))
+        scored = score_stage(runner, "ifd", ifd, scored, args)
+    if "quality" in needs:
+        from .scoring.quality import QualityConfig, QualityScorer
+
+        backend = "reward" if config.quality_model_name_or_path else "judge"
+        quality = QualityScorer(QualityConfig(backend=backend, model_name_or_path=config.quality_model_name_or_path,
+                                              max_length=config.score_max_length, dtype=dtype))
+        scored = score_stage(runner, "quality", quality, scored, args)
+    embedder = None
+    if "embedding" in needs or "target" in needs:
+        from .scoring.embed import EmbedConfig, Embedder
+
+        embedder = Embedder(EmbedConfig(model_name_or_path=config.embed_model_name_or_path, text="row",
+                                        normalize=True))
+        if "embedding" in needs:
+            scored = score_stage(runner, "embed", embedder, scored, args)
+    target_path = None
+    if "target" in needs:
+        if not config.target:
+            raise HFSelectError("a target-aware method (e.g. 'target') needs CompareConfig.target: a file of example "
+                                "rows of the kind you want (never the eval set itself)")
+        target_path = _embed_target(runner, config, embedder)
+    return scored, {"target": target_path, "columns": list(scored.column_names)}
+
+
+def _embed_target(runner: Any, config: Any, embedder: Any) -> str:
+    import numpy as np
+
+    from .io import load_rows
+    from .scoring.base import config_to_dict
+
+    def compute(folder: Path) -> dict[str, Any]:
+        rows = load_rows(config.target)
+        if config.target_limit is not None:
+            rows = rows.select(range(min(config.target_limit, len(rows))))
+        embedded = embedder.score(rows)
+        ok = [i for i, s in enumerate(embedded["embedding_status"]) if s == "ok"]
+        if not ok:
+            raise HFSelectError(f"{config.target}: no target row could be embedded (statuses: "
+                                f"{sorted(set(embedded['embedding_status']))})")
+        matrix = np.asarray([embedded[i]["embedding"] for i in ok], dtype=np.float32)
+        if runner.is_main:
+            np.save(folder / TARGET_FILE, matrix)
+            (folder / "target.json").write_text(json.dumps({"source": config.target, "rows": len(rows),
+                                                            "embedded": len(ok)}))
+        return {"rows": len(rows), "embedded": len(ok)}
+
+    info = runner.run("target", compute, params={"target": config.target, "limit": config.target_limit,
+                                                  "embedder": config_to_dict(embedder.config)})
+    return str(info.path / TARGET_FILE)

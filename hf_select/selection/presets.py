@@ -1,0 +1,130 @@
+"""Named selection recipes: ready-made step lists for a row budget, shared by ``hf-select select --preset`` and
+``hf-select compare`` (where each preset is a method, trained and measured against random subsets).
+
+Every preset is a function of the budget (``count`` rows or a ``fraction``) returning a plain list of step mappings,
+so what a preset does is visible (``hf-select select --list-presets`` prints them) and can be copied into a YAML
+file and edited. A preset also says which score columns its steps read (:attr:`Preset.needs`), so a caller can
+score exactly those first:
+
+- ``ifd``: forward IFD (``IFDScorer``: ``ifd``, ``ifd_ppl``, ``ifd_status``, ``response_tokens``);
+- ``reverse``: reverse IFD (``IFDConfig(reverse=True)``: ``ifd_reverse``, ``ifd_reverse_status``);
+- ``quality``: a quality score (``QualityScorer``: ``judge_score`` offline, or a reward model's ``quality``);
+- ``embedding``: a sentence embedding of each row (``Embedder``: ``embedding``);
+- ``target``: target-set embeddings (a file), for target-aware selection.
+
+Example:
+    >>> steps = preset_steps("ifd_gated", count=100)
+    >>> [s["step"] for s in steps]
+    ['consistency_gate', 'ifd_rule']
+    >>> PRESETS["ifd_gated"].needs
+    ('ifd', 'reverse')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import HFSelectError
+
+SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named step list. ``build(budget, options)`` returns the steps; ``budget`` is ``{"count": n}`` or
+    ``{"fraction": f}``."""
+
+    name: str
+    summary: str
+    needs: tuple[str, ...]
+    build: Callable[[dict[str, Any], Mapping[str, Any]], list[dict[str, Any]]]
+    rank_column: str | None = None  # the score the preset ranks by, for diagnostics (None: a composite)
+
+
+def _gate(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The consistency gate every IFD preset starts with: reverse IFD < 1 (the response helps predict its
+    instruction) and forward IFD < 1 (the instruction helps predict its response)."""
+    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": 1.0, "ifd_column": "ifd",
+            "max_ifd": 1.0}
+    gate.update(options.get("gate") or {})
+    return gate
+
+
+def _superfiltering(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    column = options.get("column", "ifd_ppl")
+    return [{"step": "ifd_rule", "column": column, **budget}]
+
+
+def _ifd_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [_gate(options), {"step": "ifd_rule", "column": options.get("column", "ifd"), **budget}]
+
+
+def _ifd_length(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [_gate(options), {"step": "length_stratified_top", "column": options.get("column", "ifd"),
+                             "mode": options.get("mode", "strata"), "bins": int(options.get("bins", 5)), **budget}]
+
+
+def _ifd_quota(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [_gate(options), {"step": "ifd_rule", "column": options.get("column", "ifd"),
+                             "stratify_by": options.get("stratify_by", "source"), **budget}]
+
+
+def _fusion(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    scores = dict(options.get("scores") or {"ifd": 1.0, "judge_score": 1.0})
+    return [_gate(options), {"step": "fused_diverse", "scores": scores, "normalise": options.get("normalise", "rank"),
+                             "combine": options.get("combine", "sum"), "column": "embedding",
+                             "min_distance": float(options.get("min_distance", 0.1)), **budget}]
+
+
+def _target(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    target = options.get("target")
+    if not target:
+        raise HFSelectError("preset 'target' needs a target set: pass target=FILE (embedded target rows, or "
+                            "`hf-select select --target FILE`)")
+    return [{"step": "target_similarity", "target": target, "aggregate": options.get("aggregate", "max"),
+             "column": "embedding", **budget}]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("superfiltering", "Superfiltering's rule: drop IFD >= 1, keep the highest perplexity ratio.",
+               ("ifd",), _superfiltering, "ifd_ppl"),
+        Preset("ifd_gated", "Consistency gate (reverse IFD < 1 and IFD < 1), then the highest IFD.",
+               ("ifd", "reverse"), _ifd_gated, "ifd"),
+        Preset("ifd_length", "Consistency gate, then the highest IFD within each response-length stratum.",
+               ("ifd", "reverse"), _ifd_length, "ifd"),
+        Preset("ifd_quota", "Consistency gate, then the highest IFD with each source keeping its pool share.",
+               ("ifd", "reverse"), _ifd_quota, "ifd"),
+        Preset("fusion", "Consistency gate, then IFD + quality ranks, adding a row only when it is far enough "
+                         "(cosine) from the rows already chosen (DEITA-style).",
+               ("ifd", "reverse", "quality", "embedding"), _fusion, None),
+        Preset("target", "Rows most similar (cosine, max over targets) to a target set's embeddings (RDS+-style).",
+               ("embedding", "target"), _target, None),
+    )
+}
+
+
+def preset_steps(name: str, *, count: int | None = None, fraction: float | None = None,
+                 **options: Any) -> list[dict[str, Any]]:
+    """The steps of preset ``name`` for a budget of ``count`` rows or a ``fraction`` of the input.
+
+    Options: ``gate`` (overrides of the consistency gate's parameters), ``column`` (the IFD column ranked),
+    ``target`` (the target embeddings, for ``target``), ``scores`` / ``min_distance`` (for ``fusion``), ``bins``
+    (for ``ifd_length``), ``stratify_by`` (for ``ifd_quota``).
+
+    Raises:
+        HFSelectError: an unknown preset, or a budget that is not exactly one of count / fraction.
+
+    Example:
+        >>> preset_steps("superfiltering", fraction=0.1)
+        [{'step': 'ifd_rule', 'column': 'ifd_ppl', 'fraction': 0.1}]
+    """
+    if name not in PRESETS:
+        raise HFSelectError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+    if (count is None) == (fraction is None):
+        raise HFSelectError(f"preset {name!r}: give exactly one of count (rows) or fraction (0 < f <= 1)")
+    budget: dict[str, Any] = {"count": int(count)} if count is not None else {"fraction": float(fraction)}
+    return PRESETS[name].build(budget, options)
