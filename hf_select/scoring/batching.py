@@ -1,8 +1,8 @@
 """Token-budget batching and CUDA out-of-memory recovery, shared by every model-backed scorer.
 
 Example:
-    >>> token_budget_batches([5, 3, 9, 1], max_tokens=12, max_rows=8)
-    [[2], [0, 1, 3]]
+    >>> token_budget_batches([5, 3, 9, 1], max_tokens=12, max_rows=8)  # 9 alone; 5 and 3 pad to 2 x 5 = 10
+    [[2], [0, 1], [3]]
 """
 
 from __future__ import annotations
