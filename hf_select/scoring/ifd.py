@@ -55,6 +55,7 @@ IFD_STATUSES = (
     "template_error",
     "oom",
     "non_finite",
+    "empty_instruction",  # reverse IFD only: the instruction has no tokens
 )
 
 
