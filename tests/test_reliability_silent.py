@@ -45,3 +45,55 @@ def test_embedder_says_when_the_hub_check_fails(monkeypatch, caplog):
     text = caplog.text
     assert "someone/some-model" in text and "backend" in text and "causal_lm" in text
 
+
+
+# -- point 3: the out-of-memory retry runs after the failed batch's memory is released -----------------------------
+
+
+def test_oom_retry_runs_after_the_failed_batch_is_released(monkeypatch):
+    import gc
+    import weakref
+
+    import torch
+
+    from hf_select.scoring import batching
+
+    cleared: list[bool] = []
+
+    def clear(garbage_collection: bool = False) -> None:
+        cleared.append(garbage_collection)
+        if garbage_collection:
+            gc.collect()
+
+    monkeypatch.setattr(batching, "clear_device_cache", clear, raising=False)
+    allocations: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def run(items: list[int]) -> int:
+        alive_at_retry.extend(ref() is not None for ref in allocations)
+        activations = torch.ones(len(items), 4096)  # the batch's memory, referenced only from this frame
+        allocations.append(weakref.ref(activations))
+        if len(items) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return int(activations.sum())
+
+    out = batching.run_with_oom_retry(list(range(8)), run)
+    assert [items for items, _ in out] == [[0, 1], [2, 3], [4, 5], [6, 7]]  # every item once, in order
+    assert [value for _, value in out] == [2 * 4096] * 4
+    assert alive_at_retry and not any(alive_at_retry)  # no failed batch's tensor was alive when a retry started
+    assert cleared and all(cleared)  # the device cache was cleared (with garbage collection) before each retry
+
+
+def test_oom_of_a_single_item_goes_to_on_oom_or_is_raised():
+    import torch
+
+    from hf_select.scoring.batching import run_with_oom_retry
+
+    def run(items):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert run_with_oom_retry([0, 1], run, on_oom=lambda idx: "oom") == [([0], "oom"), ([1], "oom")]
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run_with_oom_retry([0, 1], run)
+    with pytest.raises(ValueError):
+        run_with_oom_retry([0], lambda items: (_ for _ in ()).throw(ValueError("not an OOM")))
