@@ -97,3 +97,65 @@ def test_oom_of_a_single_item_goes_to_on_oom_or_is_raised():
         run_with_oom_retry([0, 1], run)
     with pytest.raises(ValueError):
         run_with_oom_retry([0], lambda items: (_ for _ in ()).throw(ValueError("not an OOM")))
+
+
+# -- point 2: cache=False removes only the scorer's own files -------------------------------------------------------
+
+
+def _alpaca(n: int, tag: str = "Hello"):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"instruction": "Hi", "input": "", "output": f"{tag} {i}"} for i in range(n)])
+
+
+def test_cache_false_refuses_a_run_dir_that_holds_other_files(tiny_lm_path, tmp_path):
+    from hf_select.errors import HFSelectError
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+
+    folder = tmp_path / "my-project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's own file")
+    (folder / "data").mkdir()
+    (folder / "data" / "rows.jsonl").write_text("{}\n")
+    scorer = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path)))
+    with pytest.raises(HFSelectError, match="notes.txt"):
+        scorer.score(_alpaca(4), run_dir=folder, cache=False, progress=False)
+    assert (folder / "notes.txt").read_text() == "the user's own file"
+    assert (folder / "data" / "rows.jsonl").is_file()
+    with pytest.raises(HFSelectError, match="notes.txt"):  # with the cache on too: nothing is written there
+        scorer.score(_alpaca(4), run_dir=folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["data", "notes.txt"]
+
+
+def test_cache_false_removes_only_the_scorers_own_files(tiny_lm_path, tmp_path):
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+
+    folder = tmp_path / "run"
+    scorer = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path)))
+    first = scorer.score(_alpaca(4), run_dir=folder, shard_size=2, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["run.json", "shard-000000.parquet", "shard-000001.parquet"]
+    seen = []
+
+    class Counting(IFDScorer):
+        def _score_batch(self, batch):
+            seen.append(len(batch["output"]))
+            return super()._score_batch(batch)
+
+    again = Counting(IFDConfig(model_name_or_path=str(tiny_lm_path))).score(
+        _alpaca(4), run_dir=folder, shard_size=2, cache=False, progress=False)
+    assert seen == [2, 2]  # scored again, not read back
+    assert list(again["ifd"]) == list(first["ifd"])
+
+
+def test_a_run_dir_of_another_run_is_not_read_back(tiny_lm_path, tmp_path):
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+
+    folder = tmp_path / "run"
+    scorer = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path)))
+    scorer.score(_alpaca(4), run_dir=folder, shard_size=2, progress=False)
+    other = _alpaca(4, tag="Goodbye")  # other rows, the same run_dir
+    out = scorer.score(other, run_dir=folder, shard_size=2, progress=False)
+    fresh = scorer.score(other, run_dir=tmp_path / "fresh", shard_size=2, progress=False)
+    assert list(out["ifd"]) == list(fresh["ifd"])
+    wider = scorer.score(other, run_dir=folder, shard_size=3, progress=False)  # another shard size, same folder
+    assert list(wider["ifd"]) == list(fresh["ifd"])

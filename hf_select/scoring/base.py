@@ -14,13 +14,14 @@ Subclasses set ``name``, ``config_class`` and ``output_columns`` and implement `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import HFSelectError
 from ..models import cache_home
 
 logger = logging.getLogger(__name__)
@@ -80,6 +82,21 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+RUN_FILE = "run.json"
+# The files a scoring run writes into its folder: finished shards, half-written ones (a killed run), run.json.
+_OWN_FILE = re.compile(r"^(shard-\d{6}\.parquet|\.shard-\d{6}\.parquet\..+\.tmp|run\.json)$")
+
+
+def clear_run_folder(folder: Path, *, only_half_written: bool = False) -> None:
+    """Remove a scoring run's own files from ``folder`` (every one, or only the half-written shards of a killed
+    run); any other file is left alone."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _OWN_FILE.match(path.name) and (not only_half_written or path.name.startswith(".")) and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 class BaseScorer:
@@ -177,23 +194,16 @@ class BaseScorer:
         folder = Path(run_dir) if run_dir is not None else scores_home / f"{self.name}-{fp}"
         rank, world, state = _distributed_state(cpu)
         num_shards = math.ceil(n / shard_size)
-        if not cache and rank == 0 and folder.exists():
-            shutil.rmtree(folder)
-        if rank == 0 and folder.exists():
-            for stale in folder.glob(".shard-*.tmp"):  # half-written shards of a killed run
-                stale.unlink(missing_ok=True)
+        info = {"scorer": self.name, "fingerprint": fp, "rows": n, "shard_size": shard_size,
+                "config": config_to_dict(self.config)}
+        reuse = self._check_run_folder(folder, info, cache)  # on every process: all refuse together
+        if rank == 0:
+            clear_run_folder(folder, only_half_written=reuse)
         if state is not None:
             state.wait_for_everyone()
         folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "run.json"
+        meta = folder / RUN_FILE
         if rank == 0 and not meta.exists():
-            info = {
-                "scorer": self.name,
-                "fingerprint": fp,
-                "rows": n,
-                "shard_size": shard_size,
-                "config": config_to_dict(self.config),
-            }
             meta.write_text(json.dumps(info, indent=2))
         shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
         mine = [i for i in range(num_shards) if i % world == rank and not shard_path[i].exists()]
@@ -229,6 +239,36 @@ class BaseScorer:
         # inputs and config then give the same fingerprint on every run and under any number of processes.
         out._fingerprint = stable_hash(fp, "scored")
         return out
+
+    def _check_run_folder(self, folder: Path, info: dict[str, Any], cache: bool) -> bool:
+        """Whether the finished shards in ``folder`` may be reused; refuses a folder that holds anything else.
+
+        Shards are reused only with ``cache`` and when the folder's ``run.json`` records the same fingerprint
+        (dataset, scorer, config, model weights), rows and shard size; otherwise they are scored again.
+        """
+        if not folder.exists():
+            return False
+        if not folder.is_dir():
+            raise HFSelectError(f"{self.name}: run_dir {folder} is a file, not a folder; pass a new or empty folder.")
+        others = sorted(p.name for p in folder.iterdir() if not _OWN_FILE.match(p.name))
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise HFSelectError(
+                f"{self.name}: run_dir {folder} holds files that are not this scorer's shards ({shown}); nothing was "
+                "removed. Pass a new or empty folder as run_dir (it holds only shard-*.parquet and run.json)."
+            )
+        if not cache:
+            return False
+        stored = None
+        with contextlib.suppress(OSError, ValueError):
+            stored = json.loads((folder / RUN_FILE).read_text())
+        keys = ("scorer", "fingerprint", "rows", "shard_size")
+        if not isinstance(stored, dict) or any(stored.get(k) != info[k] for k in keys):
+            if any(folder.glob("shard-*.parquet")):
+                logger.warning("%s: %s holds the shards of another run (other rows, config, model or shard size); "
+                               "scoring again.", self.name, folder)
+            return False
+        return True
 
     # -- schema ------------------------------------------------------------------------------------------------
     def _schema(self) -> pa.Schema:
