@@ -159,3 +159,74 @@ def test_a_run_dir_of_another_run_is_not_read_back(tiny_lm_path, tmp_path):
     assert list(out["ifd"]) == list(fresh["ifd"])
     wider = scorer.score(other, run_dir=folder, shard_size=3, progress=False)  # another shard size, same folder
     assert list(wider["ifd"]) == list(fresh["ifd"])
+
+
+# -- point 1: a model passed with set_model has its own fingerprint ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_lm():
+    from hf_select.testing import make_tiny_lm
+
+    model, tok = make_tiny_lm(seed=7)  # the same architecture and tokenizer, other weights
+    return model, tok
+
+
+def _ifd(path):
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+
+    return IFDScorer(IFDConfig(model_name_or_path=str(path), template="chat", device="cpu"))
+
+
+def test_score_with_set_model_does_not_return_the_configured_models_cache(tiny_lm_path, other_lm):
+    ds = _alpaca(6)
+    configured = _ifd(tiny_lm_path).score(ds, shard_size=3, progress=False)
+    other = _ifd(tiny_lm_path).set_model(*other_lm)
+    assert other.fingerprint(ds) != _ifd(tiny_lm_path).fingerprint(ds)
+    got = other.score(ds, shard_size=3, progress=False)
+    direct = _ifd(tiny_lm_path).set_model(*other_lm)(ds[:])  # the batched transform, no cache involved
+    assert list(got["ifd"]) == pytest.approx(direct["ifd"], rel=1e-6)
+    assert list(got["ifd"]) != pytest.approx(list(configured["ifd"]), rel=1e-3)
+
+
+def test_dataset_map_with_set_model_does_not_reuse_the_configured_models_cache(tiny_lm_path, other_lm, tmp_path):
+    from datasets import load_from_disk
+
+    _alpaca(6).save_to_disk(str(tmp_path / "rows"))
+    ds = load_from_disk(str(tmp_path / "rows"))  # on disk: Dataset.map caches its results
+    configured = ds.map(_ifd(tiny_lm_path), batched=True)
+    assert configured.cache_files  # the cache is really in use
+    other = ds.map(_ifd(tiny_lm_path).set_model(*other_lm), batched=True)
+    direct = _ifd(tiny_lm_path).set_model(*other_lm)(ds[:])
+    assert list(other["ifd"]) == pytest.approx(direct["ifd"], rel=1e-6)
+    assert list(other["ifd"]) != pytest.approx(list(configured["ifd"]), rel=1e-3)
+
+
+def test_fingerprint_follows_the_weights_of_a_set_model(tiny_lm_path):
+    import torch
+
+    from hf_select.testing import make_tiny_lm
+
+    model, tok = make_tiny_lm(seed=3)
+    ds = _alpaca(2)
+    scorer = _ifd(tiny_lm_path).set_model(model, tok)
+    before = scorer.fingerprint(ds)
+    assert _ifd(tiny_lm_path).set_model(*make_tiny_lm(seed=3)).fingerprint(ds) == before  # same weights, same name
+    with torch.no_grad():
+        model.model.norm.weight[0] += 1e-3  # one parameter, a little (as one fine-tuning step would)
+    assert scorer.fingerprint(ds) != before
+
+
+def test_embedder_with_set_model_does_not_return_the_configured_models_cache(tiny_lm_path, other_lm):
+    import numpy as np
+
+    cfg = EmbedConfig(model_name_or_path=str(tiny_lm_path), backend="causal_lm", text="instruction", device="cpu")
+    ds = _alpaca(4)
+    ds = ds.map(lambda r, i: {"instruction": f"Say hello number {i}"}, with_indices=True)
+    configured = Embedder(cfg).score(ds, shard_size=2, progress=False)
+    other = Embedder(cfg).set_model(*other_lm)
+    assert other.fingerprint(ds) != Embedder(cfg).fingerprint(ds)
+    got = other.score(ds, shard_size=2, progress=False)
+    direct = Embedder(cfg).set_model(*other_lm)(ds[:])
+    np.testing.assert_allclose(np.asarray(got["embedding"]), np.asarray(direct["embedding"]), rtol=1e-5)
+    assert not np.allclose(np.asarray(got["embedding"]), np.asarray(configured["embedding"]))

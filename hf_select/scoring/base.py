@@ -60,6 +60,42 @@ def dataset_fingerprint(dataset: Any) -> str:
     return stable_hash(len(dataset), dataset[: min(len(dataset), 64)])
 
 
+def weights_identity(model: Any, tokenizer: Any = None) -> str:
+    """A digest of an in-memory model's weights: name, dtype, shape and bytes of every tensor of its state dict
+    (and the tokenizer's name, size and chat template). It changes with any change of any weight, e.g. one
+    fine-tuning step, and is equal for two models with equal weights.
+
+    Example:
+        >>> import torch
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> b.load_state_dict(a.state_dict())
+        <All keys matched successfully>
+        >>> weights_identity(a) == weights_identity(b)
+        True
+        >>> with torch.no_grad():
+        ...     b.bias[0] += 1e-6
+        >>> weights_identity(a) == weights_identity(b)
+        False
+    """
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            if tensor.device.type == "meta":
+                continue
+            flat = tensor.detach().reshape(-1).contiguous().cpu()
+            digest.update(flat.view(torch.uint8).numpy())
+    if tokenizer is not None:
+        tok = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), str(getattr(tokenizer, "chat_template", "")))
+        digest.update(json.dumps(tok).encode())
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return f"{name}|in-memory|{digest.hexdigest()}"
+
+
 def _distributed_state(cpu: bool = False) -> tuple[int, int, Any]:
     """(process index, number of processes, state or None) without starting anything when not launched."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -116,13 +152,22 @@ class BaseScorer:
         self.config = config
         self._loaded: dict[str, Any] = {}
 
-    # -- pickling / hashing: the model never travels, so datasets can hash the transform from its config ----
+    # -- pickling / hashing: the model never travels; datasets hash the transform from its config and model ids ----
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config}
+        # ``Dataset.map`` names its cache after this state: the model ids make a model given with ``set_model``
+        # (another model, or the same one after training) a different transform from the configured model.
+        return {"config": self.config, "model_ids": self.model_ids()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
         self._loaded = {}
+
+    def given_model_identity(self) -> str | None:
+        """For a model given with ``set_model`` (flag ``given`` in ``_loaded``): a digest of its weights now
+        (:func:`weights_identity`), so that training it in place changes it too; None for the configured model."""
+        if not self._loaded.get("given") or self._loaded.get("model") is None:
+            return None
+        return weights_identity(self._loaded["model"], self._loaded.get("tokenizer"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -133,8 +178,10 @@ class BaseScorer:
         raise NotImplementedError
 
     def model_ids(self) -> list[str]:
-        """Model ids (with revision) whose weights determine the scores: part of the fingerprint."""
-        return []
+        """Model ids (with revision) whose weights determine the scores: part of the fingerprint. A model given
+        with ``set_model`` counts by the digest of its weights (:meth:`given_model_identity`)."""
+        given = self.given_model_identity()
+        return [given] if given is not None else []
 
     # -- public --------------------------------------------------------------------------------------------
     def __call__(self, batch: dict[str, list[Any]], *args: Any, **kwargs: Any) -> dict[str, list[Any]]:

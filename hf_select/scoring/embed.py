@@ -224,7 +224,8 @@ class Embedder(BaseScorer):
     output_columns = ("embedding", "embedding_status")
 
     def model_ids(self) -> list[str]:
-        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
+        given = self.given_model_identity()  # a model from set_model: the digest of its weights
+        return [given or model_identity(None, self.config.model_name_or_path, self.config.revision)]
 
     def resolved_backend(self) -> str:
         """``sentence_transformers`` or ``causal_lm`` (``auto`` decided from the model folder or Hub files)."""
@@ -316,6 +317,7 @@ class Embedder(BaseScorer):
             model=model,
             tokenizer=tokenizer if tokenizer is not None else getattr(model, "tokenizer", None),
             backend="sentence_transformers" if is_st else "causal_lm",
+            given=True,
         )
         return self
 

@@ -149,7 +149,8 @@ class IFDScorer(BaseScorer):
         return self.forward_columns + (self.reverse_columns if self.config.reverse else ())
 
     def model_ids(self) -> list[str]:
-        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
+        given = self.given_model_identity()  # a model from set_model: the digest of its weights
+        return [given or model_identity(None, self.config.model_name_or_path, self.config.revision)]
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer."""
@@ -168,7 +169,7 @@ class IFDScorer(BaseScorer):
         """Use an already loaded model and tokenizer (e.g. a model just fine-tuned in the same process)."""
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._loaded.update(model=model, tokenizer=tokenizer)
+        self._loaded.update(model=model, tokenizer=tokenizer, given=True)
         return self
 
     # -- building items -----------------------------------------------------------------------------------------
