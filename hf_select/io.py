@@ -217,10 +217,19 @@ def atomic_folder(output: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
-    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
+_OUTPUT_FILES = {"data.jsonl", "data.parquet"}
 
-    Refuses to write over any path in ``inputs``.
+
+def check_output_path(output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
+    """Every problem of an output folder that can be seen before any work: call it before loading a model.
+
+    Refused: an unknown format; an output that is an input or holds one; an output that is a file, or below a file;
+    an existing folder that is not an earlier output (it would be replaced); a folder that cannot be written.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_path(Path(tempfile.mkdtemp()) / "out").name
+        'out'
     """
     if fmt not in OUTPUT_FORMATS:
         raise HFSelectError(f"--format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
@@ -232,6 +241,30 @@ def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs
             same = False
         if same:
             raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
+    if out.exists() and not out.is_dir():
+        raise HFSelectError(f"--output {out} is a file; the output is a folder: choose a new folder.")
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and not (_is_saved_dataset(out) or names <= _OUTPUT_FILES):
+            shown = ", ".join(sorted(names)[:5])
+            raise HFSelectError(f"--output {out} is a folder holding other files ({shown}), which the output would "
+                                "replace; choose a new or empty folder.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HFSelectError(f"--output {out} is below {parent}, which is a file, not a folder; choose another folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HFSelectError(f"--output {out}: cannot write in {parent} (permission denied); choose another folder.")
+    return out
+
+
+def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
+    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
+
+    Refuses what :func:`check_output_path` refuses (e.g. writing over any path in ``inputs``).
+    """
+    out = check_output_path(output, fmt, inputs)
     with atomic_folder(out) as staging:
         if fmt == "disk":
             dataset.save_to_disk(str(staging))

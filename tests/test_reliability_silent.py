@@ -230,3 +230,41 @@ def test_embedder_with_set_model_does_not_return_the_configured_models_cache(tin
     direct = Embedder(cfg).set_model(*other_lm)(ds[:])
     np.testing.assert_allclose(np.asarray(got["embedding"]), np.asarray(direct["embedding"]), rtol=1e-5)
     assert not np.allclose(np.asarray(got["embedding"]), np.asarray(configured["embedding"]))
+
+
+# -- point 4: `hf-select score` checks the output path before it loads a model ---------------------------------------
+
+
+def _rows_jsonl(path):
+    import json
+
+    path.write_text("".join(json.dumps({"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)}) + "\n"
+                            for i in range(3)))
+    return path
+
+
+@pytest.mark.parametrize("problem", ["output_is_the_input", "output_holds_the_input", "output_is_a_file",
+                                     "output_below_a_file"])
+def test_score_refuses_a_bad_output_before_loading_a_model(problem, tiny_lm_path, tmp_path, monkeypatch, capsys):
+    from hf_select.scoring.ifd import IFDScorer
+
+    loaded = []
+    monkeypatch.setattr(IFDScorer, "load", lambda self: loaded.append(1) or (_ for _ in ()).throw(RuntimeError))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data = _rows_jsonl(folder / "rows.jsonl")
+    dataset, output = {
+        "output_is_the_input": (folder, folder),
+        "output_holds_the_input": (data, folder),
+        "output_is_a_file": (data, tmp_path / "taken.txt"),
+        "output_below_a_file": (data, tmp_path / "taken.txt" / "out"),
+    }[problem]
+    (tmp_path / "taken.txt").write_text("not a folder")
+    code = cli.main(["score", "ifd", "--dataset", str(dataset), "--model", str(tiny_lm_path), "--output",
+                     str(output), "--template", "chat"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("hf-select: error:")]
+    assert len(lines) == 1 and "--output" in lines[0] and "Traceback" not in err
+    assert loaded == []  # refused before any model was loaded or any row scored
+    assert (tmp_path / "taken.txt").read_text() == "not a folder" and data.is_file()
