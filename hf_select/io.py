@@ -155,15 +155,18 @@ def _json_row_text(obj: Any) -> str:
 
 
 def _tolerant_json_rows(files: list[str]) -> Any:
-    """Fallback for JSON Lines with broken lines or mixed types: keep the parseable object lines, mark the rest.
+    """Fallback for JSON Lines with broken lines: keep every parseable object line with its own columns, and mark
+    each broken line.
 
-    Every row becomes a dict of JSON-encoded values under ``_raw`` so mixed types survive Arrow; the scorers
-    decode it. A line that is not valid JSON, not an object, or holds bytes that are not UTF-8 becomes ``null``
-    (status ``invalid_row``). Returns None when the file is not line-oriented JSON at all.
+    A line that is not valid JSON, not an object, or holds text that is not Unicode (undecodable bytes, unpaired
+    surrogates) becomes a row whose every column is null (status ``invalid_row`` in the scorers); the good lines
+    keep the user's columns. Only when the good lines' values cannot share one Arrow type per column (e.g. a column
+    that is text in one line and a list in another) does every row become JSON text under ``_raw``, which the
+    scorers decode row by row (with a warning). Returns None when the file is not line-oriented JSON at all.
     """
     import datasets
 
-    rows: list[dict[str, Any]] = []
+    objects: list[dict[str, Any] | None] = []
     for f in files:
         with open(f, "rb") as fh:
             # surrogateescape keeps undecodable bytes visible (as lone surrogates) so their rows can be refused.
@@ -176,7 +179,7 @@ def _tolerant_json_rows(files: list[str]) -> Any:
             except json.JSONDecodeError:
                 data = None  # not one JSON array: JSON Lines whose first line happens to be a list
             if isinstance(data, list):
-                rows.extend({"_raw": _json_row_text(x)} for x in data)
+                objects.extend(_json_object(x) for x in data)
                 continue
         for line in text.split("\n"):  # not splitlines(): U+2028 and friends are legal inside JSON strings
             if not line.strip():
@@ -185,10 +188,22 @@ def _tolerant_json_rows(files: list[str]) -> Any:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 obj = None
-            rows.append({"_raw": _json_row_text(obj)})
-    if not any(r["_raw"] != "null" for r in rows):
+            objects.append(_json_object(obj))
+    if not any(o is not None for o in objects):
         return None  # not one JSON object: the file is not a dataset
-    return datasets.Dataset.from_list(rows)
+    columns = list(dict.fromkeys(k for o in objects if o is not None for k in o))
+    try:
+        return datasets.Dataset.from_dict({c: [o.get(c) if o is not None else None for o in objects] for c in columns})
+    except Exception as err:  # values of one column that Arrow cannot hold as one type
+        logging.getLogger(__name__).warning(
+            "%s: its columns hold values of mixed types (%s); every row is kept as JSON text in the column '_raw' "
+            "(the scorers read it row by row).", ", ".join(files), _root_detail(err))
+        return datasets.Dataset.from_list([{"_raw": _json_row_text(o)} for o in objects])
+
+
+def _json_object(obj: Any) -> dict[str, Any] | None:
+    """``obj`` when it is a JSON object whose text is Unicode (Arrow can hold it), else None (an invalid row)."""
+    return obj if _json_row_text(obj) != "null" else None
 
 
 @contextmanager

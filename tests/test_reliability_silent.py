@@ -268,3 +268,30 @@ def test_score_refuses_a_bad_output_before_loading_a_model(problem, tiny_lm_path
     assert len(lines) == 1 and "--output" in lines[0] and "Traceback" not in err
     assert loaded == []  # refused before any model was loaded or any row scored
     assert (tmp_path / "taken.txt").read_text() == "not a folder" and data.is_file()
+
+
+# -- point 5: a broken JSON Lines line does not hide the good lines' columns -----------------------------------------
+
+
+def test_a_broken_jsonl_line_keeps_the_other_lines_columns(tiny_lm_path, tmp_path, capsys):
+    import json
+
+    from datasets import load_from_disk
+
+    from hf_select.io import load_rows
+
+    good = [{"id": f"r{i}", "instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1), "source": "mine"}
+            for i in range(3)]
+    lines = [json.dumps(good[0]), '{"id": "r-broken", "instruction": "cut off', json.dumps(good[1]), "null",
+             json.dumps(good[2])]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ds = load_rows(path)
+    assert ds.column_names == ["id", "instruction", "input", "output", "source"]
+    assert list(ds["id"]) == ["r0", None, "r1", None, "r2"]
+    out = tmp_path / "out"
+    assert cli.main(["score", "ifd", "--dataset", str(path), "--model", str(tiny_lm_path), "--output", str(out),
+                     "--template", "chat"]) == 0, capsys.readouterr().err
+    scored = load_from_disk(str(out))
+    assert list(scored["id"]) == ["r0", None, "r1", None, "r2"] and list(scored["source"])[0] == "mine"
+    assert list(scored["ifd_status"]) == ["ok", "invalid_row", "ok", "invalid_row", "ok"]
