@@ -324,3 +324,28 @@ def test_sigkill_recipe_during_training_resumes_from_the_last_checkpoint(tiny_lm
     worst = max(float((got[k] - want[k]).abs().max()) for k in want)
     assert worst <= 1e-6, f"resumed model differs from the uninterrupted one by {worst}"
     assert torch.isfinite(torch.tensor(worst))
+
+
+def test_a_resumable_stage_gets_back_its_partial_folder_only_with_the_same_key(tmp_path):
+    from hf_select.recipes_common import StageRunner
+
+    def boom(folder):
+        (folder / "checkpoint-3").mkdir()
+        raise KeyboardInterrupt  # killed part way
+
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path / "run").run("train", boom, params={"lr": 1}, resumable=True)
+    assert (tmp_path / "run" / ".train.tmp" / "checkpoint-3").is_dir() and not (tmp_path / "run" / "train").exists()
+    seen = []
+    info = StageRunner(tmp_path / "run").run(
+        "train", lambda folder: seen.append(sorted(p.name for p in folder.iterdir())) or {}, params={"lr": 1},
+        resumable=True)
+    assert seen == [["checkpoint-3", "partial.json"]]  # the same key: what the killed run left is handed back
+    assert sorted(p.name for p in info.path.iterdir()) == ["checkpoint-3", "stage.json"]
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path / "other").run("train", boom, params={"lr": 1}, resumable=True)
+    seen.clear()
+    StageRunner(tmp_path / "other").run(
+        "train", lambda folder: seen.append(sorted(p.name for p in folder.iterdir())) or {}, params={"lr": 2},
+        resumable=True)
+    assert seen == [["partial.json"]]  # another key (a changed parameter): started afresh
