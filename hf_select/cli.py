@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(f"hf_select.commands.{name}")
         except ModuleNotFoundError as err:
             if err.name == f"hf_select.commands.{name}":
-                continue  # a command not built yet
+                # Never skip a subcommand: a missing one would look like a typo of the user's, not a broken install.
+                raise ImportError(
+                    f"hf-select: the module of the subcommand {name!r} (hf_select/commands/{name}.py) is missing; "
+                    "reinstall hf-select (pip install -e .) or remove the name from hf_select.cli.COMMANDS.",
+                    name=err.name,
+                ) from err
             raise
         module.register(sub)
     return parser

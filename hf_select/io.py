@@ -155,15 +155,18 @@ def _json_row_text(obj: Any) -> str:
 
 
 def _tolerant_json_rows(files: list[str]) -> Any:
-    """Fallback for JSON Lines with broken lines or mixed types: keep the parseable object lines, mark the rest.
+    """Fallback for JSON Lines with broken lines: keep every parseable object line with its own columns, and mark
+    each broken line.
 
-    Every row becomes a dict of JSON-encoded values under ``_raw`` so mixed types survive Arrow; the scorers
-    decode it. A line that is not valid JSON, not an object, or holds bytes that are not UTF-8 becomes ``null``
-    (status ``invalid_row``). Returns None when the file is not line-oriented JSON at all.
+    A line that is not valid JSON, not an object, or holds text that is not Unicode (undecodable bytes, unpaired
+    surrogates) becomes a row whose every column is null (status ``invalid_row`` in the scorers); the good lines
+    keep the user's columns. Only when the good lines' values cannot share one Arrow type per column (e.g. a column
+    that is text in one line and a list in another) does every row become JSON text under ``_raw``, which the
+    scorers decode row by row (with a warning). Returns None when the file is not line-oriented JSON at all.
     """
     import datasets
 
-    rows: list[dict[str, Any]] = []
+    objects: list[dict[str, Any] | None] = []
     for f in files:
         with open(f, "rb") as fh:
             # surrogateescape keeps undecodable bytes visible (as lone surrogates) so their rows can be refused.
@@ -176,7 +179,7 @@ def _tolerant_json_rows(files: list[str]) -> Any:
             except json.JSONDecodeError:
                 data = None  # not one JSON array: JSON Lines whose first line happens to be a list
             if isinstance(data, list):
-                rows.extend({"_raw": _json_row_text(x)} for x in data)
+                objects.extend(_json_object(x) for x in data)
                 continue
         for line in text.split("\n"):  # not splitlines(): U+2028 and friends are legal inside JSON strings
             if not line.strip():
@@ -185,10 +188,22 @@ def _tolerant_json_rows(files: list[str]) -> Any:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 obj = None
-            rows.append({"_raw": _json_row_text(obj)})
-    if not any(r["_raw"] != "null" for r in rows):
+            objects.append(_json_object(obj))
+    if not any(o is not None for o in objects):
         return None  # not one JSON object: the file is not a dataset
-    return datasets.Dataset.from_list(rows)
+    columns = list(dict.fromkeys(k for o in objects if o is not None for k in o))
+    try:
+        return datasets.Dataset.from_dict({c: [o.get(c) if o is not None else None for o in objects] for c in columns})
+    except Exception as err:  # values of one column that Arrow cannot hold as one type
+        logging.getLogger(__name__).warning(
+            "%s: its columns hold values of mixed types (%s); every row is kept as JSON text in the column '_raw' "
+            "(the scorers read it row by row).", ", ".join(files), _root_detail(err))
+        return datasets.Dataset.from_list([{"_raw": _json_row_text(o)} for o in objects])
+
+
+def _json_object(obj: Any) -> dict[str, Any] | None:
+    """``obj`` when it is a JSON object whose text is Unicode (Arrow can hold it), else None (an invalid row)."""
+    return obj if _json_row_text(obj) != "null" else None
 
 
 @contextmanager
@@ -217,10 +232,19 @@ def atomic_folder(output: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
-    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
+_OUTPUT_FILES = {"data.jsonl", "data.parquet"}
 
-    Refuses to write over any path in ``inputs``.
+
+def check_output_path(output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
+    """Every problem of an output folder that can be seen before any work: call it before loading a model.
+
+    Refused: an unknown format; an output that is an input or holds one; an output that is a file, or below a file;
+    an existing folder that is not an earlier output (it would be replaced); a folder that cannot be written.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_path(Path(tempfile.mkdtemp()) / "out").name
+        'out'
     """
     if fmt not in OUTPUT_FORMATS:
         raise HFSelectError(f"--format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
@@ -232,6 +256,30 @@ def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs
             same = False
         if same:
             raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
+    if out.exists() and not out.is_dir():
+        raise HFSelectError(f"--output {out} is a file; the output is a folder: choose a new folder.")
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and not (_is_saved_dataset(out) or names <= _OUTPUT_FILES):
+            shown = ", ".join(sorted(names)[:5])
+            raise HFSelectError(f"--output {out} is a folder holding other files ({shown}), which the output would "
+                                "replace; choose a new or empty folder.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HFSelectError(f"--output {out} is below {parent}, which is a file, not a folder; choose another folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HFSelectError(f"--output {out}: cannot write in {parent} (permission denied); choose another folder.")
+    return out
+
+
+def save_rows(dataset: Any, output: str | os.PathLike, fmt: str = "disk", inputs: tuple[str, ...] = ()) -> Path:
+    """Save a dataset atomically: ``disk`` (a ``save_to_disk`` folder), ``jsonl`` or ``parquet`` (a file inside).
+
+    Refuses what :func:`check_output_path` refuses (e.g. writing over any path in ``inputs``).
+    """
+    out = check_output_path(output, fmt, inputs)
     with atomic_folder(out) as staging:
         if fmt == "disk":
             dataset.save_to_disk(str(staging))

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 STAGES_LOG = "stages.jsonl"
+PARTIAL_FILE = "partial.json"  # in the temporary folder of a resumable stage: the key it was started with
 
 
 # -- arguments --------------------------------------------------------------------------------------------------------
@@ -205,9 +206,13 @@ class StageRunner:
         return self.output_dir / name
 
     def run(self, name: str, compute: Callable[[Path], Mapping[str, Any] | None], *,
-            params: Mapping[str, Any] | None = None) -> StageInfo:
+            params: Mapping[str, Any] | None = None, resumable: bool = False) -> StageInfo:
         """Reuse the finished stage ``name`` when its key matches, else compute it into a temporary folder and
-        rename it into place."""
+        rename it into place.
+
+        With ``resumable`` the temporary folder of a run that was killed (or failed) part way is kept, and handed to
+        ``compute`` again when the key is the same, so that ``compute`` can continue from what it left there (e.g.
+        Trainer checkpoints); with another key it is emptied first."""
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"stage name must be a plain folder name, got {name!r}")
         params = scrub(json.loads(json.dumps(dict(params or {}), default=str)))
@@ -224,22 +229,35 @@ class StageRunner:
                 return info
             logger.warning("stage %s: its parameters or an earlier stage changed; computing it again", name)
         tmp = self.output_dir / f".{name}.tmp"
+        partial = tmp / PARTIAL_FILE
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            kept = False
+            if resumable and self.resume and partial.is_file():
+                try:
+                    kept = json.loads(partial.read_text()).get("key") == key
+                except (OSError, ValueError):
+                    kept = False
+            if kept:
+                logger.warning("stage %s: continuing the part of it an interrupted run left in %s", name, tmp)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            if resumable:
+                partial.write_text(json.dumps({"name": name, "key": key}))
         self.dist.barrier()
         logger.info("stage %s: computing ...", name)
         start = time.time()
         try:
             meta = dict(compute(tmp) or {})
         except BaseException:
-            if self.is_main:
+            if self.is_main and not resumable:
                 shutil.rmtree(tmp, ignore_errors=True)  # a failed stage leaves nothing behind
-            raise
+            raise  # a resumable stage keeps its partial folder (never under the final name) for the next run
         seconds = round(time.time() - start, 3)
         stamp = self._shared_stamp()
         self.dist.barrier()
         if self.is_main:
+            partial.unlink(missing_ok=True)
             (tmp / STAGE_FILE).write_text(json.dumps(
                 {"name": name, "key": key, "params": params, "meta": meta, "seconds": seconds, "stamp": stamp,
                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
@@ -307,17 +325,23 @@ class StageRunner:
 
     def sft_stage(self, name: str, train_rows: Any, config: TrainConfig, *, model_name_or_path: str,
                   params: Mapping[str, Any] | None = None, **train_kwargs: Any) -> tuple[Path, StageInfo]:
-        """A stage that fine-tunes ``model_name_or_path`` on ``train_rows``; returns the model folder."""
+        """A stage that fine-tunes ``model_name_or_path`` on ``train_rows``; returns the model folder.
+
+        Training writes a Trainer checkpoint every ``config.save_steps`` steps into the stage's temporary folder; a
+        recipe killed during training continues from the last checkpoint when started again (same parameters), and
+        the stage's ``resumed_from_step`` says from which step."""
         from .training import train_sft
 
         def compute(folder: Path) -> dict[str, Any]:
-            result = train_sft(train_rows, config, folder, model_name_or_path=model_name_or_path, **train_kwargs)
+            result = train_sft(train_rows, config, folder, model_name_or_path=model_name_or_path, resume=True,
+                               **train_kwargs)
             return {"train_rows": result.train_rows, "train_loss": result.train_loss,
-                    "global_step": result.global_step}
+                    "global_step": result.global_step, "resumed_from_step": result.resumed_from_step}
 
-        stage_params = {"model": model_name_or_path, "train": config.to_dict(), "rows": len(train_rows),
+        train = {k: v for k, v in config.to_dict().items() if k != "save_steps"}  # checkpoints change no result
+        stage_params = {"model": model_name_or_path, "train": train, "rows": len(train_rows),
                         "row_ids": _ids_digest(train_rows), **dict(params or {})}
-        info = self.run(name, compute, params=stage_params)
+        info = self.run(name, compute, params=stage_params, resumable=True)
         return info.path, info
 
 

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ _OWNED_SFT_FIELDS = (
     "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "warmup_steps", "lr_scheduler_type",
     "weight_decay", "bf16", "fp16", "gradient_checkpointing", "activation_checkpointing", "logging_steps",
     "report_to", "seed", "data_seed",
-    "save_strategy", "completion_only_loss", "chat_template_path", "push_to_hub", "remove_unused_columns",
+    "save_strategy", "save_steps", "completion_only_loss", "chat_template_path", "push_to_hub",
+    "remove_unused_columns",
 )
 
 
@@ -92,6 +94,13 @@ class TrainConfig:
     save_checkpoints: bool = field(
         default=False, metadata={"help": "Save a checkpoint every epoch (the final model is always saved)."}
     )
+    save_steps: int | None = field(
+        default=500,
+        metadata={"help": "Save a Trainer checkpoint (model, optimizer, scheduler, RNG) every N optimizer steps "
+                          "inside the stage's temporary folder, so that a killed recipe resumes training from the "
+                          "last one; they are removed when the stage finishes. None: no mid-training checkpoints. "
+                          "Ignored with save_checkpoints (those are kept, and resumed from)."},
+    )
     chat_template_path: str | None = field(
         default=None,
         metadata={"help": "Chat template (a .jinja file or a tokenizer folder/id) for models that have none."},
@@ -118,6 +127,8 @@ class TrainConfig:
                      "max_length", "logging_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_steps is not None and int(self.save_steps) < 1:
+            raise ValueError(f"TrainConfig.save_steps must be >= 1 or None (no checkpoints), got {self.save_steps}")
         if self.max_steps <= 0 and self.max_steps != -1:
             raise ValueError(f"TrainConfig.max_steps must be -1 (use epochs) or >= 1, got {self.max_steps}")
         if self.max_steps == -1 and not self.num_train_epochs > 0:
@@ -353,6 +364,11 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
     )
     if has_eval:
         kwargs.setdefault("eval_strategy", "epoch")
+    save_strategy = "epoch" if config.save_checkpoints else "no"  # epoch checkpoints are kept, and resumed from
+    if config.save_steps is not None and not config.save_checkpoints:
+        save_strategy = "steps"
+        kwargs["save_steps"] = int(config.save_steps)
+        kwargs.setdefault("save_total_limit", 1)  # resuming needs only the last one
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -377,7 +393,7 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
         report_to=config.report_to,
         seed=config.seed,
         data_seed=config.seed,
-        save_strategy="epoch" if config.save_checkpoints else "no",
+        save_strategy=save_strategy,
         completion_only_loss=True,
         chat_template_path=config.chat_template_path,
         push_to_hub=False,
@@ -397,6 +413,7 @@ class SFTResult:
     global_step: int
     metrics: dict[str, Any]
     row_losses: dict[int, float] | None = None
+    resumed_from_step: int | None = None  # the global step of the checkpoint training resumed from, if any
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -418,6 +435,7 @@ def train_sft(
     record_row_losses: bool = False,
     model_card_name: str | None = None,
     dataset_name: str | None = None,
+    resume: bool = False,
 ) -> SFTResult:
     """Fine-tune a causal LM on ``train_dataset`` (any supported row format) with TRL's ``SFTTrainer``, loss on the
     completion only, and save the final model + tokenizer (+ TRL's model card) to ``output_dir``.
@@ -425,6 +443,11 @@ def train_sft(
     Pass either ``model_name_or_path`` (Hub id or folder; loaded in float32) or ``model`` and ``tokenizer``.
     With ``record_row_losses`` the loss of every training row at every step it was seen is kept by ``_row_id``
     (:class:`hf_select.callbacks.PerRowLossCallback`) and returned as the mean per row.
+
+    With ``resume`` and a Trainer checkpoint (``checkpoint-N``) already in ``output_dir`` (a run killed part way),
+    training continues from the last one: weights, optimizer, scheduler, RNG states and the position in the data
+    order are restored, so the result matches an uninterrupted run's. Checkpoints written for ``save_steps`` are
+    removed once the final model is saved.
 
     Example:
         >>> result = train_sft(subset, TrainConfig(num_train_epochs=1), "out/final",
@@ -462,8 +485,15 @@ def train_sft(
                          processing_class=tokenizer, callbacks=all_callbacks)
     if record_row_losses:
         trainer.data_collator = RowIdCollator(trainer.data_collator)
-    out = trainer.train()
+    resume_from, resumed_step = _last_checkpoint(output_dir) if resume else (None, None)
+    if resume_from is not None:
+        logger.warning("train_sft: resuming from %s (global step %d)", resume_from, resumed_step)
+    out = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero() and config.save_steps is not None and not config.save_checkpoints:
+        for checkpoint in Path(output_dir).glob("checkpoint-*"):  # only for resuming; they hold pickles
+            if checkpoint.is_dir():
+                shutil.rmtree(checkpoint, ignore_errors=True)
     # Trainer saves its arguments as a torch pickle; keep them as JSON instead (outputs are never pickles).
     pickled_args = Path(output_dir) / "training_args.bin"
     if trainer.is_world_process_zero() and pickled_args.exists():
@@ -488,11 +518,29 @@ def train_sft(
         output_dir=str(output_dir), train_rows=len(train_pc),
         train_loss=float(loss) if loss is not None and math.isfinite(loss) else None,
         global_step=int(trainer.state.global_step), metrics=_jsonable(metrics),
-        row_losses=row_cb.mean_losses() if row_cb is not None else None,
+        row_losses=row_cb.mean_losses() if row_cb is not None else None, resumed_from_step=resumed_step,
     )
     del trainer
     _free_memory()
     return result
+
+
+def _last_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, int | None]:
+    """The last complete Trainer checkpoint in ``output_dir`` and its global step, or (None, None)."""
+    if not os.path.isdir(output_dir):
+        return None, None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(output_dir))
+    if found is None:
+        return None, None
+    state_file = Path(found) / "trainer_state.json"
+    try:
+        step = int(json.loads(state_file.read_text())["global_step"])
+    except (OSError, ValueError, KeyError) as err:
+        logger.warning("train_sft: %s is incomplete (%s); training from the start", found, err)
+        return None, None
+    return found, step
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------------

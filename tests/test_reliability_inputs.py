@@ -119,6 +119,17 @@ def test_readme_table_lists_exactly_the_corpus():
         assert row["outcome"] == case["outcome"] == CORPUS["expected_outcome"](case)
 
 
+def test_readme_tables_are_what_the_generator_writes(tmp_path):
+    """The README's reliability tables (corpus and faults) are exactly what ``make_bad_corpus.py --readme`` writes,
+    so a fixed bug's row cannot stay "known bug" in the generator while the README says otherwise."""
+    copy = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    copy.write_text(text, encoding="utf-8")
+    CORPUS["write_readme"](copy)
+    assert copy.read_text(encoding="utf-8") == text, "run: python tests/data/make_bad_corpus.py --readme"
+    assert "known bug" not in text.split(CORPUS["README_MARKERS"][0], 1)[1] or CORPUS["KNOWN_BUGS"]
+
+
 def test_readme_faults_table_names_tests_that_exist():
     start, end = CORPUS["README_MARKERS"]
     section = (ROOT / "README.md").read_text(encoding="utf-8").split(start, 1)[1].split(end, 1)[0]

@@ -86,7 +86,10 @@ def test_sft_config_cpu_defaults(tmp_path):
     assert args.completion_only_loss is True
     assert args.bf16 is False and args.fp16 is False  # fp32 on CPU (TRL's own default would be bf16)
     assert args.seed == 7 and args.data_seed == 7
-    assert args.push_to_hub is False and args.save_strategy == "no"
+    assert args.push_to_hub is False
+    assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 500, 1)  # for resuming only
+    assert build_sft_config(TrainConfig(save_steps=None), tmp_path).save_strategy == "no"
+    assert build_sft_config(TrainConfig(save_checkpoints=True), tmp_path).save_strategy == "epoch"
     assert args.optim == "adamw_torch"
     assert build_sft_config(TrainConfig(), tmp_path, keep_row_ids=True).remove_unused_columns is False
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import HFSelectError
-from ..io import OUTPUT_FORMATS, load_rows, save_rows
+from ..io import OUTPUT_FORMATS, check_output_path, load_rows, save_rows
 from ..scoring.registry import SCORERS, get_scorer_classes
 
 
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_class(**kwargs)
     except (TypeError, ValueError) as err:
         raise HFSelectError(str(err)) from err
+    check_output_path(args.output, args.format, inputs=(args.dataset,))  # before loading the rows or a model
     dataset = load_rows(args.dataset, split=args.split)
     if args.limit is not None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))

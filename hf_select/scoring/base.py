@@ -14,13 +14,14 @@ Subclasses set ``name``, ``config_class`` and ``output_columns`` and implement `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import HFSelectError
 from ..models import cache_home
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,42 @@ def dataset_fingerprint(dataset: Any) -> str:
     return stable_hash(len(dataset), dataset[: min(len(dataset), 64)])
 
 
+def weights_identity(model: Any, tokenizer: Any = None) -> str:
+    """A digest of an in-memory model's weights: name, dtype, shape and bytes of every tensor of its state dict
+    (and the tokenizer's name, size and chat template). It changes with any change of any weight, e.g. one
+    fine-tuning step, and is equal for two models with equal weights.
+
+    Example:
+        >>> import torch
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> b.load_state_dict(a.state_dict())
+        <All keys matched successfully>
+        >>> weights_identity(a) == weights_identity(b)
+        True
+        >>> with torch.no_grad():
+        ...     b.bias[0] += 1e-6
+        >>> weights_identity(a) == weights_identity(b)
+        False
+    """
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            if tensor.device.type == "meta":
+                continue
+            flat = tensor.detach().reshape(-1).contiguous().cpu()
+            digest.update(flat.view(torch.uint8).numpy())
+    if tokenizer is not None:
+        tok = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), str(getattr(tokenizer, "chat_template", "")))
+        digest.update(json.dumps(tok).encode())
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return f"{name}|in-memory|{digest.hexdigest()}"
+
+
 def _distributed_state(cpu: bool = False) -> tuple[int, int, Any]:
     """(process index, number of processes, state or None) without starting anything when not launched."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -82,6 +120,21 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
             os.unlink(tmp)
 
 
+RUN_FILE = "run.json"
+# The files a scoring run writes into its folder: finished shards, half-written ones (a killed run), run.json.
+_OWN_FILE = re.compile(r"^(shard-\d{6}\.parquet|\.shard-\d{6}\.parquet\..+\.tmp|run\.json)$")
+
+
+def clear_run_folder(folder: Path, *, only_half_written: bool = False) -> None:
+    """Remove a scoring run's own files from ``folder`` (every one, or only the half-written shards of a killed
+    run); any other file is left alone."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _OWN_FILE.match(path.name) and (not only_half_written or path.name.startswith(".")) and path.is_file():
+            path.unlink(missing_ok=True)
+
+
 class BaseScorer:
     """Common machinery of the scorers. See the module docstring."""
 
@@ -99,13 +152,22 @@ class BaseScorer:
         self.config = config
         self._loaded: dict[str, Any] = {}
 
-    # -- pickling / hashing: the model never travels, so datasets can hash the transform from its config ----
+    # -- pickling / hashing: the model never travels; datasets hash the transform from its config and model ids ----
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config}
+        # ``Dataset.map`` names its cache after this state: the model ids make a model given with ``set_model``
+        # (another model, or the same one after training) a different transform from the configured model.
+        return {"config": self.config, "model_ids": self.model_ids()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
         self._loaded = {}
+
+    def given_model_identity(self) -> str | None:
+        """For a model given with ``set_model`` (flag ``given`` in ``_loaded``): a digest of its weights now
+        (:func:`weights_identity`), so that training it in place changes it too; None for the configured model."""
+        if not self._loaded.get("given") or self._loaded.get("model") is None:
+            return None
+        return weights_identity(self._loaded["model"], self._loaded.get("tokenizer"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -116,8 +178,10 @@ class BaseScorer:
         raise NotImplementedError
 
     def model_ids(self) -> list[str]:
-        """Model ids (with revision) whose weights determine the scores: part of the fingerprint."""
-        return []
+        """Model ids (with revision) whose weights determine the scores: part of the fingerprint. A model given
+        with ``set_model`` counts by the digest of its weights (:meth:`given_model_identity`)."""
+        given = self.given_model_identity()
+        return [given] if given is not None else []
 
     # -- public --------------------------------------------------------------------------------------------
     def __call__(self, batch: dict[str, list[Any]], *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
@@ -177,23 +241,16 @@ class BaseScorer:
         folder = Path(run_dir) if run_dir is not None else scores_home / f"{self.name}-{fp}"
         rank, world, state = _distributed_state(cpu)
         num_shards = math.ceil(n / shard_size)
-        if not cache and rank == 0 and folder.exists():
-            shutil.rmtree(folder)
-        if rank == 0 and folder.exists():
-            for stale in folder.glob(".shard-*.tmp"):  # half-written shards of a killed run
-                stale.unlink(missing_ok=True)
+        info = {"scorer": self.name, "fingerprint": fp, "rows": n, "shard_size": shard_size,
+                "config": config_to_dict(self.config)}
+        reuse = self._check_run_folder(folder, info, cache)  # on every process: all refuse together
+        if rank == 0:
+            clear_run_folder(folder, only_half_written=reuse)
         if state is not None:
             state.wait_for_everyone()
         folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "run.json"
+        meta = folder / RUN_FILE
         if rank == 0 and not meta.exists():
-            info = {
-                "scorer": self.name,
-                "fingerprint": fp,
-                "rows": n,
-                "shard_size": shard_size,
-                "config": config_to_dict(self.config),
-            }
             meta.write_text(json.dumps(info, indent=2))
         shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
         mine = [i for i in range(num_shards) if i % world == rank and not shard_path[i].exists()]
@@ -229,6 +286,36 @@ class BaseScorer:
         # inputs and config then give the same fingerprint on every run and under any number of processes.
         out._fingerprint = stable_hash(fp, "scored")
         return out
+
+    def _check_run_folder(self, folder: Path, info: dict[str, Any], cache: bool) -> bool:
+        """Whether the finished shards in ``folder`` may be reused; refuses a folder that holds anything else.
+
+        Shards are reused only with ``cache`` and when the folder's ``run.json`` records the same fingerprint
+        (dataset, scorer, config, model weights), rows and shard size; otherwise they are scored again.
+        """
+        if not folder.exists():
+            return False
+        if not folder.is_dir():
+            raise HFSelectError(f"{self.name}: run_dir {folder} is a file, not a folder; pass a new or empty folder.")
+        others = sorted(p.name for p in folder.iterdir() if not _OWN_FILE.match(p.name))
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise HFSelectError(
+                f"{self.name}: run_dir {folder} holds files that are not this scorer's shards ({shown}); nothing was "
+                "removed. Pass a new or empty folder as run_dir (it holds only shard-*.parquet and run.json)."
+            )
+        if not cache:
+            return False
+        stored = None
+        with contextlib.suppress(OSError, ValueError):
+            stored = json.loads((folder / RUN_FILE).read_text())
+        keys = ("scorer", "fingerprint", "rows", "shard_size")
+        if not isinstance(stored, dict) or any(stored.get(k) != info[k] for k in keys):
+            if any(folder.glob("shard-*.parquet")):
+                logger.warning("%s: %s holds the shards of another run (other rows, config, model or shard size); "
+                               "scoring again.", self.name, folder)
+            return False
+        return True
 
     # -- schema ------------------------------------------------------------------------------------------------
     def _schema(self) -> pa.Schema:

@@ -1,12 +1,13 @@
 """Token-budget batching and CUDA out-of-memory recovery, shared by every model-backed scorer.
 
 Example:
-    >>> token_budget_batches([5, 3, 9, 1], max_tokens=12, max_rows=8)
-    [[2], [0, 1, 3]]
+    >>> token_budget_batches([5, 3, 9, 1], max_tokens=12, max_rows=8)  # 9 alone; 5 and 3 pad to 2 x 5 = 10
+    [[2], [0, 1], [3]]
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -63,26 +64,54 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
+def clear_device_cache(garbage_collection: bool = False) -> None:
+    """Collect garbage (optionally) and return the accelerator's cached blocks (accelerate's helper when present)."""
+    try:
+        from accelerate.utils.memory import clear_device_cache as accelerate_clear
+    except ImportError:  # pragma: no cover - accelerate is a dependency; the same by hand
+        if garbage_collection:
+            gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return
+    accelerate_clear(garbage_collection=garbage_collection)
+
+
 def run_with_oom_retry(
     items: list[int], run: Callable[[list[int]], T], on_oom: Callable[[list[int]], T] | None = None
 ) -> list[tuple[list[int], T]]:
     """Run ``run(items)``; on out-of-memory split the items in halves and retry each half.
 
-    Returns ``(items, result)`` pairs covering every item. A single item that still does not fit goes to
+    Returns ``(items, result)`` pairs covering every item, in order. A single item that still does not fit goes to
     ``on_oom`` (which records a status) or re-raises when there is none.
+
+    The retry starts only after the ``except`` block is left: while an exception is being handled its traceback
+    keeps the failed batch's frames, and so its activations, alive, and the retry could not get that memory back.
+    Between the two, garbage is collected and the device cache is cleared.
+
+    Example:
+        >>> run_with_oom_retry([0, 1, 2], lambda idx: sum(idx))
+        [([0, 1, 2], 3)]
     """
-    try:
-        return [(items, run(items))]
-    except Exception as err:
-        if not is_oom(err):
-            raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if len(items) == 1:
-            if on_oom is None:
+    out: list[tuple[list[int], T]] = []
+    pending = [list(items)]
+    while pending:
+        part = pending.pop(0)
+        try:
+            out.append((part, run(part)))
+            continue
+        except Exception as err:
+            if not is_oom(err):
                 raise
+            if len(part) == 1 and on_oom is None:
+                raise
+        # Out of the handler: the error, its traceback and the failed batch's tensors are gone now.
+        clear_device_cache(garbage_collection=True)
+        if len(part) == 1:
             logger.warning("One item does not fit in memory even alone; it gets status 'oom'.")
-            return [(items, on_oom(items))]
-        half = len(items) // 2
-        logger.warning("Out of memory on a batch of %d items: retrying in halves.", len(items))
-        return run_with_oom_retry(items[:half], run, on_oom) + run_with_oom_retry(items[half:], run, on_oom)
+            out.append((part, on_oom(part)))  # type: ignore[misc]
+            continue
+        half = len(part) // 2
+        logger.warning("Out of memory on a batch of %d items: retrying in halves.", len(part))
+        pending[:0] = [part[:half], part[half:]]
+    return out

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,9 +45,18 @@ from ..formats import (
     resolve_template,
     row_to_messages,
 )
-from ..models import DEFAULT_EMBEDDER, load_causal_lm, model_identity, resolve_device, resolve_model_path
+from ..models import (
+    DEFAULT_EMBEDDER,
+    hub_is_offline,
+    load_causal_lm,
+    model_identity,
+    resolve_device,
+    resolve_model_path,
+)
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "sentence_transformers", "causal_lm")
 EMBED_TEXTS = ("instruction", "prompt", "row", "response")
@@ -214,7 +224,8 @@ class Embedder(BaseScorer):
     output_columns = ("embedding", "embedding_status")
 
     def model_ids(self) -> list[str]:
-        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
+        given = self.given_model_identity()  # a model from set_model: the digest of its weights
+        return [given or model_identity(None, self.config.model_name_or_path, self.config.revision)]
 
     def resolved_backend(self) -> str:
         """``sentence_transformers`` or ``causal_lm`` (``auto`` decided from the model folder or Hub files)."""
@@ -229,15 +240,33 @@ class Embedder(BaseScorer):
         elif cfg.model_name_or_path.startswith("sentence-transformers/"):
             backend = "sentence_transformers"
         else:
+            backend = self._backend_from_hub(cfg.model_name_or_path, cfg.revision)
+        self._loaded["backend"] = backend
+        return backend
+
+    @staticmethod
+    def _backend_from_hub(model_id: str, revision: str | None) -> str:
+        """``sentence_transformers`` when the Hub repository has a ``modules.json``, else ``causal_lm``; when the Hub
+        cannot answer, ``causal_lm`` with a warning that says so (never a silent switch of backend)."""
+        reason = None
+        if hub_is_offline():
+            reason = "the Hub is offline"
+        else:
             try:
                 from huggingface_hub import file_exists
 
-                st = file_exists(cfg.model_name_or_path, "modules.json", revision=cfg.revision)
-            except Exception:
-                st = False
-            backend = "sentence_transformers" if st else "causal_lm"
-        self._loaded["backend"] = backend
-        return backend
+                found = file_exists(model_id, "modules.json", revision=revision)
+            except Exception as err:  # network, authentication, a missing repository
+                detail = str(err).splitlines()[0][:120] if str(err) else ""
+                reason = f"the Hub check failed: {type(err).__name__} {detail}".strip()
+            else:
+                return "sentence_transformers" if found else "causal_lm"
+        logger.warning(
+            "embed: could not tell whether %s is a sentence-transformers model (%s); using the causal_lm backend "
+            "(mean-pooled hidden states). Set EmbedConfig.backend='sentence_transformers' or 'causal_lm' to choose.",
+            model_id, reason,
+        )
+        return "causal_lm"
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and its tokenizer."""
@@ -288,6 +317,7 @@ class Embedder(BaseScorer):
             model=model,
             tokenizer=tokenizer if tokenizer is not None else getattr(model, "tokenizer", None),
             backend="sentence_transformers" if is_st else "causal_lm",
+            given=True,
         )
         return self
 

@@ -55,6 +55,7 @@ IFD_STATUSES = (
     "template_error",
     "oom",
     "non_finite",
+    "empty_instruction",  # reverse IFD only: the instruction has no tokens
 )
 
 
@@ -129,7 +130,7 @@ class IFDScorer(BaseScorer):
     Example:
         >>> scorer = IFDScorer(IFDConfig(template="alpaca", max_length=512))
         >>> ds = ds.map(scorer, batched=True)  # doctest: +SKIP
-        >>> ds = scorer.score(ds)              # doctest: +SKIP  (length-sorted shards, cached, resumable)
+        >>> ds = scorer.score(ds)  # doctest: +SKIP
     """
 
     name = "ifd"
@@ -148,7 +149,8 @@ class IFDScorer(BaseScorer):
         return self.forward_columns + (self.reverse_columns if self.config.reverse else ())
 
     def model_ids(self) -> list[str]:
-        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
+        given = self.given_model_identity()  # a model from set_model: the digest of its weights
+        return [given or model_identity(None, self.config.model_name_or_path, self.config.revision)]
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer."""
@@ -167,7 +169,7 @@ class IFDScorer(BaseScorer):
         """Use an already loaded model and tokenizer (e.g. a model just fine-tuned in the same process)."""
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._loaded.update(model=model, tokenizer=tokenizer)
+        self._loaded.update(model=model, tokenizer=tokenizer, given=True)
         return self
 
     # -- building items -----------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
 from .lm_loss import mean_target_losses
 from .quality import (
+    QUALITY_STATUSES,
     SCORED_STATUSES,
     QualityConfig,
     QualityScorer,
@@ -77,6 +78,11 @@ logger = logging.getLogger(__name__)
 KNN_METRICS = ("euclidean", "cosine")
 KNN_REDUCE = ("kth", "mean")
 PRED_COLUMN = "instructmining_pred"
+# ``ind_status``: this scorer's own statuses, then the quality backend's (forwarded for ``ind_reward``).
+INDICATOR_STATUSES = tuple(dict.fromkeys((
+    "ok", "truncated", "empty_response", "prompt_too_long", "invalid_row", "unknown_role", "no_assistant_turn",
+    "template_mismatch", "template_error", "oom", "non_finite", *QUALITY_STATUSES,
+)))
 MTLD_THRESHOLD = 0.72
 
 # -- MTLD -------------------------------------------------------------------------------------------------------------

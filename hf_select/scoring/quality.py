@@ -58,7 +58,7 @@ from ..models import (
     resolve_dtype,
     resolve_model_path,
 )
-from .base import BaseScorer, stable_hash
+from .base import BaseScorer, weights_identity
 from .batching import run_with_oom_retry, token_budget_batches
 from .lm_loss import _softcap, supports_fused_head
 
@@ -195,17 +195,10 @@ class QualityConfig:
 def loaded_model_identity(model: Any, tokenizer: Any) -> str:
     """A string that changes when an in-memory model's weights change (for models passed to ``set_model``).
 
-    The config's name plus, per parameter tensor, its sum and absolute sum: cheap next to scoring, and different
-    after any fine-tuning step.
+    The config's name plus a digest of every weight's bytes (:func:`hf_select.scoring.base.weights_identity`): it
+    changes with any change of any weight.
     """
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    sums = []
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            t = p.detach().float()
-            sums.append((pname, round(float(t.sum()), 6), round(float(t.abs().sum()), 6)))
-    tok = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), str(getattr(tokenizer, "chat_template", "")))
-    return f"{name}|in-memory|{stable_hash(sums, tok)}"
+    return weights_identity(model, tokenizer)
 
 
 def model_limit(model: Any, tokenizer: Any, max_length: int) -> int:

@@ -1,7 +1,9 @@
 """Write the bad-input corpus under tests/data/bad/ and its manifest.json.
 
     python tests/data/make_bad_corpus.py          # (re)write the corpus
-    python tests/data/make_bad_corpus.py --check  # exit 1 when the files on disk differ from what this writes
+    python tests/data/make_bad_corpus.py --readme # also rewrite the README's reliability tables
+    python tests/data/make_bad_corpus.py --check  # exit 1 when the files on disk or the README's reliability
+                                                  # tables differ from what this writes
 
 Every case is one file (or folder) plus a manifest entry:
 
@@ -340,21 +342,46 @@ FAULTS = [
      "test_reliability_safety.py::test_error_messages_never_show_a_token"),
     ("`hf-select push` without `--allow_public`", "private repositories",
      "test_reliability_safety.py::test_push_is_private_unless_the_user_says_public"),
+    ("a recipe's trained model folder", "no pickle: Trainer's `training_args.bin` is replaced by "
+     "`training_args.json`", "test_reliability_safety.py::test_recipe_outputs_hold_no_pickles"),
+    ("a `hub_token` given in `sft_kwargs`", "masked (`***`) in both cards, `card_context.json`, `stage.json` and "
+     "`summary.json`", "test_reliability_safety.py::test_token_in_training_arguments_never_reaches_cards_or_outputs"),
+    ("the causal-LM embedder on texts longer than the model's position table", "texts are cut to the model's "
+     "limit, like quality, indicators and necessity",
+     "test_reliability_inputs.py::test_other_scorers_with_rows_longer_than_the_model_limit"),
+    ("a recipe killed with SIGKILL during an SFT stage (step 12 of 16, `save_steps` 5), then started again",
+     "training resumes from the stage's last Trainer checkpoint (`checkpoint-10`, not step 0); the final model "
+     "equals an uninterrupted run's (every weight within 1e-6, same seed, CPU fp32; measured 0.0); checkpoints "
+     "are removed when the stage finishes",
+     "test_reliability_interrupt.py::test_sigkill_recipe_during_training_resumes_from_the_last_checkpoint"),
+    ("IFD or embedding scores with a model given by `set_model` (`.score()` or `Dataset.map`)", "the fingerprint "
+     "holds a digest of that model's weights: the configured model's cached scores are never returned, and "
+     "training the model in place changes the fingerprint",
+     "test_reliability_silent.py::test_dataset_map_with_set_model_does_not_reuse_the_configured_models_cache"),
+    ("`.score(run_dir=X, cache=False)` where X holds other files", "refused with an error naming them; nothing is "
+     "removed (only a scorer's own `shard-*.parquet`, `run.json` are ever removed); another run's shards in X are "
+     "scored again, not read back",
+     "test_reliability_silent.py::test_cache_false_refuses_a_run_dir_that_holds_other_files"),
+    ("CUDA out of memory in a batch (a real allocation, watched by a weakref)", "the retry starts after the "
+     "failed batch's tensors are freed and the device cache is cleared (outside the `except` block)",
+     "test_reliability_silent.py::test_oom_retry_runs_after_the_failed_batch_is_released"),
+    ("`hf-select score` with `--output` that is or holds the input, is a file, lies below a file",
+     "one `hf-select: error:` line, exit 2, before any model is loaded",
+     "test_reliability_silent.py::test_score_refuses_a_bad_output_before_loading_a_model"),
+    ("one broken line in a JSON Lines file with its own columns", "the good lines keep every column (also in the "
+     "`hf-select score` output); the broken line is a row of nulls, `invalid_row`",
+     "test_reliability_silent.py::test_a_broken_jsonl_line_keeps_the_other_lines_columns"),
+    ("every status string a scorer can write (source scan)", "listed in its declared statuses (`IFD_STATUSES` has "
+     "`empty_instruction`)", "test_reliability_statuses.py::test_every_emitted_status_is_declared"),
+    ("a subcommand module missing; the Hub not answering the embedder's backend check", "an `ImportError` naming "
+     "the subcommand; a warning naming the model and `EmbedConfig.backend` (never a silent switch)",
+     "test_reliability_silent.py::test_embedder_says_when_the_hub_check_fails"),
 ]
 
 
 # Known bugs, each pinned by a test marked xfail(strict=True): when it is fixed, the test fails until its mark and
-# this row go.
-KNOWN_BUGS = [
-    ("a recipe's trained model folder", "**known bug**: holds Trainer's `training_args.bin`, a pickle (the pushed "
-     "`hub/model` does not)", "test_reliability_safety.py::test_recipe_outputs_hold_no_pickles"),
-    ("a `hub_token` given in `sft_kwargs`", "**known bug**: copied into both cards, `card_context.json` and "
-     "`train/stage.json`",
-     "test_reliability_safety.py::test_token_in_training_arguments_never_reaches_cards_or_outputs"),
-    ("the causal-LM embedder on texts longer than the model's position table", "**known bug**: "
-     "`IndexError` stops the run (quality, indicators and necessity cut or mark such rows)",
-     "test_reliability_inputs.py::test_other_scorers_with_rows_longer_than_the_model_limit"),
-]
+# its row go (the row then moves to FAULTS, worded as what happens now). None at present.
+KNOWN_BUGS: list[tuple[str, str, str]] = []
 
 
 README_INTRO = (
@@ -377,19 +404,25 @@ def faults_table() -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path = README) -> None:
-    """Write the corpus table and the faults table between the reliability markers of the README."""
-    text = path.read_text(encoding="utf-8")
+def readme_text(text: str) -> str:
+    """``text`` (the README) with the corpus table and the faults table, as this script writes them, between the
+    reliability markers."""
     start, end = README_MARKERS
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     body = (f"{README_INTRO}\n\n{readme_table()}\n\nBeyond the bad-input corpus:\n\n{faults_table()}")
-    path.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def write_readme(path: Path = README) -> None:
+    """Write the corpus table and the faults table between the reliability markers of the README."""
+    path.write_text(readme_text(path.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="Only compare the corpus on disk with this script.")
+    parser.add_argument("--check", action="store_true",
+                        help="Only compare the corpus on disk and the README's reliability tables with this script.")
     parser.add_argument("--readme", action="store_true", help="Also rewrite the README's corpus table.")
     args = parser.parse_args(argv)
     if args.check:
@@ -399,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
             write(Path(tmp) / "bad")
             same = _tree(Path(tmp) / "bad") == _tree(BAD)
         print("corpus up to date" if same else f"{BAD} differs from {__file__}: run it again")
-        return 0 if same else 1
+        text = README.read_text(encoding="utf-8")
+        readme_same = readme_text(text) == text
+        print("README reliability tables up to date" if readme_same else
+              f"the reliability tables of {README} differ from {__file__}: run it again with --readme")
+        return 0 if same and readme_same else 1
     write()
     if args.readme:
         write_readme()
