@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 BASE_METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")
 METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "target")
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "target")  # 'target' needs a target set
 CORRUPTION_COLUMN = "corruption"  # the demo pool's label of rows corrupted on purpose ("none" = clean)
 SIMPLE_METHODS = ("random", "longest", "full")
 # method -> (recipe file, run function, arguments class)
@@ -112,8 +113,9 @@ class CompareConfig(TrainConfig):
         default=0.1, metadata={"help": "Rows each method keeps: a share of the pool (< 1) or a number of rows (>= 1)."}
     )
     methods: list[str] = field(
-        default_factory=lambda: list(METHODS),
-        metadata={"help": f"Methods to compare, any of {METHODS} (a list or a comma-separated string)."},
+        default_factory=lambda: list(DEFAULT_METHODS),
+        metadata={"help": f"Methods to compare, any of {METHODS} or a step_methods name (a list or a "
+                          "comma-separated string); default: all but 'target', which needs a target set."},
     )
     random_seeds: int = field(
         default=3, metadata={"help": "Random subsets drawn (seeds seed, seed+1, ...); their spread is the noise."}

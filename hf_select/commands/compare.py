@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--budget", type=float, default=None,
                    help="Rows per method: a share of the pool (< 1) or a row count (>= 1). Default 0.1.")
     p.add_argument("--methods", default=None,
-                   help=f"Comma-separated, any of {','.join(METHODS)} (default: all of them).")
+                   help=f"Comma-separated, any of {','.join(METHODS)} (default: all but target).")
     p.add_argument("--output", required=True, help="Output folder (finished methods in it are reused).")
     p.add_argument("--model", default=None, help="Base model fine-tuned on every subset.")
     p.add_argument("--pool-limit", type=int, default=None, help="Use N pool rows, sampled per source.")
