@@ -1,0 +1,128 @@
+"""Feasibility gates: drop rows whose response does not fit their instruction before any ranking by IFD.
+
+A high IFD says the model finds a row hard; a misaligned pair (another task's answer, a cut-off answer) is hard
+too, for the wrong reason. Reflection-Tuning's answer is to look the other way as well: reverse IFD,
+r-IFD = ppl(Q | A) / ppl(Q), asks whether the *response* helps predict the *instruction*. A response written for
+this instruction does (r-IFD < 1); one written for something else does not (r-IFD near or above 1). The gate keeps
+the rows whose r-IFD is below ``max_reverse`` (default 1.0: "the context helps", the same criterion as the IFD < 1
+rule), optionally also a minimum quality score and a ceiling on forward IFD, and drops the rest with one reason
+each:
+
+- ``<status_column>:<status>`` (e.g. ``ifd_reverse_status:prompt_too_long``): reverse IFD could not be computed;
+- ``nan_score``: the reverse column is NaN although the status is ok (or there is no status column);
+- ``reverse_ifd_high``: r-IFD >= ``max_reverse``;
+- ``quality_nan`` / ``quality_low``: the quality column is NaN / below ``min_quality``;
+- ``ifd_nan`` / ``ifd_high``: the forward IFD column is NaN / >= ``max_ifd`` (only with ``max_ifd``).
+
+The reverse columns come from ``IFDScorer(IFDConfig(reverse=True))`` (``ifd_reverse``, ``ifd_reverse_ppl``).
+With ``ifd_reverse_ppl`` (the perplexity ratio) the same 1.0 criterion applies, since both ratios are below 1
+exactly when the conditioned loss is below the direct loss.
+
+Example:
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"ifd_reverse": [0.6, 1.1, float("nan"), 0.9],
+    ...                         "ifd_reverse_status": ["ok", "ok", "prompt_too_long", "ok"]})
+    >>> r = consistency_gate(ds)
+    >>> r.keep.tolist(), {k: v.tolist() for k, v in r.dropped.items()}
+    ([0, 3], {'ifd_reverse_status:prompt_too_long': [2], 'reverse_ifd_high': [1]})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .filters import StepResult, column_values, string_values
+
+
+def consistency_gate(
+    dataset: Any,
+    *,
+    column: str = "ifd_reverse",
+    status_column: str | None = "ifd_reverse_status",
+    max_reverse: float | None = 1.0,
+    quality_column: str | None = None,
+    min_quality: float | None = None,
+    ifd_column: str | None = None,
+    max_ifd: float | None = None,
+) -> StepResult:
+    """Keep rows whose response is consistent with their instruction: reverse IFD below ``max_reverse`` (default
+    1.0), and optionally ``quality_column >= min_quality`` and forward ``ifd_column < max_ifd``.
+
+    Args:
+        column: the reverse-IFD column (``ifd_reverse``, or ``ifd_reverse_ppl``); ``None`` skips the reverse test
+            (then give a quality or IFD test).
+        status_column: its status column; rows whose status is not ``ok`` are dropped as
+            ``<status_column>:<status>``; ignored when the dataset has no such column.
+        max_reverse: rows with reverse IFD >= this are dropped (``reverse_ifd_high``); ``None`` keeps every
+            scored row.
+        quality_column, min_quality: a quality score (reward, judge) and its minimum (``quality_low``, and
+            ``quality_nan`` for rows without one).
+        ifd_column, max_ifd: a forward IFD ceiling (``ifd_high``, ``ifd_nan``): e.g. 1.0 to apply the IFD < 1
+            rule here.
+
+    Raises:
+        HFSelectError: a named column is missing or not numeric.
+        ValueError: no test at all, or a minimum/ceiling without its column.
+
+    Reasons: ``<status_column>:<status>``, ``nan_score``, ``reverse_ifd_high``, ``quality_nan``, ``quality_low``,
+    ``ifd_nan``, ``ifd_high``.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"ifd_reverse": [0.5, 0.7], "judge": [4.0, 1.0]})
+        >>> consistency_gate(ds, quality_column="judge", min_quality=3.0).keep.tolist()
+        [0]
+    """
+    if column is None and quality_column is None and ifd_column is None:
+        raise ValueError("consistency_gate: give column (reverse IFD), quality_column or ifd_column")
+    if (quality_column is None) != (min_quality is None):
+        raise ValueError("consistency_gate: quality_column and min_quality go together (give both or neither)")
+    if (ifd_column is None) != (max_ifd is None):
+        raise ValueError("consistency_gate: ifd_column and max_ifd go together (give both or neither)")
+    n = len(dataset)
+    reasons: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {"rows": n}
+    fail = np.zeros(n, bool)
+    if column is not None:
+        rev = column_values(dataset, column, "consistency_gate")
+        if status_column is not None and status_column in dataset.column_names:
+            status = np.asarray(string_values(dataset, status_column, "consistency_gate"), dtype=object)
+            for st in sorted({s for s in status if s != "ok"}, key=str):
+                reasons[f"{status_column}:{st}"] = status == st
+        nan = np.isnan(rev)
+        reasons["nan_score"] = nan
+        fail |= nan
+        if max_reverse is not None:
+            with np.errstate(invalid="ignore"):
+                high = ~nan & (rev >= float(max_reverse))
+            reasons["reverse_ifd_high"] = high
+            fail |= high
+        info.update(column=column, max_reverse=max_reverse)
+        scored = rev[~nan]
+        if len(scored):
+            info["reverse_median"] = float(np.median(scored))
+    if quality_column is not None:
+        q = column_values(dataset, quality_column, "consistency_gate")
+        qnan = np.isnan(q)
+        with np.errstate(invalid="ignore"):
+            low = ~qnan & (q < float(min_quality))  # type: ignore[arg-type]
+        reasons["quality_nan"] = qnan
+        reasons["quality_low"] = low
+        fail |= qnan | low
+        info.update(quality_column=quality_column, min_quality=min_quality)
+    if ifd_column is not None:
+        f = column_values(dataset, ifd_column, "consistency_gate")
+        fnan = np.isnan(f)
+        with np.errstate(invalid="ignore"):
+            high_f = ~fnan & (f >= float(max_ifd))  # type: ignore[arg-type]
+        reasons["ifd_nan"] = fnan
+        reasons["ifd_high"] = high_f
+        fail |= fnan | high_f
+        info.update(ifd_column=ifd_column, max_ifd=max_ifd)
+    keep = ~fail
+    for mask in (m for r, m in reasons.items() if ":" in r):  # a bad status never passes, even with a number
+        keep &= ~mask
+    info["kept"] = int(keep.sum())
+    return StepResult.from_mask(keep, reasons, info)
