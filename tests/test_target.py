@@ -111,3 +111,62 @@ def test_stratified_target_similarity():
                        "stratify_by": "source"}])
     assert len(res) == 12
     assert res.dataset["source"].count("b") == 4  # 20 of 60 rows
+
+
+def test_cli_target_flag_with_embedded_target_file(tmp_path, capsys):
+    from hf_select.cli import main
+
+    ds, targets = pool(seed=3)
+    data = tmp_path / "pool"
+    ds.save_to_disk(str(data))
+    tfile = tmp_path / "targets.jsonl"
+    with tfile.open("w") as f:
+        for t in targets:
+            f.write(json.dumps({"instruction": "x", "output": "y", "embedding": t.tolist()}) + "\n")
+    out = tmp_path / "chosen"
+    code = main(["select", "--dataset", str(data), "--output", str(out), "--target", str(tfile),
+                 "--step", "{step: target_similarity, count: 6, aggregate: mean}"])
+    assert code == 0
+    from hf_select.selection import SelectionResult
+
+    res = SelectionResult.load(out)
+    assert res.row_ids == brute(ds, targets.tolist(), 6, "mean")
+    assert "4 target rows" in json.dumps(res.to_dict()["steps"][0]["params"]["target"])
+    # no step uses the target: one clear error line
+    code = main(["select", "--dataset", str(data), "--output", str(tmp_path / "x"), "--target", str(tfile),
+                 "--step", "{step: random, count: 3}"])
+    assert code == 2
+    assert "no step uses it" in capsys.readouterr().err
+
+
+def test_cli_target_flag_embeds_rows(tmp_path, tiny_lm_path):
+    from hf_select.cli import main
+    from hf_select.scoring.embed import EmbedConfig, Embedder
+
+    rows = [{"instruction": f"Question number {i} about {w}?", "input": "", "output": f"Answer {i}."}
+            for i, w in enumerate(["cats", "dogs", "code", "math", "rivers", "songs"] * 3)]
+    embedder = Embedder(EmbedConfig(model_name_or_path=str(tiny_lm_path), text="instruction", device="cpu"))
+    pool_ds = embedder.score(Dataset.from_list(rows))
+    data = tmp_path / "pool"
+    pool_ds.save_to_disk(str(data))
+    tfile = tmp_path / "targets.jsonl"
+    tfile.write_text("\n".join(json.dumps({"instruction": t, "output": "ok"}) for t in
+                               ["Question number 2 about code?", "Question number 3 about math?"]) + "\n")
+    out = tmp_path / "chosen"
+    assert main(["select", "--dataset", str(data), "--output", str(out), "--target", str(tfile),
+                 "--target-embedder", str(tiny_lm_path),
+                 "--step", "{step: target_similarity, count: 2, aggregate: round_robin}"]) == 0
+    from hf_select.selection import SelectionResult
+
+    res = SelectionResult.load(out)
+    assert len(res) == 2
+    x = np.asarray(pool_ds["embedding"])
+    t = np.asarray(embedder.score(Dataset.from_list([{"instruction": q, "output": "ok"} for q in
+                                                     ["Question number 2 about code?",
+                                                      "Question number 3 about math?"]]))["embedding"])
+    assert res.row_ids == brute(pool_ds, t.tolist(), 2, "round_robin")
+    assert x.shape[1] == t.shape[1]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"instruction": "", "output": ""}) + "\n")
+    assert main(["select", "--dataset", str(data), "--output", str(tmp_path / "y"), "--target", str(empty),
+                 "--target-embedder", str(tiny_lm_path), "--step", "{step: target_similarity, count: 2}"]) == 2
