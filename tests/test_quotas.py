@@ -231,6 +231,11 @@ def test_bad_stratum_column_errors_name_step_and_field():
         select(ds, [{"step": "dedup_exact", "column": "source", "stratify_by": "source"}])
 
 
+def test_min_share_without_stratify_by_is_an_error():
+    with pytest.raises(HFSelectError, match=r"step 1 \(top\): min_share .* needs stratify_by"):
+        select(pool(n=10), [{"step": "top", "column": "score", "count": 2, "min_share": 0.5}])
+
+
 def test_no_stratify_is_unchanged():
     ds = pool(n=50)
     a = select(ds, [{"step": "top", "column": "score", "count": 7}])

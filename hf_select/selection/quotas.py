@@ -54,7 +54,14 @@ NO_EMBEDDING_STRATUM = "no_embedding"
 
 
 def wants_stratify(params: Mapping[str, Any]) -> bool:
-    """Whether a step's parameters ask for quotas (``stratify_by`` given and not null)."""
+    """Whether a step's parameters ask for quotas (``stratify_by`` given and not null).
+
+    Raises:
+        HFSelectError: ``min_share`` without ``stratify_by`` (it would do nothing).
+    """
+    if params.get("stratify_by") is None and params.get("min_share") is not None:
+        raise HFSelectError("min_share is a floor on stratum quotas and needs stratify_by (a column or "
+                            "{clusters: N, column: embedding})")
     return params.get("stratify_by") is not None
 
 
