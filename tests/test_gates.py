@@ -88,6 +88,23 @@ def test_gate_without_status_column_and_with_ppl_column():
     assert {k: v.tolist() for k, v in res.dropped.items()} == {"nan_score": [2], "reverse_ifd_high": [1, 3]}
 
 
+def test_quantile_bound_matches_brute_force():
+    ds = rows(n=60, seed=2)
+    res = consistency_gate(ds, max_reverse=None, max_reverse_quantile=0.5)
+    ok = [i for i, r in enumerate(ds) if r["ifd_reverse_status"] == "ok" and not math.isnan(r["ifd_reverse"])]
+    vals = sorted(ds[i]["ifd_reverse"] for i in ok)
+    m = len(vals)  # numpy's default (linear) quantile, by hand
+    pos = 0.5 * (m - 1)
+    lo = int(math.floor(pos))
+    bound = vals[lo] + (vals[min(lo + 1, m - 1)] - vals[lo]) * (pos - lo)
+    assert res.info["reverse_quantile_bound"] == pytest.approx(bound)
+    assert res.keep.tolist() == [i for i in ok if ds[i]["ifd_reverse"] <= bound]
+    both = consistency_gate(ds, max_reverse=0.5, max_reverse_quantile=0.9)
+    assert both.keep.tolist() == [i for i in ok if ds[i]["ifd_reverse"] < 0.5]
+    with pytest.raises(ValueError, match="max_reverse_quantile must be in"):
+        consistency_gate(ds, max_reverse_quantile=0.0)
+
+
 def test_gate_bad_input():
     ds = rows(n=20)
     with pytest.raises(HFSelectError, match=r"step 1 \(consistency_gate\).*no column 'quality'"):

@@ -42,6 +42,7 @@ def consistency_gate(
     column: str = "ifd_reverse",
     status_column: str | None = "ifd_reverse_status",
     max_reverse: float | None = 1.0,
+    max_reverse_quantile: float | None = None,
     quality_column: str | None = None,
     min_quality: float | None = None,
     ifd_column: str | None = None,
@@ -57,6 +58,10 @@ def consistency_gate(
             ``<status_column>:<status>``; ignored when the dataset has no such column.
         max_reverse: rows with reverse IFD >= this are dropped (``reverse_ifd_high``); ``None`` keeps every
             scored row.
+        max_reverse_quantile: a pool-relative bound instead (or as well): rows whose reverse IFD is above this
+            quantile (in (0, 1]) of the step's scored rows are dropped (``reverse_ifd_high``); the bound used is in
+            ``info["reverse_quantile_bound"]``. Use it when the scoring model puts every row below 1 (the demo
+            with SmolLM2-135M does).
         quality_column, min_quality: a quality score (reward, judge) and its minimum (``quality_low``, and
             ``quality_nan`` for rows without one).
         ifd_column, max_ifd: a forward IFD ceiling (``ifd_high``, ``ifd_nan``): e.g. 1.0 to apply the IFD < 1
@@ -77,6 +82,9 @@ def consistency_gate(
     """
     if column is None and quality_column is None and ifd_column is None:
         raise ValueError("consistency_gate: give column (reverse IFD), quality_column or ifd_column")
+    if max_reverse_quantile is not None and (isinstance(max_reverse_quantile, bool)
+                                             or not 0.0 < float(max_reverse_quantile) <= 1.0):
+        raise ValueError(f"consistency_gate: max_reverse_quantile must be in (0, 1], got {max_reverse_quantile!r}")
     if (quality_column is None) != (min_quality is None):
         raise ValueError("consistency_gate: quality_column and min_quality go together (give both or neither)")
     if (ifd_column is None) != (max_ifd is None):
@@ -94,12 +102,18 @@ def consistency_gate(
         nan = np.isnan(rev)
         reasons["nan_score"] = nan
         fail |= nan
+        high = np.zeros(n, bool)
         if max_reverse is not None:
             with np.errstate(invalid="ignore"):
-                high = ~nan & (rev >= float(max_reverse))
-            reasons["reverse_ifd_high"] = high
-            fail |= high
-        info.update(column=column, max_reverse=max_reverse)
+                high |= ~nan & (rev >= float(max_reverse))
+        if max_reverse_quantile is not None and (~nan).any():
+            bound = float(np.quantile(rev[~nan], float(max_reverse_quantile)))
+            with np.errstate(invalid="ignore"):
+                high |= ~nan & (rev > bound)
+            info["reverse_quantile_bound"] = bound
+        reasons["reverse_ifd_high"] = high
+        fail |= high
+        info.update(column=column, max_reverse=max_reverse, max_reverse_quantile=max_reverse_quantile)
         scored = rev[~nan]
         if len(scored):
             info["reverse_median"] = float(np.median(scored))
