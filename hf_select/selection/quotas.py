@@ -2,7 +2,9 @@
 
 A step given ``stratify_by`` keeps the same number of rows it would keep without it (its *budget*), but shares that
 budget out over strata in proportion to each stratum's share of the step's input rows, and runs itself inside each
-stratum with that stratum's row count. The strata come from
+stratum with that stratum's row count. (So the step runs once on all rows, which fixes the budget with the step's
+own rules -- ``fraction``, ``of``, rows without a score -- and then once per stratum, with ``count``/``k`` set to
+the stratum's quota: expect about twice the step's usual time.) The strata come from
 
 - a column: ``stratify_by: source`` (any value type; null values form their own stratum ``null``), or
 - embedding clusters: ``stratify_by: {clusters: 20, column: embedding}`` (seeded k-means over the vectors; rows
