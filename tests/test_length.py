@@ -70,19 +70,26 @@ def test_strata_mode_matches_brute_force(seed):
     assert res.dropped["nan_score"].tolist() == [i for i in range(len(ds)) if math.isnan(score[i])]
 
 
+def ols(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my - slope * mx
+
+
+@pytest.mark.parametrize("standardise", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_residual_mode_matches_brute_force(seed):
+def test_residual_mode_matches_brute_force(seed, standardise):
     ds = rows(seed=seed)
     score, length = ds["score"], ds["response_tokens"]
     elig = [i for i in range(len(ds)) if not math.isnan(score[i]) and length[i] > 0]
     xs = [math.log(length[i]) for i in elig]
-    ys = [score[i] for i in elig]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    intercept = my - slope * mx
+    slope, intercept = ols(xs, [score[i] for i in elig])
     resid = {i: score[i] - (intercept + slope * math.log(length[i])) for i in elig}
+    if standardise:
+        s_slope, s_intercept = ols(xs, [abs(resid[i]) for i in elig])
+        resid = {i: r / (s_intercept + s_slope * math.log(length[i])) for i, r in resid.items()}
     want = sorted(sorted(elig, key=lambda i: (-resid[i], i))[:12])
-    res = length_stratified_top(ds, "score", count=12, mode="residual")
+    res = length_stratified_top(ds, "score", count=12, mode="residual", standardise=standardise)
     assert res.keep.tolist() == want
     assert res.info["slope"] == pytest.approx(slope)
 
