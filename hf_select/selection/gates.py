@@ -14,13 +14,14 @@ each:
 - ``quality_nan`` / ``quality_low``: the quality column is NaN / below ``min_quality``;
 - ``ifd_nan`` / ``ifd_high``: the forward IFD column is NaN / >= ``max_ifd`` (only with ``max_ifd``).
 
-Measured on the demo rows (``benchmarks/demo_gate.py``, 500 rows, SmolLM2-135M-Instruct): every row there has
-r-IFD < 1, swapped ones included (median 0.69 against 0.34 for clean rows), because the direct pass scores the
-instruction after a bare BOS token while the conditioned pass has the reverse prompt's scaffold to lean on; so the
-default gate keeps every row and the Superfiltering 10% stays 58% corrupted. A pool-relative bound
-(``max_reverse_quantile=0.5``) brings it to 8% (no swapped row left; 3 truncated, 1 wrong of 50), and ranking by
-``fused_diverse`` with ``{ifd: 1, ifd_reverse: -1, loss_conditioned: -1}`` to 10% (no swapped or truncated row; 5
-wrong answers, which no likelihood ratio of a 135M model tells from right ones).
+Measured on the demo rows (``benchmarks/demo_gate.py``, 500 rows, SmolLM2-135M-Instruct, demo seeds 0 / 1 / 2):
+every row there has r-IFD < 1, swapped ones included (seed 0: median 0.69 against 0.34 for clean rows), because
+the direct pass scores the instruction after a bare BOS token while the conditioned pass has the reverse prompt's
+scaffold to lean on; so the default gate keeps every row and the Superfiltering 10% stays 58% / 70% / 66%
+corrupted. A pool-relative bound (``max_reverse_quantile=0.5``) brings it to 8% / 12% / 14% (no swapped row left),
+and ranking by ``fused_diverse`` with ``{ifd: 1, ifd_reverse: -1, loss_conditioned: -1}`` and ``min_distance: 0.1``
+to 10% / 2% / 2% (no swapped or truncated row; what is left are fluent wrong answers, which no likelihood ratio of
+a 135M model tells from right ones).
 
 The reverse columns come from ``IFDScorer(IFDConfig(reverse=True))`` (``ifd_reverse``, ``ifd_reverse_ppl``).
 With ``ifd_reverse_ppl`` (the perplexity ratio) the same 1.0 criterion applies, since both ratios are below 1
