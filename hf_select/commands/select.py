@@ -2,6 +2,16 @@
 
 The output folder is the chosen subset itself (``datasets.load_from_disk("chosen/")``), with the dropped rows in
 ``chosen/dropped`` and the provenance in ``chosen/provenance.json``.
+
+``--target FILE`` (a prompts/answers file of the kind of rows wanted; never the eval set itself) feeds the
+``target_similarity`` step(s): a file that already has an ``embedding`` column is used as it is, any other is
+embedded here with ``--target-embedder`` (default: the offline default sentence embedder) on ``--target-text``
+(default ``instruction``, what ``hf-select score embed`` embeds by default). Embed the pool with the same model and
+text; a dimension mismatch is an error.
+
+Example:
+    $ hf-select select --dataset scored/ --output chosen/ --target my_examples.jsonl \
+        --step '{step: target_similarity, fraction: 0.1, aggregate: round_robin}'
 """
 
 from __future__ import annotations
@@ -28,6 +38,14 @@ def register(sub: Any) -> None:
     p.add_argument("--output", required=True, help="Output folder (subset, dropped/ and provenance.json).")
     p.add_argument("--seed", type=int, default=None, help="Seed for the random steps (overrides the config's seed).")
     p.add_argument("--split", default="train", help="Split to read from a DatasetDict folder or Hub id.")
+    p.add_argument("--target", default=None, metavar="FILE",
+                   help="Target rows (json/jsonl/parquet file or save_to_disk folder) for the target_similarity "
+                        "step(s): rows with an 'embedding' column are used as they are, others are embedded.")
+    p.add_argument("--target-embedder", default=None, metavar="MODEL",
+                   help="Embedder for --target rows without embeddings (default: the offline default sentence "
+                        "embedder); use the model the pool's embedding column was made with.")
+    p.add_argument("--target-text", default="instruction", choices=("instruction", "prompt", "row", "response"),
+                   help="Which text of the --target rows to embed (as EmbedConfig.text; default instruction).")
     p.set_defaults(func=run)
 
 
@@ -42,6 +60,54 @@ def _inline_steps(texts: list[str]) -> list[Any]:
             raise HFSelectError(f"--step {text!r}: expected a mapping like '{{step: random, count: 100}}'")
         steps.append(step)
     return steps
+
+
+def target_embeddings(path: str, embedder: str | None = None, text: str = "instruction") -> Any:
+    """The ``--target`` file's embeddings as a :class:`~hf_select.selection.TargetEmbeddings`: its ``embedding``
+    column when it has one, else the rows embedded with ``embedder`` on ``text``.
+
+    Raises:
+        HFSelectError: the file is missing or empty, or no row could be embedded.
+
+    Example:
+        >>> target_embeddings("my_examples.jsonl")  # doctest: +SKIP
+        TargetEmbeddings(my_examples.jsonl (20 target rows))
+    """
+    from ..models import DEFAULT_EMBEDDER
+    from ..scoring.embed import EmbedConfig, Embedder
+    from ..selection.target import TargetEmbeddings, load_target_embeddings
+
+    rows = load_rows(path)
+    if len(rows) == 0:
+        raise HFSelectError(f"--target {path}: the target set has no rows.")
+    if "embedding" not in rows.column_names:
+        config = EmbedConfig(model_name_or_path=embedder or DEFAULT_EMBEDDER, text=text)
+        rows = Embedder(config).score(rows)
+        name = f"{path} embedded with {config.model_name_or_path} ({text})"
+    else:
+        name = path
+    from ..selection.filters import embedding_matrix
+
+    x, kept = embedding_matrix(rows, "embedding", "--target")
+    if len(kept) == 0:
+        raise HFSelectError(f"--target {path}: no usable row in field 'embedding' ({len(rows)} rows; check "
+                            "embedding_status) -- give rows with an instruction and a response.")
+    return load_target_embeddings(TargetEmbeddings(x, name=name, rows_skipped=len(rows) - len(kept)))
+
+
+def _attach_target(steps: list[Any], make_target: Any) -> list[Any]:
+    """Give the target (``make_target()``, built once) to every target_similarity step that names none itself."""
+    raws = [step.to_dict() if hasattr(step, "to_dict") else step for step in steps]
+    users = [i for i, raw in enumerate(raws) if isinstance(raw, dict) and raw.get("step") == "target_similarity"]
+    if not users:
+        raise HFSelectError("--target is given but no step uses it; add one, e.g. "
+                            "--step '{step: target_similarity, fraction: 0.1}'")
+    missing = [i for i in users if raws[i].get("target") is None]
+    if missing:
+        target = make_target()
+        for i in missing:
+            raws[i] = {**raws[i], "target": target}
+    return raws
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         clash = False
     if clash:
         raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
+    if getattr(args, "target", None):
+        steps = _attach_target(steps, lambda: target_embeddings(args.target, args.target_embedder, args.target_text))
     dataset = load_rows(args.dataset, split=args.split)
     result = select(dataset, {"steps": steps, "seed": 0 if seed is None else seed})
     result.save(out)

@@ -24,8 +24,13 @@ from .filters import (
     token_budget,
     top,
 )
+from .fusion import fused_diverse, fused_scores
+from .gates import consistency_gate
 from .kcenter import KCenterResult, k_center_greedy
+from .length import length_stratified_top
+from .quotas import largest_remainder, strata_labels
 from .select import STEPS, SelectionResult, Step, load_steps, provenance_table, register_step, select
+from .target import TargetEmbeddings, load_target_embeddings, target_similarity
 
 __all__ = [
     "STEPS",
@@ -35,19 +40,28 @@ __all__ = [
     "SelectionResult",
     "Step",
     "StepResult",
+    "TargetEmbeddings",
+    "consistency_gate",
     "dedup_exact",
     "dedup_near",
     "embedding_matrix",
     "facility_location",
     "facility_location_objective",
+    "fused_diverse",
+    "fused_scores",
     "ifd_rule",
     "k_center_greedy",
     "kmeans_cluster_sample",
     "knn_similarity_graph",
+    "largest_remainder",
+    "length_stratified_top",
+    "load_target_embeddings",
     "load_steps",
     "provenance_table",
     "register_step",
     "select",
+    "strata_labels",
+    "target_similarity",
     "threshold",
     "token_budget",
     "top",

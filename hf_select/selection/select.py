@@ -6,8 +6,12 @@ A step is a name plus parameters, from Python (``{"step": "threshold", "column":
 
 Built-in steps: ``threshold``, ``top``, ``ifd_rule``, ``token_budget``, ``dedup_exact``, ``dedup_near``
 (:mod:`.filters`), ``kcenter`` (:mod:`.kcenter`), ``kmeans_sample``, ``facility_location`` (:mod:`.clusters`),
-``random`` (the seeded baseline every comparison needs) and ``longest``. Other modules add their own with
-:func:`register_step`.
+``random`` (the seeded baseline every comparison needs), ``longest``, ``consistency_gate`` (:mod:`.gates`),
+``length_stratified_top`` (:mod:`.length`), ``fused_diverse`` (:mod:`.fusion`) and ``target_similarity``
+(:mod:`.target`). Other modules add their own with :func:`register_step`.
+
+Every step with a row budget (``count``/``k``), and ``threshold``, also takes ``stratify_by`` (a column, or
+``{clusters: N, column: embedding}``) and ``min_share``: composition quotas, see :mod:`.quotas`.
 
 Seeds: a step's own ``seed`` key wins, then a ``seed`` in the YAML file, then the ``seed`` argument.
 
@@ -39,10 +43,14 @@ import numpy as np
 
 from ..errors import HFSelectError
 from ..io import atomic_folder
-from . import filters
+from . import filters, quotas
 from .clusters import facility_location, kmeans_cluster_sample
 from .filters import StepResult, embedding_matrix, resolve_count
+from .fusion import fused_diverse
+from .gates import consistency_gate
 from .kcenter import k_center_greedy
+from .length import length_stratified_top
+from .target import target_similarity
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +194,7 @@ def _normalise_step(raw: Any, i: int) -> tuple[str, dict[str, Any], int | None]:
         raise HFSelectError(f"step {i} ({name}): seed must be an integer, got {seed!r}")
     spec = STEPS[name]
     if not spec.any_params:
-        unknown = sorted(set(params) - set(spec.params))
+        unknown = sorted(set(params) - set(spec.params) - set(quotas.QUOTA_PARAMS))
         if unknown:
             raise HFSelectError(f"step {i} ({name}): unknown parameter(s) {unknown}; {name} takes {list(spec.params)}")
     return name, params, None if seed is None else int(seed)
@@ -419,7 +427,10 @@ def select(dataset: Any, steps: Any, *, seed: int = 0) -> SelectionResult:
             if spec.takes_seed:
                 kwargs["seed"] = s
             try:
-                res = spec.function(current, **kwargs)
+                if quotas.wants_stratify(kwargs):
+                    res = quotas.run_stratified(spec.function, current, kwargs, step=name, step_params=spec.params)
+                else:
+                    res = spec.function(current, **{k: v for k, v in kwargs.items() if k not in quotas.QUOTA_PARAMS})
             except (HFSelectError, ValueError) as err:
                 message = str(err)
                 message = message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
@@ -623,5 +634,9 @@ for _name, _fn in (
     ("facility_location", facility_location_step),
     ("random", random_step),
     ("longest", longest_step),
+    ("consistency_gate", consistency_gate),
+    ("length_stratified_top", length_stratified_top),
+    ("fused_diverse", fused_diverse),
+    ("target_similarity", target_similarity),
 ):
     register_step(_name, _fn)
