@@ -13,11 +13,11 @@ score exactly those first:
 - ``target``: target-set embeddings (a file), for target-aware selection.
 
 Example:
-    >>> steps = preset_steps("ifd_gated", count=100)
+    >>> steps = preset_steps("fusion", count=100)
     >>> [s["step"] for s in steps]
-    ['consistency_gate', 'ifd_rule']
-    >>> PRESETS["ifd_gated"].needs
-    ('ifd', 'reverse')
+    ['threshold', 'fused_diverse']
+    >>> PRESETS["fusion"].needs
+    ('ifd', 'reverse', 'embedding')
 """
 
 from __future__ import annotations
@@ -43,13 +43,10 @@ class Preset:
     rank_column: str | None = None  # the score the preset ranks by, for diagnostics (None: a composite)
 
 
-def _gate(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The consistency gate every IFD preset starts with: reverse IFD < 1 (the response helps predict its
-    instruction) and forward IFD < 1 (the instruction helps predict its response)."""
-    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": 1.0, "ifd_column": "ifd",
-            "max_ifd": 1.0}
-    gate.update(options.get("gate") or {})
-    return gate
+def _consistent(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The first step of every IFD preset: drop rows whose instruction does not help predict their response
+    (IFD >= 1, Cherry LLM's and Superfiltering's own filter)."""
+    return [{"step": "threshold", "column": options.get("column", "ifd"), "max": 1.0, "strict": True}]
 
 
 def _superfiltering(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -58,24 +55,32 @@ def _superfiltering(budget: dict[str, Any], options: Mapping[str, Any]) -> list[
 
 
 def _ifd_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_gate(options), {"step": "ifd_rule", "column": options.get("column", "ifd"), **budget}]
+    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
+            "max_reverse_quantile": float(options.get("max_reverse_quantile", 0.5)), "ifd_column": "ifd",
+            "max_ifd": 1.0}
+    return [gate, {"step": "ifd_rule", "column": options.get("column", "ifd"), **budget}]
 
 
 def _ifd_length(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_gate(options), {"step": "length_stratified_top", "column": options.get("column", "ifd"),
-                             "mode": options.get("mode", "strata"), "bins": int(options.get("bins", 5)), **budget}]
+    return [*_consistent(options), {"step": "length_stratified_top", "column": options.get("column", "ifd"),
+                                    "mode": options.get("mode", "strata"), "bins": int(options.get("bins", 5)),
+                                    **budget}]
 
 
 def _ifd_quota(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [_gate(options), {"step": "ifd_rule", "column": options.get("column", "ifd"),
-                             "stratify_by": options.get("stratify_by", "source"), **budget}]
+    return [{"step": "ifd_rule", "column": options.get("column", "ifd"),
+             "stratify_by": options.get("stratify_by", "source"), **budget}]
+
+
+FUSION_SCORES = {"ifd": 1.0, "ifd_reverse": -1.0, "loss_conditioned": -1.0}
 
 
 def _fusion(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    scores = dict(options.get("scores") or {"ifd": 1.0, "judge_score": 1.0})
-    return [_gate(options), {"step": "fused_diverse", "scores": scores, "normalise": options.get("normalise", "rank"),
-                             "combine": options.get("combine", "sum"), "column": "embedding",
-                             "min_distance": float(options.get("min_distance", 0.1)), **budget}]
+    scores = dict(options.get("scores") or FUSION_SCORES)
+    return [*_consistent(options),
+            {"step": "fused_diverse", "scores": scores, "normalise": options.get("normalise", "rank"),
+             "combine": options.get("combine", "sum"), "column": "embedding",
+             "min_distance": float(options.get("min_distance", 0.1)), "fill": "best", **budget}]
 
 
 def _target(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -92,15 +97,15 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("superfiltering", "Superfiltering's rule: drop IFD >= 1, keep the highest perplexity ratio.",
                ("ifd",), _superfiltering, "ifd_ppl"),
-        Preset("ifd_gated", "Consistency gate (reverse IFD < 1 and IFD < 1), then the highest IFD.",
-               ("ifd", "reverse"), _ifd_gated, "ifd"),
-        Preset("ifd_length", "Consistency gate, then the highest IFD within each response-length stratum.",
-               ("ifd", "reverse"), _ifd_length, "ifd"),
-        Preset("ifd_quota", "Consistency gate, then the highest IFD with each source keeping its pool share.",
-               ("ifd", "reverse"), _ifd_quota, "ifd"),
-        Preset("fusion", "Consistency gate, then IFD + quality ranks, adding a row only when it is far enough "
-                         "(cosine) from the rows already chosen (DEITA-style).",
-               ("ifd", "reverse", "quality", "embedding"), _fusion, None),
+        Preset("ifd_gated", "Consistency gate (reverse IFD at most its median over the rows, and IFD < 1), then "
+                            "the highest IFD.", ("ifd", "reverse"), _ifd_gated, "ifd"),
+        Preset("ifd_length", "IFD < 1, then the highest IFD within each of 5 response-length strata (each keeps "
+                             "its pool share).", ("ifd",), _ifd_length, "ifd"),
+        Preset("ifd_quota", "Cherry's IFD rule with each source keeping its pool share of the budget.",
+               ("ifd",), _ifd_quota, "ifd"),
+        Preset("fusion", "IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned loss) (rank-normalised), adding "
+                         "a row only when its cosine distance to every chosen row is > 0.1 (DEITA-style).",
+               ("ifd", "reverse", "embedding"), _fusion, None),
         Preset("target", "Rows most similar (cosine, max over targets) to a target set's embeddings (RDS+-style).",
                ("embedding", "target"), _target, None),
     )
@@ -111,7 +116,7 @@ def preset_steps(name: str, *, count: int | None = None, fraction: float | None 
                  **options: Any) -> list[dict[str, Any]]:
     """The steps of preset ``name`` for a budget of ``count`` rows or a ``fraction`` of the input.
 
-    Options: ``gate`` (overrides of the consistency gate's parameters), ``column`` (the IFD column ranked),
+    Options: ``max_reverse_quantile`` (of ``ifd_gated``), ``column`` (the IFD column ranked),
     ``target`` (the target embeddings, for ``target``), ``scores`` / ``min_distance`` (for ``fusion``), ``bins``
     (for ``ifd_length``), ``stratify_by`` (for ``ifd_quota``).
 
