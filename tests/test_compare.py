@@ -88,8 +88,12 @@ def test_build_pool_adds_source_and_keeps_an_existing_one(tmp_path):
     b = tmp_path / "second.json"
     b.write_text(json.dumps(rows))
     pool, info = build_pool([a, str(b)])
-    assert pool.column_names == ["instruction", "input", "output", "source"]
+    # the demo file labels its corrupted rows: the pool keeps the label ("none" for the unlabelled file's rows)
+    assert pool.column_names == ["instruction", "input", "output", "source", "corruption"]
+    assert pool["corruption"][-2:] == ["none", "none"]
     assert info["composition"] == {"first": 10, "mine": 1, "second": 1}
+    plain, _ = build_pool([str(b)])
+    assert plain.column_names == ["instruction", "input", "output", "source"]
     assert response_texts(pool)[-1] == "yo"
     limited, info = build_pool([a, str(b)], limit=6, seed=0)
     assert len(limited) == 6 and sum(info["composition"].values()) == 6

@@ -9,9 +9,14 @@ embedded here with ``--target-embedder`` (default: the offline default sentence 
 (default ``instruction``, what ``hf-select score embed`` embeds by default). Embed the pool with the same model and
 text; a dimension mismatch is an error.
 
+Without ``--config`` or ``--step`` it runs a preset (:mod:`hf_select.selection.presets`): ``--preset NAME``, by
+default ``recommended`` (the preset the selection-quality benchmark supports best), with ``--fraction`` (default
+0.1) or ``--count``; ``--list-presets`` prints every preset's steps.
+
 Example:
     $ hf-select select --dataset scored/ --output chosen/ --target my_examples.jsonl \
         --step '{step: target_similarity, fraction: 0.1, aggregate: round_robin}'
+    $ hf-select select --dataset scored/ --output chosen/ --preset recommended --count 1000
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ def register(sub: Any) -> None:
     p.add_argument("--config", default=None, help="YAML file: a list of steps, or {steps: [...], seed: N}.")
     p.add_argument("--step", action="append", default=[], metavar="YAML",
                    help='A step inline (repeatable, after --config\'s), e.g. --step \'{step: random, count: 100}\'.')
-    p.add_argument("--dataset", required=True, help="Scored dataset: save_to_disk folder, json/jsonl/parquet file.")
-    p.add_argument("--output", required=True, help="Output folder (subset, dropped/ and provenance.json).")
+    p.add_argument("--dataset", default=None, help="Scored dataset: save_to_disk folder, json/jsonl/parquet file.")
+    p.add_argument("--output", default=None, help="Output folder (subset, dropped/ and provenance.json).")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="Run a preset instead of --config/--step: one of recommended, " + ", ".join(_preset_names())
+                        + " (default when no step is given: recommended).")
+    p.add_argument("--fraction", type=float, default=None, help="Preset budget: share of the rows (default 0.1).")
+    p.add_argument("--count", type=int, default=None, help="Preset budget: number of rows (instead of --fraction).")
+    p.add_argument("--list-presets", action="store_true", help="Print every preset's steps and exit.")
     p.add_argument("--seed", type=int, default=None, help="Seed for the random steps (overrides the config's seed).")
     p.add_argument("--split", default="train", help="Split to read from a DatasetDict folder or Hub id.")
     p.add_argument("--target", default=None, metavar="FILE",
@@ -47,6 +58,47 @@ def register(sub: Any) -> None:
     p.add_argument("--target-text", default="instruction", choices=("instruction", "prompt", "row", "response"),
                    help="Which text of the --target rows to embed (as EmbedConfig.text; default instruction).")
     p.set_defaults(func=run)
+
+
+def _preset_names() -> list[str]:
+    from ..selection.presets import PRESETS
+
+    return sorted(PRESETS)
+
+
+def _list_presets() -> int:
+    from ..selection.presets import PRESETS, RECOMMENDED, preset_steps
+
+    for name, preset in sorted(PRESETS.items()):
+        mark = " (recommended)" if name == RECOMMENDED else ""
+        options = {"target": "TARGET_FILE"} if "target" in preset.needs else {}
+        print(f"{name}{mark}: {preset.summary}\n  needs scores: {', '.join(preset.needs)}")
+        print("  steps (fraction 0.1): " + yaml.safe_dump(preset_steps(name, fraction=0.1, **options),
+                                                          default_flow_style=True, sort_keys=False).strip())
+    return 0
+
+
+def _preset_steps(args: argparse.Namespace, n_rows: int) -> list[Any]:
+    """The preset's steps for a budget of ``--count`` rows or ``--fraction`` of *all* ``n_rows`` (a preset's later
+    steps see fewer rows, so the fraction becomes a row count here)."""
+    import math
+
+    from ..selection.presets import PRESETS, RECOMMENDED, preset_steps
+
+    name = args.preset or "recommended"
+    name = RECOMMENDED if name == "recommended" else name
+    if args.count is not None and args.fraction is not None:
+        raise HFSelectError("give --count or --fraction for the preset's budget, not both")
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise HFSelectError(f"--fraction must be in (0, 1], got {args.fraction}")
+    count = args.count if args.count is not None else math.floor((args.fraction or 0.1) * n_rows + 1e-9)
+    print(f"hf-select select: preset {name!r}, {count} of {n_rows} rows")
+    if "target" in PRESETS[name].needs:
+        if not args.target:
+            raise HFSelectError(f"preset {name!r} needs --target FILE (example rows of the kind you want)")
+        steps = preset_steps(name, count=count, target="--target")
+        return [{**s, "target": None} if s.get("step") == "target_similarity" else s for s in steps]
+    return preset_steps(name, count=count)
 
 
 def _inline_steps(texts: list[str]) -> list[Any]:
@@ -113,10 +165,15 @@ def _attach_target(steps: list[Any], make_target: Any) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from ..selection.select import load_steps, select
 
-    if args.config is None and not args.step:
-        raise HFSelectError("give the steps with --config select.yaml and/or --step '{step: ..., ...}'")
+    if args.list_presets:
+        return _list_presets()
+    for flag in ("dataset", "output"):
+        if not getattr(args, flag):
+            raise HFSelectError(f"--{flag} is required (or --list-presets to see the presets)")
     steps: list[Any] = []
     seed = None
+    if args.preset is not None and (args.config is not None or args.step):
+        raise HFSelectError("--preset replaces --config/--step; give one or the other")
     if args.config is not None:
         steps, seed = load_steps(args.config)
     steps += _inline_steps(args.step)
@@ -129,9 +186,11 @@ def run(args: argparse.Namespace) -> int:
         clash = False
     if clash:
         raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
+    dataset = load_rows(args.dataset, split=args.split)
+    if args.config is None and not args.step:
+        steps = _preset_steps(args, len(dataset))
     if getattr(args, "target", None):
         steps = _attach_target(steps, lambda: target_embeddings(args.target, args.target_embedder, args.target_text))
-    dataset = load_rows(args.dataset, split=args.split)
     result = select(dataset, {"steps": steps, "seed": 0 if seed is None else seed})
     result.save(out)
     print(result.provenance_markdown())

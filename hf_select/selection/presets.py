@@ -112,6 +112,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+RECOMMENDED = "fusion"
+"""The preset ``hf-select select`` runs when given no steps: the one the measurements in benchmarks/RESULTS.md
+support best (the demo pool's corrupted share; the selection-quality comparison on real rows)."""
+
+
 def preset_steps(name: str, *, count: int | None = None, fraction: float | None = None,
                  **options: Any) -> list[dict[str, Any]]:
     """The steps of preset ``name`` for a budget of ``count`` rows or a ``fraction`` of the input.
