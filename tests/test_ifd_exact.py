@@ -256,3 +256,21 @@ def test_ifd_rule_count_bases():
     assert len(ifd_rule(ds, fraction=0.1, of="eligible").keep) < len(ifd_rule(ds, fraction=0.1).keep)
     with pytest.raises(ValueError, match="of must be one of"):
         ifd_rule(ds, fraction=0.1, of="some")
+
+
+def test_recipes_default_to_the_seed_semantics():
+    from hf_select.recipes_common import load_recipe
+
+    sf = load_recipe("superfilter")
+    args = sf.SuperfilterArguments(dataset="demo:8", output_dir="unused")
+    assert sf.ifd_config(args).layout == "superfiltering" and args.ifd_column == "ifd_ppl"
+    assert sf.selection_steps(args, 100)[0] == {"step": "ifd_rule", "column": "ifd_ppl", "of": "all",
+                                                 "fraction": 0.1}
+    own = sf.SuperfilterArguments(dataset="demo:8", output_dir="unused", ifd_layout="hf_select", template="alpaca")
+    assert sf.ifd_config(own).layout == "hf_select" and sf.ifd_config(own).template == "alpaca"
+    with pytest.raises(ValueError, match="ifd_layout must be one of"):
+        sf.SuperfilterArguments(dataset="demo:8", output_dir="unused", ifd_layout="cherry")
+    ch = load_recipe("cherry")
+    cargs = ch.CherryArguments(dataset="demo:8", output_dir="unused")
+    assert cargs.ifd_layout == "cherry"
+    assert ch.ifd_rule_step(cargs) == {"step": "ifd_rule", "column": "ifd", "of": "eligible", "fraction": 0.1}

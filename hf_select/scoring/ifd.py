@@ -254,7 +254,7 @@ class IFDScorer(BaseScorer):
     Example:
         >>> scorer = IFDScorer(IFDConfig(template="alpaca", max_length=512))
         >>> ds = ds.map(scorer, batched=True)  # doctest: +SKIP
-        >>> ds = scorer.score(ds)              # doctest: +SKIP  (length-sorted shards, cached, resumable)
+        >>> ds = scorer.score(ds)              # doctest: +SKIP
     """
 
     name = "ifd"
