@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--rows", type=int, default=200)
     p.add_argument("--demo-rows", type=int, default=300)
+    p.add_argument("--demo-seed", type=int, default=0, help="Seed of make_demo_dataset.")
+    p.add_argument("--demo-only", action="store_true", help="Only part 2, on the demo rows (no alpaca rows).")
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sf-max-length", type=int, default=1024, help="Superfiltering's default max_length.")
@@ -89,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     model, tok = load_causal_lm(args.model, dtype="float32", device="cpu")
     rows = json.loads(Path(args.data).read_text())[: args.rows]
     alpaca = Dataset.from_list(rows)
-    demo = make_demo_dataset(args.demo_rows, seed=0)
+    demo = make_demo_dataset(args.demo_rows, seed=args.demo_seed)
     today = datetime.date.today().isoformat()
     name = args.model.split("/")[-1] + " fp32"
-    cmd = f"`PYTHONPATH=. python benchmarks/ifd_exact.py --rows {args.rows} --demo-rows {args.demo_rows}`"
+    cmd = (f"`PYTHONPATH=. python benchmarks/ifd_exact.py --rows {args.rows} --demo-rows {args.demo_rows}"
+           + (f" --demo-seed {args.demo_seed}" if args.demo_seed else "") + (" --demo-only" if args.demo_only else "")
+           + "`")
     timings: dict[str, float] = {}
 
     memo: dict[tuple, dict] = {}
@@ -107,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. agreement with the per-row references
     refs = {}
-    for seed, fn, max_length in (("superfiltering", superfiltering_reference, args.sf_max_length),
-                                 ("cherry", cherry_reference, args.cherry_max_length)):
+    for seed, fn, max_length in () if args.demo_only else (
+            ("superfiltering", superfiltering_reference, args.sf_max_length),
+            ("cherry", cherry_reference, args.cherry_max_length)):
         t = time.time()
         refs[seed] = [fn(model, tok, row, max_length) for row in rows]
         timings[f"reference {seed}"] = time.time() - t
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("default layout, alpaca template, BOS (before this change)",
                  dict(layout="hf_select", direct_prefix="bos", template="alpaca", max_length=ch_len), "cherry")]
     lines = []
-    for label, kw, seed in variants:
+    for label, kw, seed in [] if args.demo_only else variants:
         out = score(alpaca, "alpaca", **kw)
         ref = refs[seed]
         if seed == "superfiltering":
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if layout == "hf_select":
             kw.update(direct_prefix=prefix, template=template.split(" ")[0])
         kw["max_length"] = args.cherry_max_length if layout == "cherry" else args.sf_max_length
-        a = score(alpaca, "alpaca", **kw)
+        a = None if args.demo_only else score(alpaca, "alpaca", **kw)
         d = score(demo, "demo", **kw)
         dd = demo.add_column("ifd", d["ifd"]).add_column("ifd_ppl", d["ifd_ppl"]).add_column(
             "ifd_status", d["ifd_status"])
@@ -163,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         for col, of in (("ifd_ppl", "all"), ("ifd", "eligible")):
             keep = ifd_rule(dd, fraction=0.1, column=col, of=of).keep
             shares.append(f"{bad[keep].mean():.1%} of {len(keep)}" if len(keep) else "no rows")
-        line = (f"| {today} | {name} | {layout} | {template} | {prefix} | "
-                f"{spearman(a['ifd'], a['response_tokens']):+.3f} | "
-                f"{spearman(a['ifd_ppl'], a['response_tokens']):+.3f} | "
+        alpaca_cells = "- | -" if a is None else (f"{spearman(a['ifd'], a['response_tokens']):+.3f} | "
+                                                  f"{spearman(a['ifd_ppl'], a['response_tokens']):+.3f}")
+        line = (f"| {today} | {name} | {layout} | {template} | {prefix} | {alpaca_cells} | "
                 f"{spearman(d['ifd'], d['response_tokens']):+.3f} | "
                 f"{int(np.isfinite(np.asarray(d['ifd'], float)).sum())} of {len(demo)} | {shares[0]} | {shares[1]} | "
                 f"{cmd} |")

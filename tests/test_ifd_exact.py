@@ -274,3 +274,31 @@ def test_recipes_default_to_the_seed_semantics():
     cargs = ch.CherryArguments(dataset="demo:8", output_dir="unused")
     assert cargs.ifd_layout == "cherry"
     assert ch.ifd_rule_step(cargs) == {"step": "ifd_rule", "column": "ifd", "of": "eligible", "fraction": 0.1}
+
+
+def test_seed_layouts_give_every_row_a_status(tiny):
+    """Rows the seed scripts never saw (multi-turn, system prompts, messages) still get a score or a status."""
+    model, tok = tiny
+    long_prompt = "word " * 400
+    batch = {
+        "messages": [
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."},
+             {"role": "assistant", "content": "5, as 2 + 3 = 5"}],
+            [{"role": "user", "content": "A"}, {"role": "assistant", "content": "B b"},
+             {"role": "user", "content": "C"}, {"role": "assistant", "content": "D d"}],
+            [{"role": "user", "content": "Anything?"}, {"role": "assistant", "content": ""}],
+            [{"role": "user", "content": "Anything?"}, {"role": "assistant", "content": "   "}],
+            [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok then"}],
+            [{"role": "user", "content": "no answer"}],
+        ]
+    }
+    for layout in ("superfiltering", "cherry"):
+        out = IFDScorer(IFDConfig(layout=layout, max_length=256)).set_model(model, tok)(batch)
+        st = out["ifd_status"]
+        assert st[:3] == ["ok", "ok", "ok"] and st[3] == "empty_response" and st[6] == "no_assistant_turn"
+        assert st[4] == "ok"  # the scripts score a whitespace-only answer (only "" is skipped)
+        assert st[5] == "prompt_too_long"
+        assert all(math.isnan(v) == (s != "ok") for v, s in zip(out["ifd"], st, strict=True))
+        both = IFDScorer(IFDConfig(layout=layout, turns="all")).set_model(model, tok)(batch)
+        assert both["ifd_status"][2] == "ok" and both["ifd"][2] != out["ifd"][2]
