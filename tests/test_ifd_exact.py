@@ -188,15 +188,18 @@ def test_joint_tokenization_with_the_real_smollm2_tokenizer(smol_vocab, rows, la
     _check_layout(model, tok, rows, layout, max_length)
 
 
-def test_seed_layouts_score_other_tokens_than_the_default_layout(tiny, rows):
-    """The layouts are not the default one under another name: the direct losses differ."""
+def test_seed_layouts_against_the_default_layout(tiny, rows):
+    """Where joint tokenization merges nothing (the tiny tokenizer has no ':"' merge) and nothing is cut, the
+    superfiltering layout is the default layout with the plain template and direct_prefix="none"; the BOS direct
+    pass and Cherry's layout score other tokens."""
     model, tok = tiny
     ds = Dataset.from_list(rows[:20])
     direct = {}
-    for layout, template in (("hf_select", "plain"), ("superfiltering", "auto"), ("cherry", "auto")):
-        scorer = IFDScorer(IFDConfig(layout=layout, template=template)).set_model(model, tok)
-        direct[layout] = np.array(scorer(ds[:])["loss_direct"])
-    assert not np.allclose(direct["hf_select"], direct["superfiltering"], rtol=1e-4)
+    for key, kw in (("none", {"template": "plain", "direct_prefix": "none"}), ("bos", {"template": "plain"}),
+                    ("superfiltering", {"layout": "superfiltering"}), ("cherry", {"layout": "cherry"})):
+        direct[key] = np.array(IFDScorer(IFDConfig(**kw)).set_model(model, tok)(ds[:])["loss_direct"])
+    np.testing.assert_allclose(direct["none"], direct["superfiltering"], rtol=1e-5)
+    assert not np.allclose(direct["bos"], direct["superfiltering"], rtol=1e-4)
     assert not np.allclose(direct["superfiltering"], direct["cherry"], rtol=1e-4)
 
 
@@ -217,7 +220,9 @@ def test_direct_prefix_matches_its_stated_layout(tiny, rows, prefix):
 
 
 def test_config_choices_and_conflicts():
-    assert IFDConfig().resolved_direct_prefix() == "bos"
+    # the project's default: "none" after the chat template, "bos" after a text template (README, "IFD: which tokens")
+    assert IFDConfig().resolved_direct_prefix("chat") == "none"
+    assert IFDConfig().resolved_direct_prefix("plain") == "bos"
     assert IFDConfig(layout="superfiltering").resolved_direct_prefix() == "none"
     assert IFDConfig(layout="cherry").resolved_direct_prefix() == "response_header"
     with pytest.raises(ValueError, match="direct_prefix must be one of"):

@@ -8,11 +8,17 @@ score the instruction given a fixed prompt that shows the response (Reflection-T
 
 What "without Q" means is a choice, ``IFDConfig.direct_prefix``:
 
-- ``"bos"``: A's tokens after the tokenizer's BOS token (EOS when it has none); every token of A is scored.
-- ``"none"``: A by itself, as Superfiltering scores it: the tokenizer's own special prefix when it adds one
-  to plain text (Llama's ``<s>``), else A's first token is context only and is not scored in this pass (GPT-2,
-  SmolLM2); a one-token A then has no direct loss (status ``response_too_short``).
+- ``"none"``: A by itself, as Superfiltering scores it: after the tokenizer's own special prefix when it adds
+  one to plain text (Llama's ``<s>``), else A's first token is context only and is not scored in this pass
+  (GPT-2, SmolLM2); a one-token A then has no direct loss (status ``response_too_short``). After a chat
+  template A ends in end-of-turn tokens, so every row keeps a score.
+- ``"bos"``: A's tokens after the tokenizer's BOS token (EOS when it has none); every token of A is scored. With
+  SmolLM2 the BOS is ``<|im_start|>``, after which A's first token costs 12-15 nats: that inflates the direct
+  loss of short answers. It was the only direct pass before ``direct_prefix`` existed.
 - ``"response_header"``: A after the text ``### Response:``, as Cherry LLM scores it.
+- ``"auto"`` (the default): ``"none"`` after the chat template, ``"bos"`` after a text template (where
+  ``"none"`` would leave one-token answers, e.g. class labels, without a score); a seed layout's own pass.
+  Why: benchmarks/RESULTS.md, "IFD direct pass".
 
 ``IFDConfig.layout`` chooses the token layout as a whole. ``"hf_select"`` (the default) uses the template's
 prompt tokens and the response tokens tokenized on their own, the same tokens in both passes (SFT's view).
@@ -79,6 +85,10 @@ SEED_LAYOUTS: dict[str, dict[str, str]] = {
   ``max_length - prompt_tokens - 2`` tokens. Skipped: ``max_length - prompt_tokens - 2 <= 4``
   (``prompt_too_long``), no response token left in a pass (``response_too_short``, e.g. a response ``"-"``
   whose only character merges with the prompt's ``:``).
+
+Both score a whitespace-only response (only ``""`` is skipped), as the scripts do. Rows the scripts never read
+(system prompts, history, other formats) get the same template with the history written out, as
+:func:`hf_select.formats.render_prompt_text` does; the token layout is the same.
 """
 
 REVERSE_PROMPT = (
@@ -124,7 +134,8 @@ class IFDConfig:
         metadata={
             "help": f"Direct (no prompt) pass, one of {DIRECT_PREFIXES}: 'bos' = the response after the BOS token, "
             "'none' = the response alone (Superfiltering; its first token is context), 'response_header' = after "
-            "'### Response:' (Cherry LLM); 'auto' = 'bos', or the seed's own under a seed layout."
+            "'### Response:' (Cherry LLM); 'auto' = 'none' after the chat template, 'bos' after a text template, the "
+            "seed's own under a seed layout."
         },
     )
     layout: str = field(
@@ -182,17 +193,23 @@ class IFDConfig:
                         f"{name}={seed[name]!r}; leave {name}='auto' or use layout='hf_select'."
                     )
 
-    def resolved_direct_prefix(self) -> str:
-        """The direct pass in use: ``direct_prefix``, with ``auto`` resolved (``bos``, or the seed layout's own).
+    def resolved_direct_prefix(self, template: str = "chat") -> str:
+        """The direct pass in use after the resolved ``template``: ``direct_prefix``, with ``auto`` resolved
+        (``none`` after ``chat``, ``bos`` after a text template, or the seed layout's own).
 
         Example:
-            >>> IFDConfig().resolved_direct_prefix(), IFDConfig(layout="cherry").resolved_direct_prefix()
-            ('bos', 'response_header')
+            >>> cfg = IFDConfig()
+            >>> cfg.resolved_direct_prefix("chat"), cfg.resolved_direct_prefix("alpaca")
+            ('none', 'bos')
+            >>> IFDConfig(layout="cherry").resolved_direct_prefix()
+            'response_header'
         """
         if self.direct_prefix != "auto":
             return self.direct_prefix
         seed = SEED_LAYOUTS.get(self.layout)
-        return seed["direct_prefix"] if seed else "bos"
+        if seed:
+            return seed["direct_prefix"]
+        return "none" if template == "chat" else "bos"
 
 
 @dataclass
@@ -383,7 +400,7 @@ class IFDScorer(BaseScorer):
     ) -> list[_Item]:
         """Layout ``hf_select``: the template's prompt ids, then the response's own ids; the direct pass scores the
         same ids after ``direct_prefix``."""
-        prefix = self.config.resolved_direct_prefix()
+        prefix = self.config.resolved_direct_prefix(template)
         if prefix == "bos":
             head = [self._bos(tokenizer)]
         elif prefix == "response_header":
