@@ -1,7 +1,12 @@
 """Cherry LLM (NAACL'24): prompt embeddings (a causal LM's mean-pooled hidden states) + prompt perplexity ->
 k-means cluster sampling (rows inside a perplexity band, a few per cluster) -> SFT of a pre-experienced model (1 epoch)
--> IFD of every row with it -> IFD rule (drop IFD >= 1, keep the highest) -> SFT of the final model from the base
-model -> held-out loss -> cards.
+-> IFD of every row with it -> IFD rule -> SFT of the final model from the base model -> held-out loss -> cards.
+
+By default the IFD and its rule are the paper's code's own: ``IFDConfig(layout="cherry")`` (the Alpaca prompt,
+``### Response:`` before the response in the direct pass, prompt + response tokenized as one text, its truncation
+and skips), ranked by the loss ratio ``ifd``; the rule drops ``ifd >= 1`` and keeps ``ifd_fraction`` x the rows
+*left after that drop* (``ifd_rule(of="eligible")``). ``template`` still shapes the prompt embeddings and prompt
+perplexity; ``ifd_layout: hf_select`` scores IFD with it too.
 
     accelerate launch recipes/cherry.py --config recipes/configs/cherry_smollm2.yaml
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml recipes/cherry.py \
@@ -29,6 +34,7 @@ from hf_select.recipes_common import (
 )
 
 PROMPT_LOSS = "loss_reverse_direct"  # mean token loss of the instruction alone (log prompt perplexity)
+IFD_LAYOUTS = ("cherry", "hf_select")
 
 
 @dataclass
@@ -46,13 +52,21 @@ class CherryArguments(RecipeArguments):
         metadata={"help": "Percentiles of prompt perplexity, per cluster, that sampled rows fall within."},
     )
     pre_experienced_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pre-experienced model."})
+    ifd_layout: str = field(
+        default="cherry",
+        metadata={"help": f"IFD token layout, one of {IFD_LAYOUTS}: 'cherry' = the paper's code exactly (Alpaca "
+                          "prompt, whatever `template` says), 'hf_select' = `template` and the project's layout."},
+    )
     ifd_fraction: float | None = field(
-        default=0.1, metadata={"help": "Share of all rows kept by the IFD rule (or give ifd_count)."}
+        default=0.1, metadata={"help": "Share of the rows left after dropping IFD >= 1 (as Cherry LLM counts) kept "
+                                       "by the IFD rule (or give ifd_count)."}
     )
     ifd_count: int | None = field(default=None, metadata={"help": "Rows kept by the IFD rule (instead of a share)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ifd_layout not in IFD_LAYOUTS:
+            raise ValueError(f"CherryArguments.ifd_layout must be one of {IFD_LAYOUTS}, got {self.ifd_layout!r}")
         if self.ifd_count is not None:
             self.ifd_fraction = None
         check_count_or_fraction(self, "ifd_count", "ifd_fraction")
@@ -65,6 +79,13 @@ class CherryArguments(RecipeArguments):
         self.ppl_band = band
         if self.pre_experienced_epochs <= 0:
             raise ValueError(f"CherryArguments.pre_experienced_epochs must be > 0, got {self.pre_experienced_epochs}")
+
+
+def ifd_rule_step(args: CherryArguments) -> dict[str, Any]:
+    """Cherry LLM's rule: drop IFD >= 1, then the highest IFD, a share of the rows that are left."""
+    rule: dict[str, Any] = {"step": "ifd_rule", "column": "ifd", "of": "eligible"}
+    rule.update({"count": args.ifd_count} if args.ifd_count is not None else {"fraction": args.ifd_fraction})
+    return rule
 
 
 def run_cherry(args: CherryArguments) -> dict[str, Any]:
@@ -101,13 +122,13 @@ def run_cherry(args: CherryArguments) -> dict[str, Any]:
                                     callbacks=[SelectionProvenanceCallback(pre, method="cherry")])
 
     # 3. IFD of every row with the pre-experienced model, then the IFD rule
-    ifd = IFDScorer(IFDConfig(model_name_or_path=str(pre_model), template=args.template,
-                              max_length=args.score_max_length,
+    seed = args.ifd_layout != "hf_select"
+    ifd = IFDScorer(IFDConfig(model_name_or_path=str(pre_model), template="auto" if seed else args.template,
+                              layout=args.ifd_layout, max_length=args.score_max_length,
                               max_tokens_per_batch=max(16384, args.score_max_length),
                               column_mapping=args.column_mapping))
     scored = score_stage(runner, "ifd", ifd, with_ppl, args)
-    rule: dict[str, Any] = {"step": "ifd_rule"}
-    rule.update({"count": args.ifd_count} if args.ifd_count is not None else {"fraction": args.ifd_fraction})
+    rule = ifd_rule_step(args)
     selection, _ = runner.selection_stage("selection", lambda: select(scored, [rule], seed=args.seed),
                                           params={"steps": [rule], "seed": args.seed})
 

@@ -1,5 +1,10 @@
-"""Superfiltering (ACL'24): IFD scored with a small model -> IFD rule (drop IFD >= 1, keep the highest) -> optional
-facility location on sentence embeddings -> SFT of the final model -> held-out loss -> cards.
+"""Superfiltering (ACL'24): IFD scored with a small model -> IFD rule -> optional facility location on sentence
+embeddings -> SFT of the final model -> held-out loss -> cards.
+
+By default the scores and the rule are the paper's code's own: IFD with ``IFDConfig(layout="superfiltering")`` (its
+plain prompt, the response alone in the direct pass, prompt + response tokenized as one text, its truncation), ranked
+by the perplexity ratio ``ifd_ppl``; the rule drops ``ifd_ppl >= 1`` and keeps ``ifd_fraction`` x *all* rows
+(``ifd_rule(of="all")``). ``ifd_layout: hf_select`` scores with the ``template`` and the project's layout instead.
 
     accelerate launch recipes/superfilter.py --config recipes/configs/superfilter_smollm2.yaml
     python recipes/superfilter.py --config recipes/configs/superfilter_gpt2_llama3.2_1b.yaml --output_dir runs/sf
@@ -26,6 +31,7 @@ from hf_select.recipes_common import (
 )
 
 IFD_COLUMNS = ("ifd", "ifd_ppl")
+IFD_LAYOUTS = ("superfiltering", "hf_select")
 
 
 @dataclass
@@ -35,11 +41,18 @@ class SuperfilterArguments(RecipeArguments):
     ifd_model_name_or_path: str = field(
         default=DEFAULT_LM, metadata={"help": "Small causal LM that scores IFD (the paper: GPT-2)."}
     )
+    ifd_layout: str = field(
+        default="superfiltering",
+        metadata={"help": f"IFD token layout, one of {IFD_LAYOUTS}: 'superfiltering' = the paper's code exactly (its "
+                          "plain prompt; `template` is not used), 'hf_select' = `template` and the project's layout."},
+    )
     ifd_column: str = field(
-        default="ifd", metadata={"help": f"Rank by one of {IFD_COLUMNS}: loss ratio (Cherry) or perplexity ratio."}
+        default="ifd_ppl",
+        metadata={"help": f"Rank by one of {IFD_COLUMNS}: perplexity ratio (Superfiltering) or loss ratio (Cherry)."},
     )
     ifd_fraction: float | None = field(
-        default=0.1, metadata={"help": "Share of all rows kept by the IFD rule (or give ifd_count)."}
+        default=0.1, metadata={"help": "Share of all rows (scored or not, as Superfiltering counts) kept by the IFD "
+                                       "rule (or give ifd_count)."}
     )
     ifd_count: int | None = field(default=None, metadata={"help": "Rows kept by the IFD rule (instead of a share)."})
     diversity: bool = field(
@@ -55,6 +68,8 @@ class SuperfilterArguments(RecipeArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ifd_layout not in IFD_LAYOUTS:
+            raise ValueError(f"SuperfilterArguments.ifd_layout must be one of {IFD_LAYOUTS}, got {self.ifd_layout!r}")
         if self.ifd_column not in IFD_COLUMNS:
             raise ValueError(f"SuperfilterArguments.ifd_column must be one of {IFD_COLUMNS}, got {self.ifd_column!r}")
         if self.ifd_count is not None:
@@ -65,8 +80,9 @@ class SuperfilterArguments(RecipeArguments):
 
 
 def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, Any]]:
-    """The selection steps: the IFD rule, then optionally facility location."""
-    rule: dict[str, Any] = {"step": "ifd_rule", "column": args.ifd_column}
+    """The selection steps: the IFD rule (a share of all rows, as Superfiltering counts), then optionally facility
+    location."""
+    rule: dict[str, Any] = {"step": "ifd_rule", "column": args.ifd_column, "of": "all"}
     rule.update({"count": args.ifd_count} if args.ifd_count is not None else {"fraction": args.ifd_fraction})
     steps = [rule]
     if args.diversity:
@@ -76,17 +92,25 @@ def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, A
     return steps
 
 
+def ifd_config(args: SuperfilterArguments) -> Any:
+    """The IFD scorer's config: the paper's layout unless ``ifd_layout`` says otherwise."""
+    from hf_select.scoring.ifd import IFDConfig
+
+    seed = args.ifd_layout != "hf_select"
+    return IFDConfig(model_name_or_path=args.ifd_model_name_or_path, template="auto" if seed else args.template,
+                     layout=args.ifd_layout, max_length=args.score_max_length, column_mapping=args.column_mapping)
+
+
 def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
     """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
     from hf_select.callbacks import SelectionProvenanceCallback
     from hf_select.scoring.embed import EmbedConfig, Embedder
-    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+    from hf_select.scoring.ifd import IFDScorer
     from hf_select.selection import select
 
     runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
     data = data_stage(runner, args)
-    ifd = IFDScorer(IFDConfig(model_name_or_path=args.ifd_model_name_or_path, template=args.template,
-                              max_length=args.score_max_length, column_mapping=args.column_mapping))
+    ifd = IFDScorer(ifd_config(args))
     scored = score_stage(runner, "ifd", ifd, data, args)
     if args.diversity:
         embedder = Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text=args.embed_text,

@@ -41,7 +41,8 @@ def _alpaca_prompt(row):
 @pytest.fixture(scope="module")
 def tiny(tiny_lm_path):
     cfg = IFDConfig(
-        model_name_or_path=str(tiny_lm_path), template="alpaca", max_length=384, dtype="float32", device="cpu"
+        model_name_or_path=str(tiny_lm_path), template="alpaca", max_length=384, dtype="float32", device="cpu",
+        direct_prefix="bos",  # the reference below scores the response after the BOS
     )
     scorer = IFDScorer(cfg)
     model, tok = scorer.load()
@@ -76,9 +77,17 @@ def test_every_template_scores(tiny_lm_path, template):
         {"instruction": "Reverse abc", "input": "", "output": "cba"},
         {"instruction": "Add", "input": "2 3", "output": "5"},
     ]
-    out = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), template=template))(Dataset.from_list(rows)[:])
+    out = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), template=template,
+                              direct_prefix="bos"))(Dataset.from_list(rows)[:])
     assert out["ifd_status"] == ["ok", "ok"]
     assert all(np.isfinite(out["ifd"])) and all(t > 0 for t in out["response_tokens"])
+    # direct_prefix="none" has no token left to score for a one-token answer ("5") after a text template; after the
+    # chat template the answer ends in end-of-turn tokens, so it is scored ("auto" = "none" there, "bos" here)
+    none = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), template=template,
+                               direct_prefix="none"))(Dataset.from_list(rows)[:])
+    assert none["ifd_status"] == ["ok", "ok" if template == "chat" else "response_too_short"]
+    default = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), template=template))(Dataset.from_list(rows)[:])
+    assert default["ifd"] == (none if template == "chat" else out)["ifd"]
 
 
 @pytest.mark.parametrize(

@@ -374,7 +374,7 @@ def test_superfilter_recipe_on_every_row_case(tiny_lm_path, tmp_path):
     recipe = load_recipe("superfilter")
     args = recipe.SuperfilterArguments(
         dataset=str(data), output_dir=str(tmp_path / "run"), ifd_model_name_or_path=str(tiny_lm_path),
-        model_name_or_path=str(tiny_lm_path), template=SCORE_CONFIG["template"],
+        model_name_or_path=str(tiny_lm_path), template=SCORE_CONFIG["template"], ifd_layout="hf_select",
         score_max_length=SCORE_CONFIG["max_length"], max_length=128, ifd_fraction=0.5, max_steps=1,
         per_device_train_batch_size=2, report=False, shard_size=16,
     )

@@ -135,7 +135,7 @@ def test_eval_loss_is_completion_only(tiny_lm_path):
     ds = _alpaca(6)
     ev = evaluate_loss(str(tiny_lm_path), ds, max_length=256, batch_size=1, precision="fp32")
     ifd = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), template="chat", max_length=256,
-                              dtype="float32", device="cpu"))
+                              dtype="float32", device="cpu", direct_prefix="bos"))
     scored = ifd(ds[:])
     assert ev.rows == 6
     assert ev.loss == pytest.approx(float(np.mean(scored["loss_conditioned"])), rel=1e-4)

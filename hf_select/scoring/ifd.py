@@ -1,11 +1,33 @@
 """Instruction-following difficulty (IFD), its perplexity form, and reverse IFD, as a batched ``Dataset.map``.
 
 For a prompt Q and response A: ``loss_conditioned`` = mean cross-entropy of A's tokens given Q,
-``loss_direct`` = mean cross-entropy of the same tokens after only a BOS token (EOS when the tokenizer has
-no BOS), ``ifd = loss_conditioned / loss_direct`` (Cherry LLM) and ``ifd_ppl = exp(loss_conditioned -
-loss_direct)`` (Superfiltering's perplexity ratio). IFD >= 1 means the prompt does not help predict the
-answer. With ``reverse=True`` the reverse columns score the instruction given a fixed prompt that shows
-the response (Reflection-Tuning's r-IFD).
+``loss_direct`` = mean cross-entropy of A's tokens without Q, ``ifd = loss_conditioned / loss_direct``
+(Cherry LLM's loss ratio) and ``ifd_ppl = exp(loss_conditioned - loss_direct)`` (Superfiltering's perplexity
+ratio). IFD >= 1 means the prompt does not help predict the answer. With ``reverse=True`` the reverse columns
+score the instruction given a fixed prompt that shows the response (Reflection-Tuning's r-IFD).
+
+What "without Q" means is a choice, ``IFDConfig.direct_prefix``:
+
+- ``"none"``: A by itself, as Superfiltering scores it: after the tokenizer's own special prefix when it adds
+  one to plain text (Llama's ``<s>``), else A's first token is context only and is not scored in this pass
+  (GPT-2, SmolLM2); a one-token A then has no direct loss (status ``response_too_short``). After a chat
+  template A ends in end-of-turn tokens, so every row keeps a score.
+- ``"bos"``: A's tokens after the tokenizer's BOS token (EOS when it has none); every token of A is scored. With
+  SmolLM2 the BOS is ``<|im_start|>``, after which A's first token costs 12-15 nats: that inflates the direct
+  loss of short answers. It was the only direct pass before ``direct_prefix`` existed.
+- ``"response_header"``: A after the text ``### Response:``, as Cherry LLM scores it.
+- ``"auto"`` (the default): ``"none"`` after the chat template, ``"bos"`` after a text template (where
+  ``"none"`` would leave one-token answers, e.g. class labels, without a score); a seed layout's own pass.
+  Why: benchmarks/RESULTS.md, "IFD direct pass".
+
+``IFDConfig.layout`` chooses the token layout as a whole. ``"hf_select"`` (the default) uses the template's
+prompt tokens and the response tokens tokenized on their own, the same tokens in both passes (SFT's view).
+``"superfiltering"`` and ``"cherry"`` reproduce the seed scripts (Superfiltering's ``code_ifd`` with its
+plain prompt; Cherry LLM's ``cherry_seletion`` in ``cherry`` mode with the Alpaca prompt): prompt and
+response are tokenized as one text and the response's tokens are the tokens whose character offsets start
+at or after the prompt's end (a token that merges the prompt's last character with the response's first one,
+as ``:"`` does, is context, exactly as the scripts count it), each script's truncation, and its skips as
+statuses. See :data:`SEED_LAYOUTS`.
 
 Example:
     >>> from datasets import Dataset
@@ -25,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from ..formats import (
+    ALPACA_PROMPT_INPUT,
+    ALPACA_PROMPT_NO_INPUT,
     TEMPLATES,
     TURNS,
     RowError,
@@ -32,6 +56,7 @@ from ..formats import (
     detect_format,
     encode_segments,
     last_user_text,
+    render_prompt_text,
     resolve_template,
     row_to_messages,
 )
@@ -39,6 +64,32 @@ from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import default_token_budget, run_with_oom_retry, token_budget_batches
 from .lm_loss import mean_target_losses
+
+RESPONSE_HEADER = "### Response:"
+"""The text Cherry LLM puts before the response in the direct pass (``direct_prefix="response_header"``)."""
+DIRECT_PREFIXES = ("auto", "bos", "none", "response_header")
+LAYOUTS = ("hf_select", "superfiltering", "cherry")
+SEED_LAYOUTS: dict[str, dict[str, str]] = {
+    "superfiltering": {"template": "plain", "direct_prefix": "none"},
+    "cherry": {"template": "alpaca", "direct_prefix": "response_header"},
+}
+"""Each seed layout's prompt template and direct pass.
+
+- ``superfiltering``: prompt ``"{instruction}\\n"`` (``"{instruction}\\n{input}\\n"`` when the input is not
+  empty); conditioned pass: prompt + response as one text, cut to ``max_length`` tokens; direct pass: the
+  response alone, cut to ``max_length - prompt_tokens + 1`` tokens, its first token unscored unless the tokenizer
+  adds a BOS. Skipped (NaN + status): an empty response (``empty_response``), a prompt of ``max_length`` tokens
+  or more (``prompt_too_long``), no token left to score in a pass (``response_too_short``).
+- ``cherry``: the Alpaca prompt ending in ``### Response:``; conditioned pass: prompt + response as one text, cut
+  to ``max_length``; direct pass: ``"### Response:" + response`` as one text, cut to
+  ``max_length - prompt_tokens - 2`` tokens. Skipped: ``max_length - prompt_tokens - 2 <= 4``
+  (``prompt_too_long``), no response token left in a pass (``response_too_short``, e.g. a response ``"-"``
+  whose only character merges with the prompt's ``:``).
+
+Both score a whitespace-only response (only ``""`` is skipped), as the scripts do. Rows the scripts never read
+(system prompts, history, other formats) get the same template with the history written out, as
+:func:`hf_select.formats.render_prompt_text` does; the token layout is the same.
+"""
 
 REVERSE_PROMPT = (
     "Here is a response written by an assistant. Write the instruction that the response answers.\n\n"
@@ -48,6 +99,7 @@ IFD_STATUSES = (
     "ok",
     "empty_response",
     "prompt_too_long",
+    "response_too_short",
     "invalid_row",
     "unknown_role",
     "no_assistant_turn",
@@ -77,6 +129,23 @@ class IFDConfig:
     turns: str = field(
         default="last",
         metadata={"help": f"Assistant turns to score, one of {TURNS}: 'all' averages the per-turn scores."},
+    )
+    direct_prefix: str = field(
+        default="auto",
+        metadata={
+            "help": f"Direct (no prompt) pass, one of {DIRECT_PREFIXES}: 'bos' = the response after the BOS token, "
+            "'none' = the response alone (Superfiltering; its first token is context), 'response_header' = after "
+            "'### Response:' (Cherry LLM); 'auto' = 'none' after the chat template, 'bos' after a text template, the "
+            "seed's own under a seed layout."
+        },
+    )
+    layout: str = field(
+        default="hf_select",
+        metadata={
+            "help": f"Token layout, one of {LAYOUTS}: 'hf_select' = template prompt + separately tokenized response "
+            "(the same tokens in both passes); 'superfiltering' / 'cherry' = that seed script's exact layout "
+            "(joint tokenization, its prompt, truncation and skips)."
+        },
     )
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
     dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
@@ -111,6 +180,37 @@ class IFDConfig:
             raise ValueError(f"IFDConfig.max_tokens_per_batch must be >= 1, got {self.max_tokens_per_batch}")
         if self.max_batch_size < 1:
             raise ValueError(f"IFDConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.direct_prefix not in DIRECT_PREFIXES:
+            raise ValueError(f"IFDConfig.direct_prefix must be one of {DIRECT_PREFIXES}, got {self.direct_prefix!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"IFDConfig.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        seed = SEED_LAYOUTS.get(self.layout)
+        if seed is not None:
+            for name in ("template", "direct_prefix"):
+                value = getattr(self, name)
+                if value not in ("auto", seed[name]):
+                    raise ValueError(
+                        f"IFDConfig.{name}={value!r} conflicts with layout={self.layout!r}, which uses "
+                        f"{name}={seed[name]!r}; leave {name}='auto' or use layout='hf_select'."
+                    )
+
+    def resolved_direct_prefix(self, template: str = "chat") -> str:
+        """The direct pass in use after the resolved ``template``: ``direct_prefix``, with ``auto`` resolved
+        (``none`` after ``chat``, ``bos`` after a text template, or the seed layout's own).
+
+        Example:
+            >>> cfg = IFDConfig()
+            >>> cfg.resolved_direct_prefix("chat"), cfg.resolved_direct_prefix("alpaca")
+            ('none', 'bos')
+            >>> IFDConfig(layout="cherry").resolved_direct_prefix()
+            'response_header'
+        """
+        if self.direct_prefix != "auto":
+            return self.direct_prefix
+        seed = SEED_LAYOUTS.get(self.layout)
+        if seed:
+            return seed["direct_prefix"]
+        return "none" if template == "chat" else "bos"
 
 
 @dataclass
@@ -119,7 +219,49 @@ class _Item:
     kind: str  # "forward" or "reverse"
     context: list[int]
     target: list[int]
-    direct: list[int]
+    direct: list[int]  # context of the direct pass
+    direct_target: list[int] | None = None  # tokens scored in the direct pass (None: ``target``)
+
+    @property
+    def direct_tokens(self) -> list[int]:
+        return self.target if self.direct_target is None else self.direct_target
+
+
+def _special_prefix(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer puts in front of plain text by itself (Llama's BOS; none for GPT-2)."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a")["input_ids"])
+    k = len(full) - len(plain)
+    return full[:k] if k > 0 and full[k:] == plain else []
+
+
+def _seed_prompt_text(messages: list[dict[str, str]], turn: int, template: str) -> str:
+    """The seed scripts' prompt text: for a one-turn row with instruction/input, their own rule (the input part
+    appears when ``input != ""``); other conversations are rendered with the same template."""
+    if turn == 1 and messages[0]["role"] == "user" and "instruction" in messages[0]:
+        inst, inp = messages[0]["instruction"], messages[0].get("input", "")
+        if template == "alpaca":
+            return (ALPACA_PROMPT_INPUT if inp != "" else ALPACA_PROMPT_NO_INPUT).format(instruction=inst, input=inp)
+        return f"{inst}\n{inp}\n" if inp != "" else f"{inst}\n"
+    return render_prompt_text(messages, turn, template)
+
+
+def _joint_split(tokenizer: Any, texts: list[str], cut: list[int]) -> list[tuple[list[int], int]]:
+    """Tokenize each text as one sequence; return its ids and the index of its first token whose character offset
+    starts at or after ``cut`` (the response's first token). Special tokens are context."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "IFDConfig.layout 'superfiltering'/'cherry' tokenizes prompt + response as one text and needs a fast "
+            "tokenizer (character offsets); load a fast tokenizer or use layout='hf_select'."
+        )
+    enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
+    out = []
+    for ids, offsets, special, c in zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], cut,
+                                        strict=True):
+        start = next((i for i, (o, sp) in enumerate(zip(offsets, special, strict=True)) if not sp and o[0] >= c),
+                     len(ids))
+        out.append((list(ids), start))
+    return out
 
 
 class IFDScorer(BaseScorer):
@@ -202,7 +344,8 @@ class IFDScorer(BaseScorer):
         """
         cfg = self.config
         max_length = cfg.max_length if max_length is None else max_length
-        template = resolve_template(cfg.template, tokenizer)
+        seed = SEED_LAYOUTS.get(cfg.layout)
+        template = seed["template"] if seed else resolve_template(cfg.template, tokenizer)
         fmt = detect_format(batch.keys(), cfg.column_mapping)
         bos = self._bos(tokenizer)
         status = ["ok"] * n
@@ -226,19 +369,11 @@ class IFDScorer(BaseScorer):
             if cfg.reverse:
                 reverse_rows.append(r)
                 reverse_texts.append((last_user_text(messages, turns[-1]), messages[turns[-1]]["content"]))
-        items: list[_Item] = []
         first_error: dict[int, str] = {}
-        for r, seg in zip(owners, encode_segments(tokenizer, requests, template), strict=True):
-            if isinstance(seg, RowError):
-                first_error.setdefault(r, seg.status)
-                continue
-            room = max_length - len(seg.prompt_ids)
-            if room < 1:
-                first_error.setdefault(r, "prompt_too_long")
-                continue
-            target = seg.response_ids[:room]
-            tokens[r] += len(target)
-            items.append(_Item(r, "forward", seg.prompt_ids, target, [bos]))
+        if seed:
+            items = self._seed_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
+        else:
+            items = self._template_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
         scored_rows = {it.row for it in items}
         for r in set(owners) - scored_rows:
             status[r] = first_error.get(r, "invalid_row")
@@ -255,6 +390,94 @@ class IFDScorer(BaseScorer):
                     items.append(_Item(r, "reverse", list(ctx), list(tgt[:room]), [bos]))
         return items, status, rstatus, tokens
 
+    def _template_items(
+        self,
+        requests: list[tuple[list[dict[str, str]], int]],
+        owners: list[int],
+        tokenizer: Any,
+        template: str,
+        max_length: int,
+        first_error: dict[int, str],
+        tokens: list[int],
+    ) -> list[_Item]:
+        """Layout ``hf_select``: the template's prompt ids, then the response's own ids; the direct pass scores the
+        same ids after ``direct_prefix``."""
+        prefix = self.config.resolved_direct_prefix(template)
+        if prefix == "bos":
+            head = [self._bos(tokenizer)]
+        elif prefix == "response_header":
+            head = list(tokenizer(RESPONSE_HEADER)["input_ids"])
+        else:
+            head = _special_prefix(tokenizer)
+        items: list[_Item] = []
+        for r, seg in zip(owners, encode_segments(tokenizer, requests, template), strict=True):
+            if isinstance(seg, RowError):
+                first_error.setdefault(r, seg.status)
+                continue
+            room = max_length - len(seg.prompt_ids)
+            if room < 1:
+                first_error.setdefault(r, "prompt_too_long")
+                continue
+            target = seg.response_ids[:room]
+            if head:
+                item = _Item(r, "forward", seg.prompt_ids, target, head)
+            else:  # "none" with a tokenizer that adds nothing: the response's first token is the direct context
+                if len(target) < 2:
+                    first_error.setdefault(r, "response_too_short")
+                    continue
+                item = _Item(r, "forward", seg.prompt_ids, target, target[:1], target[1:])
+            tokens[r] += len(target)
+            items.append(item)
+        return items
+
+    def _seed_items(
+        self,
+        requests: list[tuple[list[dict[str, str]], int]],
+        owners: list[int],
+        tokenizer: Any,
+        template: str,
+        max_length: int,
+        first_error: dict[int, str],
+        tokens: list[int],
+    ) -> list[_Item]:
+        """Layouts ``superfiltering`` and ``cherry``: each script's token layout, truncation and skips (see
+        :data:`SEED_LAYOUTS`)."""
+        cherry = self.config.layout == "cherry"
+        rows: list[int] = []
+        prompts: list[str] = []
+        responses: list[str] = []
+        for r, (messages, turn) in zip(owners, requests, strict=True):
+            response = messages[turn]["content"]
+            if response == "":
+                first_error.setdefault(r, "empty_response")
+                continue
+            rows.append(r)
+            prompts.append(_seed_prompt_text(messages, turn, template))
+            responses.append(response)
+        if not rows:
+            return []
+        prompt_lens = [min(len(ids), max_length) for ids in tokenizer(prompts)["input_ids"]]
+        joint = _joint_split(tokenizer, [p + a for p, a in zip(prompts, responses, strict=True)],
+                             [len(p) for p in prompts])
+        if cherry:
+            direct = _joint_split(tokenizer, [RESPONSE_HEADER + a for a in responses],
+                                  [len(RESPONSE_HEADER)] * len(responses))
+        else:
+            direct = [(list(ids), 1) for ids in tokenizer(responses)["input_ids"]]
+        items: list[_Item] = []
+        for r, p_len, (ids, start), (d_ids, d_start) in zip(rows, prompt_lens, joint, direct, strict=True):
+            d_limit = max_length - p_len - 2 if cherry else max_length - p_len + 1
+            if (cherry and d_limit <= 4) or (not cherry and p_len >= max_length) or start >= max_length:
+                first_error.setdefault(r, "prompt_too_long")
+                continue
+            ids, d_ids = ids[:max_length], d_ids[:d_limit]
+            if start >= len(ids) or d_start >= len(d_ids) or start == 0 or d_start == 0:
+                first_error.setdefault(r, "response_too_short")
+                continue
+            tokens[r] += len(ids) - start
+            items.append(_Item(r, "forward", ids[:start], ids[start:], d_ids[:d_start], d_ids[d_start:]))
+        return items
+
     # -- scoring --------------------------------------------------------------------------------------------------
     def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         cfg = self.config
@@ -264,7 +487,7 @@ class IFDScorer(BaseScorer):
         cond = np.full(len(items), np.nan)
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
-        lengths = [len(it.context) + len(it.target) + len(it.target) + 1 for it in items]
+        lengths = [len(it.context) + len(it.target) + len(it.direct) + len(it.direct_tokens) for it in items]
         budget = 2 * default_token_budget(cfg.max_tokens_per_batch, model)  # both passes of an item share a batch
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for group in token_budget_batches(lengths, budget, cfg.max_batch_size):
@@ -274,7 +497,7 @@ class IFDScorer(BaseScorer):
                     model, [(items[i].context, items[i].target) for i in idx], pad, fused_head=cfg.fused_head
                 )
                 d = mean_target_losses(
-                    model, [(items[i].direct, items[i].target) for i in idx], pad, fused_head=cfg.fused_head
+                    model, [(items[i].direct, items[i].direct_tokens) for i in idx], pad, fused_head=cfg.fused_head
                 )
                 return c.numpy(), d.numpy()
 

@@ -31,6 +31,7 @@ from ..errors import HFSelectError
 logger = logging.getLogger(__name__)
 
 OF_CHOICES = ("all", "scored")
+IFD_OF_CHOICES = ("all", "eligible", "scored")
 TEXT_CHOICES = ("instruction", "prompt", "row", "response")
 _TEXT_BATCH = 1000
 
@@ -308,18 +309,26 @@ def ifd_rule(
     max_ifd: float = 1.0,
     of: str = "all",
 ) -> StepResult:
-    """Cherry LLM's rule: only rows with ``ifd_status == "ok"``, drop ``IFD >= 1``, then keep the highest IFD.
+    """The IFD rule of both seeds: only rows with ``ifd_status == "ok"``, drop ``IFD >= max_ifd``, keep the highest.
 
-    ``top`` is another name for ``fraction``, a share of all rows (``of="all"``, Cherry's rule) or of the rows with
-    an ok score (``of="scored"``, counted before IFD >= 1 is dropped).
-    Reasons: ``ifd_status:<status>`` (e.g. ``ifd_status:prompt_too_long``), ``nan_score``, ``ifd_ge_1``,
-    ``not_top``.
+    ``top`` is another name for ``fraction``. What a fraction counts (``of``) is where the seeds differ:
+
+    - ``of="all"``: a share of all rows of the step's input, whatever their score. Superfiltering's rule
+      (its selection keeps ``rate x`` the size of the whole dataset after dropping IFD >= 1).
+    - ``of="eligible"``: a share of the rows left after the statuses, NaN and ``IFD >= max_ifd`` are dropped.
+      Cherry LLM's rule (it drops IFD > 1, then keeps ``rate x`` the rows that remain).
+    - ``of="scored"``: a share of the rows with an ok score, counted before ``IFD >= max_ifd`` is dropped.
+
+    Ties are broken by row order. Reasons: ``ifd_status:<status>`` (e.g. ``ifd_status:prompt_too_long``),
+    ``nan_score``, ``ifd_ge_1``, ``not_top``.
 
     Example:
         >>> from datasets import Dataset
         >>> ds = Dataset.from_dict({"ifd": [0.9, 1.2, 0.5, 0.7], "ifd_status": ["ok", "ok", "ok", "ok"]})
         >>> ifd_rule(ds, count=2).keep.tolist()
         [0, 3]
+        >>> len(ifd_rule(ds, fraction=0.5).keep), len(ifd_rule(ds, fraction=0.5, of="eligible").keep)
+        (2, 1)
     """
     if top is not None:
         if fraction is not None:
@@ -339,8 +348,11 @@ def ifd_rule(
     reasons["nan_score"] = nan
     reasons["ifd_ge_1" if max_ifd == 1.0 else f"ifd_ge_{max_ifd:g}"] = ge
     eligible = np.flatnonzero(ok & ~nan & ~ge)
-    n = resolve_count(len(v), len(eligible), fraction=fraction, count=count, of=of, step="ifd_rule",
-                      n_scored=int((ok & ~nan).sum()))
+    if of not in IFD_OF_CHOICES:
+        raise ValueError(f"ifd_rule: of must be one of {IFD_OF_CHOICES}, got {of!r}")
+    n_base = len(eligible) if of == "eligible" else int((ok & ~nan).sum())
+    n = resolve_count(len(v), len(eligible), fraction=fraction, count=count, of="all" if of == "all" else "scored",
+                      step="ifd_rule", n_scored=n_base)
     ranked = _ranked(v, eligible, True)
     keep = np.zeros(len(v), bool)
     keep[ranked[:n]] = True
