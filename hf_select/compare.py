@@ -1026,7 +1026,8 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
     for n in names:
         base_cells += [f"{result.base_loss[n]:.4f}" if n in result.base_loss else "-", "0"]
     base_cells += ["-"] * len(names) + ["-", "-", "-"] + (["-"] if labelled else [])
-    lines.append("| " + " | ".join(base_cells) + " |")
+    if trained:
+        lines.append("| " + " | ".join(base_cells) + " |")
     pool_cells = [f"(pool: {result.pool_rows} rows)", "-"] + ["-", "-"] * len(names) + ["-"] * len(names)
     pool_cells += [_composition_text(result.pool_composition, order),
                    _lengths_text(result.pool_mean_response_chars, result.pool_mean_response_tokens)]
