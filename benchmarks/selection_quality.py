@@ -101,7 +101,7 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), {os.cpu_count()} cores, load average "
+    return (f"CPU {platform.machine()}, {os.cpu_count()} cores, load average "
             f"{load:.1f} at the start, torch {torch.__version__}")
 
 

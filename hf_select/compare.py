@@ -479,6 +479,7 @@ class CompareResult:
     seconds: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
     pool_corrupted: dict[str, int] = field(default_factory=dict)
+    scores_seconds: float = 0.0
 
     def runs(self, method: str) -> list[MethodResult]:
         """The results of one method (several for ``random``)."""
@@ -524,7 +525,7 @@ class CompareResult:
             "verdicts": {m.label: {e["name"]: self.verdict(m, e["name"]) for e in self.eval_sets}
                          for m in self.methods if m.method != "random"},
             "methods": [m.to_dict() for m in self.methods], "seconds": self.seconds, "files": self.files,
-            "pool_corrupted": self.pool_corrupted,
+            "pool_corrupted": self.pool_corrupted, "scores_seconds": self.scores_seconds,
         }
 
     def markdown(self) -> str:
@@ -580,7 +581,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         pool_composition=dict(pool_info.meta.get("composition") or {}),
         pool_mean_response_chars=_mean(lengths["chars"]), pool_mean_response_tokens=_mean(lengths["tokens"]),
         budget_rows=k, eval_sets=eval_specs, base_loss=base_loss, methods=results,
-        pool_corrupted=_corrupted(pool, range(len(pool))),
+        pool_corrupted=_corrupted(pool, range(len(pool))), scores_seconds=_stage_seconds(out / "scores"),
     )
     step_methods = [m for m in config.methods if m not in BASE_METHODS]
     scored, scores_meta, scores_error = None, {}, None
@@ -1083,7 +1084,7 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
         cells += [f"{m.compute_seconds:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     randoms = [r for r in result.runs("random") if r.status == "ok"]
-    if randoms:
+    if randoms and trained:
         lines += ["", "Random seeds: " + "; ".join(
             f"seed {r.seed}: " + ", ".join(f"{n} {r.eval_loss[n]:.4f}" for n in names if n in r.eval_loss)
             for r in randoms) + "."]
@@ -1105,8 +1106,9 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
                 parts.append(f"chosen {d['median_chosen']:.3g} vs pool {d['median_pool']:.3g}")
             lines.append(f"- {m.label}: " + "; ".join(parts) + ".")
     total = sum(m.compute_seconds for m in result.methods)
+    shared = f", {result.scores_seconds:.0f} s in the shared scoring of the pool" if result.scores_seconds else ""
     lines += ["", f"Compute: {total:.0f} s in method stages (time column: the method's stages, including scoring "
-                  f"and any seed model), this run's wall time {result.seconds:.0f} s."]
+                  f"and any seed model){shared}, this run's wall time {result.seconds:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -1185,4 +1187,5 @@ def load_compare(output_dir: str | os.PathLike) -> CompareResult:
         pool_mean_response_tokens=data["pool_mean_response_tokens"], budget_rows=data["budget_rows"],
         eval_sets=data["eval_sets"], base_loss=data["base_loss"], methods=methods, seconds=data.get("seconds", 0.0),
         files=data.get("files", {}), pool_corrupted=data.get("pool_corrupted", {}),
+        scores_seconds=data.get("scores_seconds", 0.0),
     )
