@@ -55,7 +55,8 @@ from .training import TrainConfig
 logger = logging.getLogger(__name__)
 
 BASE_METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")
-METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "target")
+METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "longest_gated",
+                          "target")
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "target")  # 'target' needs a target set
 CORRUPTION_COLUMN = "corruption"  # the demo pool's label of rows corrupted on purpose ("none" = clean)
 SIMPLE_METHODS = ("random", "longest", "full")

@@ -64,11 +64,15 @@ def test_every_preset_runs_and_keeps_its_budget(name, tmp_path):
         options["target"] = str(tmp_path / "t.npy")
     result = select(ds, preset_steps(name, count=10, **options))
     assert len(result.dataset) == 10
-    if name in ("ifd_gated", "ifd_length", "fusion", "superfiltering"):  # these never keep IFD >= 1
+    if name in ("ifd_gated", "ifd_length", "fusion", "superfiltering", "longest_gated"):  # never IFD >= 1
         assert all(v < 1.0 for v in result.dataset["ifd"])
-    if name == "ifd_gated":  # ... and keep only rows at or below the median reverse IFD
+    if name in ("ifd_gated", "longest_gated"):  # ... and keep only rows at or below the median reverse IFD
         median = float(np.median(ds["ifd_reverse"]))
         assert all(r <= median for r in result.dataset["ifd_reverse"])
+    if name == "longest_gated":  # the longest responses (characters) among the rows that pass the gate
+        passing = [len(o) for o, f, r in zip(ds["output"], ds["ifd"], ds["ifd_reverse"], strict=True)
+                   if f < 1.0 and r <= median]
+        assert sorted(len(o) for o in result.dataset["output"]) == sorted(passing)[-10:]
     if name == "ifd_quota":  # each source keeps its pool share: a third of the rows are 'b'
         assert result.dataset["source"].count("b") in (3, 4)
 

@@ -83,6 +83,13 @@ def _fusion(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str
              "min_distance": float(options.get("min_distance", 0.1)), "fill": "best", **budget}]
 
 
+def _longest_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
+            "max_reverse_quantile": float(options.get("max_reverse_quantile", 0.5)), "ifd_column": "ifd",
+            "max_ifd": 1.0}
+    return [gate, {"step": "longest", "measure": "chars", **budget}]
+
+
 def _target(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
     target = options.get("target")
     if not target:
@@ -106,6 +113,9 @@ PRESETS: dict[str, Preset] = {
         Preset("fusion", "IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned loss) (rank-normalised), adding "
                          "a row only when its cosine distance to every chosen row is > 0.1 (DEITA-style).",
                ("ifd", "reverse", "embedding"), _fusion, None),
+        Preset("longest_gated", "Consistency gate (reverse IFD at most its median over the rows, and IFD < 1), "
+                                "then the longest responses (characters).", ("ifd", "reverse"), _longest_gated,
+               None),
         Preset("target", "Rows most similar (cosine, max over targets) to a target set's embeddings (RDS+-style).",
                ("embedding", "target"), _target, None),
     )

@@ -599,11 +599,16 @@ def random_step(dataset: Any, *, count: int | None = None, fraction: float | Non
 
 
 def longest_step(dataset: Any, *, count: int | None = None, fraction: float | None = None,
-                 column: str | None = None, column_mapping: Mapping[str, str] | None = None) -> StepResult:
+                 column: str | None = None, column_mapping: Mapping[str, str] | None = None,
+                 measure: str = "auto") -> StepResult:
     """The rows with the longest responses (a strong simple baseline). Length: ``column`` if given, else
-    ``response_tokens`` when present, else the response's characters. Reasons: ``invalid_row``, ``not_longest``."""
+    ``response_tokens`` when present (``measure="auto"``), else the response's characters (always with
+    ``measure="chars"``: ``response_tokens`` counts only the tokens a scorer kept under its ``max_length``).
+    Reasons: ``invalid_row``, ``not_longest``."""
+    if measure not in ("auto", "chars"):
+        raise ValueError(f"longest: measure must be 'auto' or 'chars', got {measure!r}")
     n = len(dataset)
-    if column is None and "response_tokens" in dataset.column_names:
+    if column is None and measure == "auto" and "response_tokens" in dataset.column_names:
         column = "response_tokens"
     if column is not None:
         lengths = filters.column_values(dataset, column, "longest")
