@@ -83,6 +83,10 @@ def _fusion(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str
              "min_distance": float(options.get("min_distance", 0.1)), "fill": "best", **budget}]
 
 
+def _longest(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"step": "longest", "measure": "chars", **budget}]
+
+
 def _longest_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
     gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
             "max_reverse_quantile": float(options.get("max_reverse_quantile", 0.5)), "ifd_column": "ifd",
@@ -113,6 +117,8 @@ PRESETS: dict[str, Preset] = {
         Preset("fusion", "IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned loss) (rank-normalised), adding "
                          "a row only when its cosine distance to every chosen row is > 0.1 (DEITA-style).",
                ("ifd", "reverse", "embedding"), _fusion, None),
+        Preset("longest", "The longest responses (characters): the baseline no other preset beat on real rows.",
+               (), _longest, None),
         Preset("longest_gated", "Consistency gate (reverse IFD at most its median over the rows, and IFD < 1), "
                                 "then the longest responses (characters).", ("ifd", "reverse"), _longest_gated,
                None),
@@ -122,9 +128,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-RECOMMENDED = "fusion"
+RECOMMENDED = "longest"
 """The preset ``hf-select select`` runs when given no steps: the one the measurements in benchmarks/RESULTS.md
-support best (the demo pool's corrupted share; the selection-quality comparison on real rows)."""
+support best. On 3,000 real rows (the cpu profile) the longest responses beat random by more than 10 sd on both eval
+sets and every IFD preset tied or lost to random; on the demo pool they keep 6% corrupted rows (random 14%, the
+``fusion`` preset 4%, but ``fusion`` trains worse models than random on real rows)."""
 
 
 def preset_steps(name: str, *, count: int | None = None, fraction: float | None = None,
