@@ -32,6 +32,7 @@ from hf_select.recipes_common import (
     recipe_main,
     score_stage,
 )
+from hf_select.selection.gates import median_gate_step
 
 PROMPT_LOSS = "loss_reverse_direct"  # mean token loss of the instruction alone (log prompt perplexity)
 IFD_LAYOUTS = ("cherry", "hf_select")
@@ -96,8 +97,7 @@ def selection_steps(args: CherryArguments) -> list[dict[str, Any]]:
     """The optional consistency gate, then Cherry LLM's rule (its share counts the rows left after both drops)."""
     steps = [ifd_rule_step(args)]
     if args.consistency_gate is not None:
-        steps.insert(0, {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
-                         "max_reverse_quantile": float(args.consistency_gate)})
+        steps.insert(0, median_gate_step(args.consistency_gate, max_ifd=None))
     return steps
 
 

@@ -30,6 +30,7 @@ from hf_select.recipes_common import (
     recipe_main,
     score_stage,
 )
+from hf_select.selection.gates import median_gate_step
 
 IFD_COLUMNS = ("ifd", "ifd_ppl")
 IFD_LAYOUTS = ("superfiltering", "hf_select")
@@ -101,18 +102,13 @@ def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, A
         if args.ifd_count is None:
             rule.pop("fraction")
             rule["count"] = int(math.floor(args.ifd_fraction * n_rows + 1e-9))
-        steps.insert(0, gate_step(args.consistency_gate))
+        steps.insert(0, median_gate_step(args.consistency_gate, max_ifd=None))
     if args.diversity:
         kept = args.ifd_count if args.ifd_count is not None else int(args.ifd_fraction * n_rows)
         steps.append({"step": "facility_location", "k": args.diversity_count or max(1, kept // 2),
                       "column": "embedding"})
     return steps
 
-
-def gate_step(quantile: float) -> dict[str, Any]:
-    """The consistency gate before the IFD rule: reverse IFD at most its ``quantile`` over the rows."""
-    return {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
-            "max_reverse_quantile": float(quantile)}
 
 
 def ifd_config(args: SuperfilterArguments) -> Any:

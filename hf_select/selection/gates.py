@@ -149,3 +149,19 @@ def consistency_gate(
         keep &= ~mask
     info["kept"] = int(keep.sum())
     return StepResult.from_mask(keep, reasons, info)
+
+
+def median_gate_step(quantile: float = 0.5, *, max_ifd: float | None = 1.0) -> dict[str, Any]:
+    """The step mapping of a pool-relative consistency gate: reverse IFD at most its ``quantile`` over the step's
+    rows (0.5 = the median), and forward IFD below ``max_ifd`` (None: no ceiling). Used by the presets and by the
+    Superfiltering and Cherry recipes' ``consistency_gate`` option.
+
+    Example:
+        >>> median_gate_step()["max_reverse_quantile"]
+        0.5
+    """
+    step: dict[str, Any] = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
+                            "max_reverse_quantile": float(quantile)}
+    if max_ifd is not None:
+        step.update(ifd_column="ifd", max_ifd=float(max_ifd))
+    return step

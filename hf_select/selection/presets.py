@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import HFSelectError
+from .gates import median_gate_step
 
 SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target")
 
@@ -55,9 +56,7 @@ def _superfiltering(budget: dict[str, Any], options: Mapping[str, Any]) -> list[
 
 
 def _ifd_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
-            "max_reverse_quantile": float(options.get("max_reverse_quantile", 0.5)), "ifd_column": "ifd",
-            "max_ifd": 1.0}
+    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)))
     return [gate, {"step": "ifd_rule", "column": options.get("column", "ifd"), **budget}]
 
 
@@ -88,9 +87,7 @@ def _longest(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[st
 
 
 def _longest_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    gate = {"step": "consistency_gate", "column": "ifd_reverse", "max_reverse": None,
-            "max_reverse_quantile": float(options.get("max_reverse_quantile", 0.5)), "ifd_column": "ifd",
-            "max_ifd": 1.0}
+    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)))
     return [gate, {"step": "longest", "measure": "chars", **budget}]
 
 
