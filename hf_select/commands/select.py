@@ -87,6 +87,9 @@ def _preset_steps(args: argparse.Namespace, n_rows: int) -> list[Any]:
 
     name = args.preset or "recommended"
     name = RECOMMENDED if name == "recommended" else name
+    if name not in PRESETS:
+        raise HFSelectError(f"--preset {name!r}: unknown preset; presets: recommended, {', '.join(sorted(PRESETS))} "
+                            "(see --list-presets)")
     if args.count is not None and args.fraction is not None:
         raise HFSelectError("give --count or --fraction for the preset's budget, not both")
     if args.fraction is not None and not 0 < args.fraction <= 1:
