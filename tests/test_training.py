@@ -171,3 +171,15 @@ def test_real_eval_sets_load():
     assert len(mt) == 30 and all(len(m) == 4 for m in mt["messages"])
     alpaca_eval = load_eval_dataset(shared_file("eval/alpaca_eval_gpt4_805.json"), limit=20)
     assert len(to_prompt_completion(alpaca_eval)) == 20
+
+
+def test_bf16_on_a_cpu_builds_a_cpu_config(tmp_path):
+    """transformers refuses bf16 without a GPU unless use_cpu is set: hf-select sets it (bf16 autocast on CPU)."""
+    import torch
+
+    from hf_select.training import build_sft_config
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: bf16 runs there")
+    cfg = build_sft_config(TrainConfig(precision="bf16"), tmp_path)
+    assert cfg.bf16 and cfg.use_cpu
