@@ -271,7 +271,7 @@ CallbackHandler.on_step_end = step_end
 from hf_select.recipes_common import load_recipe
 load_recipe("superfilter").main(sys.argv[1:])
 """
-TRAIN_STEPS, SAVE_STEPS, STOP_AT = 16, 5, 12  # 8 steps an epoch: checkpoint-10 is in the middle of epoch 2
+TRAIN_STEPS, SAVE_STEPS, STOP_AT = 16, 5, 12  # a few steps an epoch: checkpoint-10 is inside a later epoch
 
 
 def training_args(data: Path, model: Path, out: Path) -> list[str]:
@@ -298,7 +298,9 @@ def test_sigkill_recipe_during_training_resumes_from_the_last_checkpoint(tiny_lm
     assert recipe.main(training_args(data, tiny_lm_path, tmp_path / "ref")) == 0
     reference = json.loads((tmp_path / "ref" / "summary.json").read_text())
     assert reference["train"]["global_step"] == TRAIN_STEPS and reference["train"]["resumed_from_step"] is None
-    assert reference["rows_out"] == 15  # 8 steps an epoch at 2 rows a step
+    steps_per_epoch = -(-reference["rows_out"] // 2)  # 2 rows a step
+    # checkpoint-10 must fall inside an epoch after the first, and the kill after it, for the resume to be tested
+    assert steps_per_epoch < SAVE_STEPS * 2 < TRAIN_STEPS and (SAVE_STEPS * 2) % steps_per_epoch, reference["rows_out"]
 
     out, mark = tmp_path / "run", tmp_path / "in-training"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_IN_TRAINING, *training_args(data, tiny_lm_path, out)],
