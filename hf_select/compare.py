@@ -14,8 +14,9 @@ held-out eval set. Methods:
 - ``instructmining``: the InstructMining rule, ``recipes/instruct_mining.py``;
 - ``full``: the whole pool;
 - the selection presets of :mod:`hf_select.selection.presets` (``superfiltering``, ``ifd_gated``, ``ifd_length``,
-  ``ifd_quota``, ``fusion``, ``target``) and any custom step list given in ``step_methods``: these read one shared
-  scoring of the pool (``scores/``, see :mod:`hf_select.compare_steps`), so they differ by their steps alone.
+  ``ifd_quota``, ``fusion``, ``longest_gated``, ``target``) and any custom step list given in ``step_methods``: these
+  read one shared scoring of the pool (``scores/``, see :mod:`hf_select.compare_steps`), so they differ by their
+  steps alone.
 
 The recipe methods run through the recipes' own ``run_*`` functions, so the comparison measures exactly what the
 recipes ship. Everything is written under ``output_dir``: ``pool/`` (the pool), ``base/`` (the base model's losses),
@@ -74,9 +75,6 @@ _OWNED_RECIPE_FIELDS = (
     "dataset", "split", "limit", "output_dir", "model_name_or_path", "eval_dataset", "eval_questions", "eval_limit",
     "eval_base_model", "resume", "push_to_hub", "hub_dataset_id", "hub_model_id",
 )
-# CompareConfig fields that are not recipe or training fields (not passed on to the recipes)
-_COMPARE_ONLY = ("step_methods", "preset_options", "target", "target_limit", "score_dtype",
-                 "quality_model_name_or_path", "embed_model_name_or_path", "train")
 # Where each recipe leaves the score it ranks by (stage folder, column, higher is chosen first).
 _SCORE_STAGES = {
     "ifd": ("ifd", "ifd", True),
