@@ -855,7 +855,7 @@ def _fill(result: MethodResult, run: Mapping[str, Any], pool: Any, lengths: Mapp
     result.corrupted = _corrupted(pool, ids)
 
 
-def _corrupted(pool: Any, ids: Any) -> dict[str, int]:
+def _corrupted(pool: Any, ids: Sequence[int]) -> dict[str, int]:
     """Rows per corruption kind among ``ids`` (and ``"rows"``), when the pool is labelled (the demo pool)."""
     if CORRUPTION_COLUMN not in pool.column_names:
         return {}
@@ -865,7 +865,7 @@ def _corrupted(pool: Any, ids: Any) -> dict[str, int]:
         kind = labels[i] or "none"
         if kind != "none":
             out[kind] = out.get(kind, 0) + 1
-    out["rows"] = len(list(ids)) if not hasattr(ids, "__len__") else len(ids)
+    out["rows"] = len(ids)
     return out
 
 

@@ -69,7 +69,7 @@ def steps_needs(steps: Sequence[Mapping[str, Any]]) -> set[str]:
         if name == "ifd_rule":
             needs.add("ifd")
         elif name == "consistency_gate":
-            needs.update({"reverse"})
+            needs.add("reverse")
         elif name in ("kcenter", "facility_location", "fused_diverse", "dedup_near", "kmeans_sample"):
             needs.add("embedding")
         elif name == "target_similarity":

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from datasets import Dataset
+from test_quotas import brute_largest_remainder  # the one brute force of largest-remainder quotas
 
 from hf_select.errors import HFSelectError
 from hf_select.selection import length_stratified_top, select
@@ -24,16 +25,6 @@ def rows(n: int = 80, seed: int = 0) -> Dataset:
                               "instruction": ["q"] * n, "output": ["a" * int(x) for x in length]})
 
 
-def brute_largest_remainder(total, weights):
-    s = sum(weights)
-    exact = [total * w / s for w in weights]
-    out = [math.floor(e + 1e-12) for e in exact]
-    rema = [e - o for e, o in zip(exact, out, strict=True)]
-    while sum(out) < total:
-        best = max(range(len(weights)), key=lambda i: (rema[i], -i))
-        out[best] += 1
-        rema[best] = -1.0
-    return out
 
 
 def test_length_bins_properties():
