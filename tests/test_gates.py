@@ -28,17 +28,21 @@ def rows(n: int = 60, seed: int = 0) -> Dataset:
     return Dataset.from_dict({"ifd_reverse": rev, "ifd_reverse_status": status, "judge": q, "ifd": ifd})
 
 
-def brute_gate(ds, max_reverse=1.0, min_quality=None, max_ifd=None):
+def brute_gate(ds, max_reverse=1.0, min_quality=None, max_ifd=None, keep_status=()):
     """Row by row: the first failing test names the reason, in the documented order."""
     keep, reasons = [], {}
     for i, r in enumerate(ds):
         reason = None
-        if r["ifd_reverse_status"] != "ok":
+        if r["ifd_reverse_status"] in keep_status:
+            pass  # passes the reverse test unjudged; the quality / IFD tests below still apply
+        elif r["ifd_reverse_status"] != "ok":
             reason = f"ifd_reverse_status:{r['ifd_reverse_status']}"
         elif math.isnan(r["ifd_reverse"]):
             reason = "nan_score"
         elif max_reverse is not None and r["ifd_reverse"] >= max_reverse:
             reason = "reverse_ifd_high"
+        if reason is not None:
+            pass
         elif min_quality is not None and math.isnan(r["judge"]):
             reason = "quality_nan"
         elif min_quality is not None and r["judge"] < min_quality:
@@ -68,6 +72,36 @@ def test_gate_matches_brute_force(seed, kw):
     keep, reasons = brute_gate(ds, params["max_reverse"], kw.get("min_quality"), kw.get("max_ifd"))
     assert res.keep.tolist() == keep
     assert {k: v.tolist() for k, v in res.dropped.items()} == reasons
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kw", [{}, {"min_quality": 0.0}, {"max_ifd": 1.0}])
+def test_keep_status_passes_unjudged_rows_matches_brute_force(seed, kw):
+    ds = rows(seed=seed)
+    params = {"max_reverse": 0.9, "keep_status": ["prompt_too_long"]}
+    if "min_quality" in kw:
+        params.update(quality_column="judge", min_quality=kw["min_quality"])
+    if "max_ifd" in kw:
+        params.update(ifd_column="ifd", max_ifd=kw["max_ifd"])
+    res = consistency_gate(ds, **params)
+    keep, reasons = brute_gate(ds, 0.9, kw.get("min_quality"), kw.get("max_ifd"), keep_status=("prompt_too_long",))
+    assert res.keep.tolist() == keep
+    assert {k: v.tolist() for k, v in res.dropped.items() if len(v)} == reasons
+    long = [i for i, s in enumerate(ds["ifd_reverse_status"]) if s == "prompt_too_long"]
+    assert res.info["kept_unjudged"] == len(set(long) & set(keep)) > 0
+
+
+def test_keep_status_quantile_bound_over_judged_rows_and_bad_input():
+    ds = rows(n=60, seed=4)
+    plain = consistency_gate(ds, max_reverse=None, max_reverse_quantile=0.5)
+    res = consistency_gate(ds, max_reverse=None, max_reverse_quantile=0.5, keep_status=["prompt_too_long"])
+    assert res.info["reverse_quantile_bound"] == plain.info["reverse_quantile_bound"]
+    long = {i for i, s in enumerate(ds["ifd_reverse_status"]) if s == "prompt_too_long"}
+    assert set(res.keep.tolist()) == set(plain.keep.tolist()) | long
+    with pytest.raises(ValueError, match="'ok' is not one"):
+        consistency_gate(ds, keep_status=["ok"])
+    with pytest.raises(ValueError, match="needs the status column"):
+        consistency_gate(Dataset.from_dict({"ifd_reverse": [0.5]}), keep_status=["prompt_too_long"])
 
 
 def test_gate_then_ifd_rule_pipeline_and_provenance():

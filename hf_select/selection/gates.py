@@ -56,6 +56,7 @@ def consistency_gate(
     min_quality: float | None = None,
     ifd_column: str | None = None,
     max_ifd: float | None = None,
+    keep_status: list[str] | tuple[str, ...] | None = None,
 ) -> StepResult:
     """Keep rows whose response is consistent with their instruction: reverse IFD below ``max_reverse`` (default
     1.0), and optionally ``quality_column >= min_quality`` and forward ``ifd_column < max_ifd``.
@@ -75,6 +76,11 @@ def consistency_gate(
             ``quality_nan`` for rows without one).
         ifd_column, max_ifd: a forward IFD ceiling (``ifd_high``, ``ifd_nan``): e.g. 1.0 to apply the IFD < 1
             rule here.
+        keep_status: reverse-IFD statuses whose rows pass the reverse test unjudged instead of being dropped, e.g.
+            ``["prompt_too_long"]``: the response alone fills the reverse pass's context, which says nothing about
+            whether it fits its instruction (dropping them removes the longest responses: 674 of 3,000 real rows
+            at 128 tokens, see benchmarks/RESULTS.md). They are counted in ``info["kept_unjudged"]``; the quantile
+            bound is taken over judged rows only. The quality and IFD tests still apply to them.
 
     Raises:
         HFSelectError: a named column is missing or not numeric.
@@ -102,28 +108,41 @@ def consistency_gate(
     reasons: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"rows": n}
     fail = np.zeros(n, bool)
+    passed = {str(s) for s in (keep_status or ())}
+    if "ok" in passed:
+        raise ValueError("consistency_gate: keep_status lists statuses of rows without a reverse score; 'ok' is not "
+                         "one (scored rows are always judged)")
+    unjudged = np.zeros(n, bool)
     if column is not None:
         rev = column_values(dataset, column, "consistency_gate")
         if status_column is not None and status_column in dataset.column_names:
             status = np.asarray(string_values(dataset, status_column, "consistency_gate"), dtype=object)
             for st in sorted({s for s in status if s != "ok"}, key=str):
-                reasons[f"{status_column}:{st}"] = status == st
-        nan = np.isnan(rev)
+                if st in passed:
+                    unjudged |= status == st
+                else:
+                    reasons[f"{status_column}:{st}"] = status == st
+        elif passed:
+            raise ValueError(f"consistency_gate: keep_status needs the status column {status_column!r}, which the "
+                             "dataset lacks (set status_column to the reverse scorer's status column)")
+        nan = np.isnan(rev) & ~unjudged
         reasons["nan_score"] = nan
         fail |= nan
         high = np.zeros(n, bool)
         if max_reverse is not None:
             with np.errstate(invalid="ignore"):
                 high |= ~nan & (rev >= float(max_reverse))
-        if max_reverse_quantile is not None and (~nan).any():
-            bound = float(np.quantile(rev[~nan], float(max_reverse_quantile)))
+        judged = ~nan & ~unjudged
+        if max_reverse_quantile is not None and judged.any():
+            bound = float(np.quantile(rev[judged], float(max_reverse_quantile)))
             with np.errstate(invalid="ignore"):
-                high |= ~nan & (rev > bound)
+                high |= judged & (rev > bound)
             info["reverse_quantile_bound"] = bound
+        high &= ~unjudged
         reasons["reverse_ifd_high"] = high
         fail |= high
         info.update(column=column, max_reverse=max_reverse, max_reverse_quantile=max_reverse_quantile)
-        scored = rev[~nan]
+        scored = rev[~nan & ~unjudged]
         if len(scored):
             info["reverse_median"] = float(np.median(scored))
     if quality_column is not None:
@@ -148,13 +167,17 @@ def consistency_gate(
     for mask in (m for r, m in reasons.items() if ":" in r):  # a bad status never passes, even with a number
         keep &= ~mask
     info["kept"] = int(keep.sum())
+    if passed:
+        info.update(keep_status=sorted(passed), kept_unjudged=int((unjudged & keep).sum()))
     return StepResult.from_mask(keep, reasons, info)
 
 
-def median_gate_step(quantile: float = 0.5, *, max_ifd: float | None = 1.0) -> dict[str, Any]:
+def median_gate_step(quantile: float = 0.5, *, max_ifd: float | None = 1.0,
+                     keep_status: list[str] | None = None) -> dict[str, Any]:
     """The step mapping of a pool-relative consistency gate: reverse IFD at most its ``quantile`` over the step's
-    rows (0.5 = the median), and forward IFD below ``max_ifd`` (None: no ceiling). Used by the presets and by the
-    Superfiltering and Cherry recipes' ``consistency_gate`` option.
+    rows (0.5 = the median), and forward IFD below ``max_ifd`` (None: no ceiling); rows whose reverse status is in
+    ``keep_status`` pass the reverse test unjudged. Used by the presets and by the Superfiltering and Cherry recipes'
+    ``consistency_gate`` option.
 
     Example:
         >>> median_gate_step()["max_reverse_quantile"]
@@ -164,4 +187,6 @@ def median_gate_step(quantile: float = 0.5, *, max_ifd: float | None = 1.0) -> d
                             "max_reverse_quantile": float(quantile)}
     if max_ifd is not None:
         step.update(ifd_column="ifd", max_ifd=float(max_ifd))
+    if keep_status:
+        step["keep_status"] = list(keep_status)
     return step

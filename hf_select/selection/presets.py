@@ -87,7 +87,9 @@ def _longest(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[st
 
 
 def _longest_gated(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)))
+    # rows whose response alone overflows the reverse pass are the longest ones: let them through unjudged
+    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)),
+                            keep_status=list(options.get("keep_status", ["prompt_too_long"])))
     return [gate, {"step": "longest", "measure": "chars", **budget}]
 
 
@@ -116,8 +118,9 @@ PRESETS: dict[str, Preset] = {
                ("ifd", "reverse", "embedding"), _fusion, None),
         Preset("longest", "The longest responses (characters): the baseline no other preset beat on real rows.",
                (), _longest, None),
-        Preset("longest_gated", "Consistency gate (reverse IFD at most its median over the rows, and IFD < 1), "
-                                "then the longest responses (characters).", ("ifd", "reverse"), _longest_gated,
+        Preset("longest_gated", "Consistency gate (reverse IFD at most its median over the rows that have one, "
+                                "and IFD < 1; a response too long for the reverse pass passes unjudged), then "
+                                "the longest responses (characters).", ("ifd", "reverse"), _longest_gated,
                None),
         Preset("target", "Rows most similar (cosine, max over targets) to a target set's embeddings (RDS+-style).",
                ("embedding", "target"), _target, None),
