@@ -44,7 +44,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +61,35 @@ METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quot
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "target")  # 'target' needs a target set
 CORRUPTION_COLUMN = "corruption"  # the demo pool's label of rows corrupted on purpose ("none" = clean)
 SIMPLE_METHODS = ("random", "longest", "full")
-# method -> (recipe file, run function, arguments class)
-RECIPES = {
-    "ifd": ("superfilter", "run_superfilter", "SuperfilterArguments"),
-    "cherry": ("cherry", "run_cherry", "CherryArguments"),
-    "mods": ("mods", "run_mods", "MoDSArguments"),
-    "instructmining": ("instruct_mining", "run_instruct_mining", "InstructMiningArguments"),
-}
+# method -> its recipe module in hf_select.recipes
+RECIPES = {"ifd": "superfilter", "cherry": "cherry", "mods": "mods", "instructmining": "instruct_mining"}
+
+
+def recipe_entry(method: str) -> tuple[type, Callable[[Any], dict[str, Any]]]:
+    """The recipe behind a method: its arguments class and its ``run_*`` function (imported when first needed: a
+    recipe pulls in trl).
+
+    Example:
+        >>> recipe_entry("mods")[1].__name__  # doctest: +SKIP
+        'run_mods'
+    """
+    if method == "ifd":
+        from .recipes.superfilter import SuperfilterArguments, run_superfilter
+
+        return SuperfilterArguments, run_superfilter
+    if method == "cherry":
+        from .recipes.cherry import CherryArguments, run_cherry
+
+        return CherryArguments, run_cherry
+    if method == "mods":
+        from .recipes.mods import MoDSArguments, run_mods
+
+        return MoDSArguments, run_mods
+    if method == "instructmining":
+        from .recipes.instruct_mining import InstructMiningArguments, run_instruct_mining
+
+        return InstructMiningArguments, run_instruct_mining
+    raise HFSelectError(f"{method!r} is not a recipe method; one of {sorted(RECIPES)}")
 SOURCE_COLUMN = "source"
 POOL_MARKER = "compare_pool.json"
 # Recipe fields that the comparison sets itself: the same for every method, so not per-method options.
@@ -775,10 +797,8 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
         >>> args.seed_count, args.necessity_count  # doctest: +SKIP
         (15, 45)
     """
-    from .recipes_common import load_recipe
-
-    recipe, _, class_name = RECIPES[method]
-    cls = getattr(load_recipe(recipe), class_name)
+    cls, _ = recipe_entry(method)
+    class_name = cls.__name__
     k = config.budget_rows(pool_rows)
     values = _recipe_base_args(config, Path(folder), pool_dir)
     values["eval_dataset"] = eval_path
@@ -813,12 +833,12 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
 def _run_recipe(method: str, folder: Path, pool_dir: str, pool_rows: int, k: int, config: CompareConfig,
                 eval_specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A recipe method through the recipe's own ``run_*`` function; other eval sets as extra stages."""
-    from .recipes_common import StageRunner, eval_stage, load_recipe
+    from .recipes_common import StageRunner, eval_stage
     from .selection import SelectionResult
 
-    recipe, fn_name, _ = RECIPES[method]
+    _, run = recipe_entry(method)
     args = recipe_arguments(method, config, folder, pool_dir, pool_rows, eval_specs[0]["path"])
-    summary = getattr(load_recipe(recipe), fn_name)(args)
+    summary = run(args)
     stage = "selection"
     if method == "instructmining":
         best = json.loads((folder / "grid" / "stage.json").read_text())["meta"]["best_size"]

@@ -66,12 +66,14 @@ METHODS = {
 
 
 def templates_dir() -> Path:
-    """Folder of the card templates: ``$HF_SELECT_CARD_TEMPLATES`` or the repository's ``model_cards/``."""
+    """Folder of the card templates: ``$HF_SELECT_CARD_TEMPLATES`` or the package's ``hf_select/model_cards/``
+    (shipped in the wheel; ``model_cards/`` at the top of a checkout points there)."""
     env = os.environ.get("HF_SELECT_CARD_TEMPLATES")
-    folder = Path(env) if env else Path(__file__).resolve().parents[1] / "model_cards"
+    folder = Path(env) if env else Path(__file__).resolve().parent / "model_cards"
     if not (folder / DATASET_TEMPLATE).is_file() or not (folder / MODEL_TEMPLATE).is_file():
         raise HFSelectError(f"card templates {DATASET_TEMPLATE} / {MODEL_TEMPLATE} not found in {folder}; set "
-                            "HF_SELECT_CARD_TEMPLATES to the folder that holds them (model_cards/ in the repository).")
+                            "HF_SELECT_CARD_TEMPLATES to the folder that holds them (hf_select/model_cards/ in the "
+                            "package).")
     return folder
 
 

@@ -133,8 +133,16 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
     """
     from trl import TrlParser
 
+    from .recipes import config_path
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):  # a shipped config may be named by its stem (``--config mods_smollm2``)
+        if arg == "--config" and i + 1 < len(argv):
+            argv[i + 1] = str(config_path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            argv[i] = f"--config={config_path(arg.split('=', 1)[1])}"
     parser = TrlParser((args_class,))
-    (args,) = parser.parse_args_and_config(list(argv) if argv is not None else None)
+    (args,) = parser.parse_args_and_config(argv)
     return args
 
 
@@ -616,37 +624,6 @@ def print_summary(summary: Mapping[str, Any]) -> None:
           "--hub_dataset_id ... --hub_model_id ...)")
     if summary.get("report_dir"):
         print(f"report: {summary['report_dir']}")
-
-
-def recipes_dir() -> Path:
-    """The ``recipes/`` folder: ``$HF_SELECT_RECIPES`` or the one beside the package in the repository."""
-    env = os.environ.get("HF_SELECT_RECIPES")
-    folder = Path(env) if env else Path(__file__).resolve().parents[1] / "recipes"
-    if not folder.is_dir():
-        raise HFSelectError(f"the recipes folder {folder} is missing; set HF_SELECT_RECIPES to the repository's "
-                            "recipes/ folder.")
-    return folder
-
-
-def load_recipe(name: str) -> Any:
-    """Import ``recipes/<name>.py`` as a module (recipes are scripts, not a package).
-
-    Example:
-        >>> load_recipe("superfilter").run_superfilter  # doctest: +SKIP
-    """
-    import importlib.util
-
-    path = recipes_dir() / f"{name}.py"
-    if not path.is_file():
-        raise HFSelectError(f"no recipe {name!r} in {path.parent}")
-    module_name = f"hf_select_recipe_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
 
 def merge_columns(base: Any, part: Any, columns: Sequence[str]) -> Any:

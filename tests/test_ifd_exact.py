@@ -264,9 +264,9 @@ def test_ifd_rule_count_bases():
 
 
 def test_recipes_default_to_the_seed_semantics():
-    from hf_select.recipes_common import load_recipe
+    from importlib import import_module
 
-    sf = load_recipe("superfilter")
+    sf = import_module("hf_select.recipes.superfilter")
     args = sf.SuperfilterArguments(dataset="demo:8", output_dir="unused")
     assert sf.ifd_config(args).layout == "superfiltering" and args.ifd_column == "ifd_ppl"
     assert sf.selection_steps(args, 100)[0] == {"step": "ifd_rule", "column": "ifd_ppl", "of": "all",
@@ -275,7 +275,7 @@ def test_recipes_default_to_the_seed_semantics():
     assert sf.ifd_config(own).layout == "hf_select" and sf.ifd_config(own).template == "alpaca"
     with pytest.raises(ValueError, match="ifd_layout must be one of"):
         sf.SuperfilterArguments(dataset="demo:8", output_dir="unused", ifd_layout="cherry")
-    ch = load_recipe("cherry")
+    ch = import_module("hf_select.recipes.cherry")
     cargs = ch.CherryArguments(dataset="demo:8", output_dir="unused")
     assert cargs.ifd_layout == "cherry"
     assert ch.ifd_rule_step(cargs) == {"step": "ifd_rule", "column": "ifd", "of": "eligible", "fraction": 0.1}

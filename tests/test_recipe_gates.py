@@ -3,11 +3,12 @@ IFD rule, the rule's budget keeps its paper's count base, and the scorer compute
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import numpy as np
 import pytest
 from datasets import Dataset
 
-from hf_select.recipes_common import load_recipe
 from hf_select.selection import select
 
 
@@ -19,7 +20,7 @@ def _scored(n: int = 40) -> Dataset:
 
 
 def test_superfilter_gate_is_off_by_default_and_keeps_a_share_of_all_rows():
-    mod = load_recipe("superfilter")
+    mod = import_module("hf_select.recipes.superfilter")
     plain = mod.SuperfilterArguments(dataset="demo:40", output_dir="o")
     assert plain.consistency_gate is None and not mod.ifd_config(plain).reverse
     assert [s["step"] for s in mod.selection_steps(plain, 40)] == ["ifd_rule"]
@@ -36,7 +37,7 @@ def test_superfilter_gate_is_off_by_default_and_keeps_a_share_of_all_rows():
 
 
 def test_cherry_gate_runs_before_its_rule():
-    mod = load_recipe("cherry")
+    mod = import_module("hf_select.recipes.cherry")
     assert [s["step"] for s in mod.selection_steps(mod.CherryArguments(dataset="demo:40", output_dir="o"))] == [
         "ifd_rule"]
     args = mod.CherryArguments(dataset="demo:40", output_dir="o", consistency_gate=0.5, ifd_fraction=0.25)

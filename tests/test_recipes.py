@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ from hf_select.recipes_common import (
     RecipeArguments,
     StageRunner,
     args_to_cli,
-    load_recipe,
     load_stage_dataset,
     parse_recipe_args,
 )
@@ -59,7 +59,7 @@ def test_there_is_an_offline_and_a_hub_config_per_recipe():
 @pytest.mark.parametrize("config", CONFIGS, ids=[Path(c).name for c in CONFIGS])
 def test_every_config_parses(config):
     recipe = _recipe_of(config)
-    args_class = getattr(load_recipe(recipe), ARG_CLASSES[recipe])
+    args_class = getattr(import_module(f"hf_select.recipes.{recipe}"), ARG_CLASSES[recipe])
     args = parse_recipe_args(args_class, ["--config", config])
     assert args.dataset and args.output_dir and args.model_name_or_path
     assert isinstance(args.learning_rate, float) and args.learning_rate > 0
@@ -73,7 +73,7 @@ def test_every_config_parses(config):
 def test_unknown_yaml_key_fails_and_cli_overrides(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("dataset: demo:10\noutput_dir: out\nnot_a_field: 3\n")
-    mod = load_recipe("superfilter")
+    mod = import_module("hf_select.recipes.superfilter")
     with pytest.raises(ValueError, match="not_a_field"):
         parse_recipe_args(mod.SuperfilterArguments, ["--config", str(cfg)])
     cfg.write_text("dataset: demo:10\noutput_dir: out\nifd_fraction: 0.3\n")
@@ -131,7 +131,7 @@ def test_stage_runner_atomic_reuse_and_invalidation(tmp_path):
 
 # -- recipes end to end --------------------------------------------------------------------------------------------
 def test_superfilter_end_to_end_resume_and_cards(tmp_path, tiny_lm_path):
-    mod = load_recipe("superfilter")
+    mod = import_module("hf_select.recipes.superfilter")
     args = mod.SuperfilterArguments(**_tiny(tmp_path, tiny_lm_path, ifd_model_name_or_path=str(tiny_lm_path),
                                             ifd_fraction=0.25, diversity=True, diversity_count=5,
                                             embed_model_name_or_path=str(tiny_lm_path)))
@@ -176,7 +176,7 @@ def test_superfilter_end_to_end_resume_and_cards(tmp_path, tiny_lm_path):
 
 
 def test_cherry_end_to_end(tmp_path, tiny_lm_path):
-    mod = load_recipe("cherry")
+    mod = import_module("hf_select.recipes.cherry")
     args = mod.CherryArguments(**_tiny(tmp_path, tiny_lm_path, n_clusters=3, per_cluster=3, ifd_count=6))
     summary = mod.run_cherry(args)
     out = Path(args.output_dir)
@@ -191,7 +191,7 @@ def test_cherry_end_to_end(tmp_path, tiny_lm_path):
 
 
 def test_mods_end_to_end(tmp_path, tiny_lm_path, tiny_classifier_path):
-    mod = load_recipe("mods")
+    mod = import_module("hf_select.recipes.mods")
     args = mod.MoDSArguments(**_tiny(tmp_path, tiny_lm_path, quality_backend="reward",
                                      quality_model_name_or_path=str(tiny_classifier_path), quality_fraction=0.75,
                                      embed_model_name_or_path=str(tiny_lm_path), seed_count=5, necessity_count=4,
@@ -224,7 +224,7 @@ def test_mods_end_to_end(tmp_path, tiny_lm_path, tiny_classifier_path):
 
 
 def test_instruct_mining_end_to_end(tmp_path, tiny_lm_path):
-    mod = load_recipe("instruct_mining")
+    mod = import_module("hf_select.recipes.instruct_mining")
     args = mod.InstructMiningArguments(**_tiny(tmp_path, tiny_lm_path, subset_sizes=[6, 12],
                                                quality_model_name_or_path=str(tiny_lm_path),
                                                embed_model_name_or_path=str(tiny_lm_path)))
@@ -243,7 +243,7 @@ def test_instruct_mining_end_to_end(tmp_path, tiny_lm_path):
 
 
 def test_empty_selection_is_one_clear_error(tmp_path, tiny_lm_path):
-    mod = load_recipe("mods")
+    mod = import_module("hf_select.recipes.mods")
     args = mod.MoDSArguments(**_tiny(tmp_path, tiny_lm_path, quality_model_name_or_path=str(tiny_lm_path),
                                      quality_threshold=99.0, dataset="demo:8"))
     with pytest.raises(HFSelectError, match=r"stage high_quality: the selection kept no rows \(dropped: \{'below_m"):

@@ -367,11 +367,11 @@ def _messy_union(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def test_superfilter_recipe_on_every_row_case(tiny_lm_path, tmp_path):
     """The recipe runs to the end over all the bad rows at once; no row that could not be scored is selected."""
-    from hf_select.recipes_common import load_recipe
+    from importlib import import_module
 
     _recipe_path("superfilter")
     data, statuses = _messy_union(tmp_path)
-    recipe = load_recipe("superfilter")
+    recipe = import_module("hf_select.recipes.superfilter")
     args = recipe.SuperfilterArguments(
         dataset=str(data), output_dir=str(tmp_path / "run"), ifd_model_name_or_path=str(tiny_lm_path),
         model_name_or_path=str(tiny_lm_path), template=SCORE_CONFIG["template"], ifd_layout="hf_select",

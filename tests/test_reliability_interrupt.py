@@ -155,8 +155,8 @@ def stuck(*args, **kwargs):
     pathlib.Path(os.environ["MARK"]).write_text("in the selection stage")
     time.sleep(600)
 selection.select = stuck
-from hf_select.recipes_common import load_recipe
-load_recipe("superfilter").main(sys.argv[1:])
+from importlib import import_module
+import_module("hf_select.recipes.superfilter").main(sys.argv[1:])
 """
 
 
@@ -168,12 +168,12 @@ def recipe_args(data: Path, model: Path, out: Path) -> list[str]:
 
 
 def test_sigkill_recipe_between_stages_then_resume(tiny_lm_path, tmp_path):
-    from hf_select.recipes_common import load_recipe
+    from importlib import import_module
 
     if not (ROOT / "recipes" / "superfilter.py").is_file():
         pytest.skip("recipes/superfilter.py does not exist yet")
     data = rows_file(tmp_path)
-    recipe = load_recipe("superfilter")
+    recipe = import_module("hf_select.recipes.superfilter")
     assert recipe.main(recipe_args(data, tiny_lm_path, tmp_path / "ref")) == 0
     reference = json.loads((tmp_path / "ref" / "summary.json").read_text())
 
@@ -268,8 +268,8 @@ def step_end(self, args, state, control):
         time.sleep(600)
     return out
 CallbackHandler.on_step_end = step_end
-from hf_select.recipes_common import load_recipe
-load_recipe("superfilter").main(sys.argv[1:])
+from importlib import import_module
+import_module("hf_select.recipes.superfilter").main(sys.argv[1:])
 """
 TRAIN_STEPS, SAVE_STEPS, STOP_AT = 16, 5, 12  # a few steps an epoch: checkpoint-10 is inside a later epoch
 
@@ -286,15 +286,15 @@ def test_sigkill_recipe_during_training_resumes_from_the_last_checkpoint(tiny_lm
     checkpoint-10 (in the middle of the second epoch), not from step 0, and its final model equals an uninterrupted
     run's: every weight within 1e-6 (same seed, CPU, fp32; Trainer restores the optimizer, scheduler, RNG states and
     the position in the data order; measured: 0.0)."""
+    from importlib import import_module
+
     import torch
     from safetensors.torch import load_file
-
-    from hf_select.recipes_common import load_recipe
 
     if not (ROOT / "recipes" / "superfilter.py").is_file():
         pytest.skip("recipes/superfilter.py does not exist yet")
     data = rows_file(tmp_path)
-    recipe = load_recipe("superfilter")
+    recipe = import_module("hf_select.recipes.superfilter")
     assert recipe.main(training_args(data, tiny_lm_path, tmp_path / "ref")) == 0
     reference = json.loads((tmp_path / "ref" / "summary.json").read_text())
     assert reference["train"]["global_step"] == TRAIN_STEPS and reference["train"]["resumed_from_step"] is None

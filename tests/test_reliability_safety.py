@@ -148,12 +148,12 @@ def test_cli_outputs_are_arrow_json_or_parquet(tiny_lm_path, tmp_path):
 def recipe_run(tiny_lm_path, tmp_path_factory):
     """One Superfiltering run with a token in the environment and one in the training arguments; everything it
     printed or logged, and its output folder."""
-    from hf_select.recipes_common import load_recipe
+    from importlib import import_module
 
     if not (ROOT / "recipes" / "superfilter.py").is_file():
         pytest.skip("recipes/superfilter.py does not exist yet")
     tmp = tmp_path_factory.mktemp("safety-recipe")
-    recipe = load_recipe("superfilter")
+    recipe = import_module("hf_select.recipes.superfilter")
     args = recipe.SuperfilterArguments(
         dataset=str(data_file(tmp)), output_dir=str(tmp / "run"), ifd_model_name_or_path=str(tiny_lm_path),
         model_name_or_path=str(tiny_lm_path), ifd_fraction=0.5, max_steps=1, per_device_train_batch_size=2,

@@ -104,7 +104,9 @@ def corruption_mix(dataset: Any) -> dict[str, int]:
 
 def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
     """Run both recipes and return the numbers (also written to ``<output_dir>/demo_summary.json``)."""
-    from ..recipes_common import load_recipe, load_stage_dataset
+    from ..recipes.mods import MoDSArguments, run_mods
+    from ..recipes.superfilter import SuperfilterArguments, run_superfilter
+    from ..recipes_common import load_stage_dataset
     from ..selection import SelectionResult
 
     out = Path(config.output_dir)
@@ -116,14 +118,13 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
                   eval_dataset=f"demo:{config.eval_rows}", seed=config.seed, resume=config.resume,
                   warmup_steps=0.1, logging_steps=5, shard_size=100)
 
-    superfilter = load_recipe("superfilter")
-    sf_args = superfilter.SuperfilterArguments(
+    sf_args = SuperfilterArguments(
         dataset=f"demo:{config.rows}", output_dir=str(out / "superfiltering"),
         ifd_model_name_or_path=config.model_name_or_path, ifd_fraction=config.ifd_fraction, eval_base_model=True,
         **common)
     echo(f"[1/2] Superfiltering: IFD of {config.rows} demo rows with {config.model_name_or_path}, top "
          f"{config.ifd_fraction:.0%}, 1 SFT run ...")
-    sf = superfilter.run_superfilter(sf_args)
+    sf = run_superfilter(sf_args)
     scored = load_stage_dataset(out / "superfiltering" / "ifd")
     sep = ifd_separation(scored)
     sf_subset = SelectionResult.load(out / "superfiltering" / "selection" / "selection").dataset
@@ -131,8 +132,7 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
     sep["corrupted_share_subset"] = corrupted_share(sf_subset)
     sep["subset_mix"] = corruption_mix(sf_subset)
 
-    mods = load_recipe("mods")
-    mods_args = mods.MoDSArguments(
+    mods_args = MoDSArguments(
         dataset=f"demo:{config.rows}", limit=config.mods_rows, output_dir=str(out / "mods"),
         quality_backend="judge", quality_model_name_or_path=config.model_name_or_path, quality_fraction=0.5,
         embed_model_name_or_path=config.embed_model_name_or_path, seed_count=config.seed_count,
@@ -140,7 +140,7 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
         necessity_skip_seed=True, **common)
     echo(f"[2/2] MoDS: judge quality, MiniLM k-center seed ({config.seed_count}), seed model, necessity, final SFT on "
          f"{config.mods_rows} demo rows ...")
-    md = mods.run_mods(mods_args)
+    md = run_mods(mods_args)
     mods_subset = SelectionResult.load(out / "mods" / "selection" / "selection").dataset
 
     summary = {
