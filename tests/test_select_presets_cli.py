@@ -7,7 +7,8 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from hf_select.cli import main
-from hf_select.selection.presets import PRESETS, RECOMMENDED
+from hf_select.selection import select
+from hf_select.selection.presets import PRESETS, RECOMMENDED, preset_steps
 
 
 @pytest.fixture()
@@ -36,9 +37,18 @@ def test_no_steps_runs_the_recommended_preset(scored, tmp_path, capsys):
     assert main(["select", "--dataset", str(scored), "--output", str(out)]) == 0
     chosen = load_from_disk(str(out))
     assert len(chosen) == 4  # 10% of all 40 rows
-    if RECOMMENDED == "longest":  # the longest responses: 37..40 characters
-        assert sorted(len(o) for o in chosen["output"]) == [37, 38, 39, 40]
+    expected = select(load_from_disk(str(scored)), preset_steps(RECOMMENDED, count=4)).dataset
+    assert chosen["output"] == expected["output"] and chosen["instruction"] == expected["instruction"]
     assert f"preset {RECOMMENDED!r}, 4 of 40 rows" in capsys.readouterr().out
+
+
+def test_a_preset_names_the_scores_the_rows_lack(tmp_path, capsys):
+    path = tmp_path / "plain"
+    Dataset.from_dict({"instruction": ["a", "b"], "output": ["x", "yy"], "ifd": [0.5, 0.6]}).save_to_disk(str(path))
+    assert main(["select", "--dataset", str(path), "--output", str(tmp_path / "o"), "--preset", "longest_gated",
+                 "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "'ifd_reverse'" in err and "--set reverse=true" in err and "'ifd'" not in err.split("lack:")[1]
 
 
 def test_preset_fraction_counts_all_rows_even_after_a_gate(scored, tmp_path):

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,12 @@ def _list_presets() -> int:
     return 0
 
 
-def _preset_steps(args: argparse.Namespace, n_rows: int) -> list[Any]:
+def _preset_steps(args: argparse.Namespace, n_rows: int, columns: Sequence[str] = ()) -> list[Any]:
     """The preset's steps for a budget of ``--count`` rows or ``--fraction`` of *all* ``n_rows`` (a preset's later
     steps see fewer rows, so the fraction becomes a row count here)."""
     import math
 
-    from ..selection.presets import PRESETS, RECOMMENDED, preset_steps
+    from ..selection.presets import PRESETS, RECOMMENDED, missing_scores, preset_steps
 
     name = args.preset or "recommended"
     name = RECOMMENDED if name == "recommended" else name
@@ -96,9 +97,13 @@ def _preset_steps(args: argparse.Namespace, n_rows: int) -> list[Any]:
         raise HFSelectError(f"--fraction must be in (0, 1], got {args.fraction}")
     count = args.count if args.count is not None else math.floor((args.fraction or 0.1) * n_rows + 1e-9)
     print(f"hf-select select: preset {name!r}, {count} of {n_rows} rows")
+    if "target" in PRESETS[name].needs and not args.target:
+        raise HFSelectError(f"preset {name!r} needs --target FILE (example rows of the kind you want)")
+    missing = missing_scores(name, columns)
+    if missing:
+        raise HFSelectError(f"preset {name!r} reads score columns the rows lack: {'; '.join(missing)}; score them "
+                            "first, or give steps (--config / --step) instead")
     if "target" in PRESETS[name].needs:
-        if not args.target:
-            raise HFSelectError(f"preset {name!r} needs --target FILE (example rows of the kind you want)")
         steps = preset_steps(name, count=count, target="--target")
         return [{**s, "target": None} if s.get("step") == "target_similarity" else s for s in steps]
     return preset_steps(name, count=count)
@@ -191,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         raise HFSelectError(f"--output {out} would overwrite the input {src}; choose another folder.")
     dataset = load_rows(args.dataset, split=args.split)
     if args.config is None and not args.step:
-        steps = _preset_steps(args, len(dataset))
+        steps = _preset_steps(args, len(dataset), dataset.column_names)
     if getattr(args, "target", None):
         steps = _attach_target(steps, lambda: target_embeddings(args.target, args.target_embedder, args.target_text))
     result = select(dataset, {"steps": steps, "seed": 0 if seed is None else seed})

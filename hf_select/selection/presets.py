@@ -22,7 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,13 @@ from ..errors import HFSelectError
 from .gates import median_gate_step
 
 SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target")
+# the column each need stands for, and the command that writes it (target embeddings come from a file, not a column)
+NEED_COLUMNS = {
+    "ifd": ("ifd", "hf-select score ifd --dataset DATA --output OUT"),
+    "reverse": ("ifd_reverse", "hf-select score ifd --dataset DATA --output OUT --set reverse=true"),
+    "quality": ("judge_score", "hf-select score quality --dataset DATA --output OUT"),
+    "embedding": ("embedding", "hf-select score embed --dataset DATA --output OUT"),
+}
 
 
 @dataclass(frozen=True)
@@ -128,11 +135,24 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-RECOMMENDED = "longest"
+RECOMMENDED = "longest_gated"
 """The preset ``hf-select select`` runs when given no steps: the one the measurements in benchmarks/RESULTS.md
-support best. On 3,000 real rows (the cpu profile) the longest responses beat random by more than 10 sd on both eval
-sets and every IFD preset tied or lost to random; on the demo pool they keep 6% corrupted rows (random 14%, the
-``fusion`` preset 4%, but ``fusion`` trains worse models than random on real rows)."""
+support best. On 3,000 real rows (the cpu profile) it beat random by 9 and 10 sd on both eval sets, close behind the
+plain longest responses (0.013 and 0.009 higher loss, 1.6 and 3.5 random sd); on the demo pool it keeps 2% corrupted
+rows where ``longest`` keeps 6% and random 14%. Every IFD-ranked preset tied or lost to random on real rows."""
+
+
+def missing_scores(name: str, columns: Sequence[str]) -> list[str]:
+    """What the rows lack for preset ``name``: one line per missing score column, naming the command that writes
+    it (empty when nothing is missing).
+
+    Example:
+        >>> missing_scores("longest_gated", ["instruction", "output", "ifd"])
+        ["'ifd_reverse' (hf-select score ifd --dataset DATA --output OUT --set reverse=true)"]
+    """
+    have = set(columns)
+    return [f"{col!r} ({how})" for need in PRESETS[name].needs if need in NEED_COLUMNS
+            for col, how in [NEED_COLUMNS[need]] if col not in have]
 
 
 def preset_steps(name: str, *, count: int | None = None, fraction: float | None = None,
