@@ -138,8 +138,9 @@ PRESETS: dict[str, Preset] = {
 RECOMMENDED = "longest_gated"
 """The preset ``hf-select select`` runs when given no steps: the one the measurements in benchmarks/RESULTS.md
 support best. On 3,000 real rows (the cpu profile) it beat random by 9 and 10 sd on both eval sets, close behind the
-plain longest responses (0.013 and 0.009 higher loss, 1.6 and 3.5 random sd); on the demo pool it keeps 2% corrupted
-rows where ``longest`` keeps 6% and random 14%. Every IFD-ranked preset tied or lost to random on real rows."""
+plain longest responses (0.013 and 0.009 higher loss: 1.6 and 3.3 random sd, so on ShareGPT plain ``longest`` is
+measurably better); on the demo pool it keeps 2% corrupted rows where ``longest`` keeps 6% and random 14%. Every
+IFD-ranked preset tied or lost to random on real rows."""
 
 
 def missing_scores(name: str, columns: Sequence[str]) -> list[str]:
