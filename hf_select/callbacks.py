@@ -29,7 +29,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .training import ROW_ID
+from .columns import ROW_ID
 
 logger = logging.getLogger(__name__)
 
