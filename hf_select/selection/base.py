@@ -105,6 +105,22 @@ def string_values(dataset: Any, column: str, step: str = "select") -> list[str |
     return [None if v is None else str(v) for v in dataset.with_format(None)[column]]
 
 
+def dense_rows(values: Any, name: str = "embeddings") -> np.ndarray:
+    """``values`` (nested lists, an array) as one numpy array; rows of different lengths are an error naming ``name``.
+
+    Example:
+        >>> dense_rows([[1, 2], [3, 4]]).shape
+        (2, 2)
+    """
+    try:
+        arr = np.asarray(values)
+    except ValueError as err:  # numpy refuses ragged nested lists
+        raise ValueError(f"{name}: rows of different lengths; every row needs the same size") from err
+    if arr.dtype == object:
+        raise ValueError(f"{name}: rows of different lengths (or missing rows); every row needs the same size")
+    return arr
+
+
 def embedding_matrix(dataset: Any, column: str = "embedding", step: str = "select") -> tuple[np.ndarray, np.ndarray]:
     """The embedding column as an M x d float32 matrix plus the positions of the M rows that have a vector.
 

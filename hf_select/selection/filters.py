@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HFSelectError
-from .base import (  # noqa: F401  (StepResult and the column readers were defined here before; still importable)
+from .base import (
     StepResult,
     column_values,
     embedding_matrix,
