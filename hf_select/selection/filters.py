@@ -3,7 +3,8 @@
 Every filter takes a ``datasets.Dataset`` and returns a :class:`StepResult`: the positions of the rows it keeps
 and, for every other row, the reason it was dropped (``nan_score``, ``below_min``, ``not_top``, ``duplicate``,
 ...). Nothing is silently lost: :func:`hf_select.selection.select` turns the reasons into the ``dropped`` dataset
-and the provenance counts. A NaN score never passes a threshold or makes a top list.
+and the provenance counts. A NaN score never passes a threshold or makes a top list. ``StepResult`` and the column
+readers live in :mod:`.base` (they can still be imported from here).
 
 Example:
     >>> from datasets import Dataset
