@@ -6,6 +6,10 @@ smaller ``Dataset``; TRL recipes train on the result.
 Example:
     >>> from hf_select import IFDConfig, IFDScorer, score_ifd
     >>> ds = ds.map(score_ifd, batched=True)  # doctest: +SKIP
+    >>> from hf_select import available_steps, select
+    >>> result = select(ds, [{"step": "ifd_rule", "fraction": 0.1}])  # doctest: +SKIP
+    >>> "kcenter" in available_steps()
+    True
 """
 
 from importlib import import_module
@@ -36,6 +40,13 @@ _EXPORTS = {
     "EmbedConfig": "hf_select.scoring.embed",
     "Embedder": "hf_select.scoring.embed",
     "embed": "hf_select.scoring.embed",
+    "select": "hf_select.selection.select",
+    "SelectionResult": "hf_select.selection.select",
+    "Step": "hf_select.selection.select",
+    "StepResult": "hf_select.selection.base",
+    "STEPS": "hf_select.selection.steps",
+    "available_steps": "hf_select.selection.steps",
+    "register_step": "hf_select.selection.steps",
     "load_causal_lm": "hf_select.models",
     "detect_format": "hf_select.formats",
     "row_to_messages": "hf_select.formats",

@@ -11,7 +11,7 @@ Each callback checks its arguments when built and logs only on the main process.
 
 Example:
     >>> from hf_select.callbacks import SelectionProvenanceCallback
-    >>> cb = SelectionProvenanceCallback([{"step": "ifd_rule", "params": {"top": 0.1}, "rows_in": 100,
+    >>> cb = SelectionProvenanceCallback([{"step": "ifd_rule", "params": {"fraction": 0.1}, "rows_in": 100,
     ...                                    "rows_out": 10, "dropped": {"ifd>=1": 5}}], method="superfiltering")
     >>> print(cb.card_section().splitlines()[0])
     ## Data selection (hf-select)
@@ -29,7 +29,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .training import ROW_ID
+from .columns import ROW_ID
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class SelectionProvenanceCallback(TrainerCallback):
         dataset_link: where the selected subset lives (Hub dataset id or local folder), linked from the card.
 
     Example:
-        >>> cb = SelectionProvenanceCallback([{"step": "random", "params": {"k": 5}, "rows_in": 9, "rows_out": 5}])
+        >>> cb = SelectionProvenanceCallback([{"step": "random", "params": {"count": 5}, "rows_in": 9, "rows_out": 5}])
         >>> cb.rows_out
         5
     """

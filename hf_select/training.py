@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .columns import ROW_ID
 from .errors import HFSelectError
 from .formats import RowError, assistant_turns, detect_format, row_to_messages
 
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TURN_MODES = ("last", "all")
-ROW_ID = "_row_id"
 _FORMAT_COLUMNS = ("instruction", "input", "output", "system", "history", "conversations", "chosen", "messages",
                    "prompt", "completion", "question", "query", "response", "answer", "_raw", ROW_ID)
 DEMO_EVAL_SEED = 10_007  # held-out demo rows: another seed than any demo training set

@@ -9,7 +9,16 @@ import pytest
 from datasets import Dataset
 
 from hf_select.errors import HFSelectError
-from hf_select.selection import dedup_exact, dedup_near, embedding_matrix, ifd_rule, threshold, token_budget, top
+from hf_select.selection import (
+    dedup_exact,
+    dedup_near,
+    embedding_matrix,
+    ifd_rule,
+    select,
+    threshold,
+    token_budget,
+    top,
+)
 from hf_select.selection.filters import normalise_text, resolve_count
 
 NAN = float("nan")
@@ -112,6 +121,27 @@ def test_token_budget_with_a_tokenizer():
     assert res.info["tokens"] == counts[0] + counts[1]
     with pytest.raises(HFSelectError, match="response_tokens"):
         token_budget(ds, 10)
+
+
+def test_token_budget_sums_a_pair_of_count_columns():
+    ds = Dataset.from_dict({"prompt_tokens": [3, 1, 2, None], "response_tokens": [4, 6, 2, 1]})
+    res = token_budget(ds, 15, tokens_column=["prompt_tokens", "response_tokens"], fill=True)
+    assert res.keep.tolist() == [0, 1]  # 7 + 7 = 14; row 2 (4 more) would make 18; row 3 has no prompt count
+    assert reasons_of(res, 4) == ["keep", "keep", "over_budget", "no_token_count"]
+    assert res.info == {"tokens": 14, "budget": 15, "counts": "prompt_tokens + response_tokens"}
+    assert token_budget(ds, 15).info["counts"] == "response_tokens"
+
+
+def test_token_budget_never_loads_a_tokenizer():
+    ds = Dataset.from_dict({"instruction": ["Say hi"], "output": ["hi"]})
+    with pytest.raises(HFSelectError, match=r"token_budget: tokenizer must be a loaded tokenizer object.*"
+                                            r"load_tokenizer\(name\)"):
+        token_budget(ds, 10, tokenizer="HuggingFaceTB/SmolLM2-135M-Instruct")
+    with pytest.raises(HFSelectError, match=r"token_budget: the dataset has no 'prompt_tokens' column and no "
+                                            r"tokenizer.*Fix: name the column"):
+        token_budget(ds, 10, tokens_column=["prompt_tokens"])
+    with pytest.raises(HFSelectError, match=r"step 1 \(token_budget\): .*tokens_column=.*tokenizer="):
+        select(ds, [{"step": "token_budget", "budget": 10}])
 
 
 def test_dedup_exact_normalises_and_prefers():

@@ -105,7 +105,7 @@ def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, A
         steps.insert(0, median_gate_step(args.consistency_gate, max_ifd=None))
     if args.diversity:
         kept = args.ifd_count if args.ifd_count is not None else int(args.ifd_fraction * n_rows)
-        steps.append({"step": "facility_location", "k": args.diversity_count or max(1, kept // 2),
+        steps.append({"step": "facility_location", "count": args.diversity_count or max(1, kept // 2),
                       "column": "embedding"})
     return steps
 

@@ -1,5 +1,12 @@
 """Selection: read score columns, keep rows, and record why every other row was dropped.
 
+A selector reads columns that scorers wrote and never loads a model or tokenizer. :mod:`.base` holds what every
+step builds on (``StepResult``, column readers, the ``count`` / ``fraction`` budget); :mod:`.filters`,
+:mod:`.gates`, :mod:`.length`, :mod:`.fusion`, :mod:`.target` are steps; :mod:`.kcenter` and :mod:`.clusters` are the
+matrix algorithms that :mod:`.steps` adapts into steps and registers (``STEPS``); :mod:`.quotas` adds composition
+quotas to any budgeted step; :mod:`.select` runs a step list into a :class:`SelectionResult`; :mod:`.presets` are
+named step lists.
+
 Example:
     >>> from hf_select.selection import select
     >>> result = select(scored, "select.yaml", seed=0)  # doctest: +SKIP
@@ -29,7 +36,8 @@ from .gates import consistency_gate
 from .kcenter import KCenterResult, k_center_greedy
 from .length import length_stratified_top
 from .quotas import largest_remainder, strata_labels
-from .select import STEPS, SelectionResult, Step, load_steps, provenance_table, register_step, select
+from .select import SelectionResult, Step, load_steps, provenance_table, select
+from .steps import STEPS, StepSpec, available_steps, register_step
 from .target import TargetEmbeddings, load_target_embeddings, target_similarity
 
 __all__ = [
@@ -40,7 +48,9 @@ __all__ = [
     "SelectionResult",
     "Step",
     "StepResult",
+    "StepSpec",
     "TargetEmbeddings",
+    "available_steps",
     "consistency_gate",
     "dedup_exact",
     "dedup_near",

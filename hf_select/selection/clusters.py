@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .base import dense_rows
+
 logger = logging.getLogger(__name__)
 
 FL_METRICS = ("cosine", "euclidean")
@@ -43,12 +45,7 @@ MINIBATCH_ABOVE = 50_000
 def _as_matrix(embeddings: Any, name: str = "embeddings") -> np.ndarray:
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu().numpy()
-    try:
-        arr = np.asarray(embeddings)
-    except ValueError as err:  # numpy refuses ragged nested lists
-        raise ValueError(f"{name}: rows of different lengths; every row needs the same size") from err
-    if arr.dtype == object:
-        raise ValueError(f"{name}: rows of different lengths (or missing rows); every row needs the same size")
+    arr = dense_rows(embeddings, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x dimensions), got shape {arr.shape}")
     arr = np.asarray(arr, dtype=np.float32)

@@ -3,7 +3,8 @@
 Every filter takes a ``datasets.Dataset`` and returns a :class:`StepResult`: the positions of the rows it keeps
 and, for every other row, the reason it was dropped (``nan_score``, ``below_min``, ``not_top``, ``duplicate``,
 ...). Nothing is silently lost: :func:`hf_select.selection.select` turns the reasons into the ``dropped`` dataset
-and the provenance counts. A NaN score never passes a threshold or makes a top list.
+and the provenance counts. A NaN score never passes a threshold or makes a top list. ``StepResult`` and the column
+readers live in :mod:`.base` (they can still be imported from here).
 
 Example:
     >>> from datasets import Dataset
@@ -17,226 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import unicodedata
-import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import HFSelectError
+from .base import (
+    StepResult,
+    column_values,
+    embedding_matrix,
+    iter_texts,
+    rank_positions,
+    renamed_params,
+    resolve_count,
+    string_values,
+)
 
 logger = logging.getLogger(__name__)
 
-OF_CHOICES = ("all", "scored")
 IFD_OF_CHOICES = ("all", "eligible", "scored")
-TEXT_CHOICES = ("instruction", "prompt", "row", "response")
-_TEXT_BATCH = 1000
 
-
-@dataclass
-class StepResult:
-    """What one selection step did: kept positions (into the step's input) and dropped positions by reason.
-
-    ``info`` holds JSON-serialisable facts for the provenance (a cutoff, a radius, an objective value).
-    """
-
-    keep: np.ndarray
-    dropped: dict[str, np.ndarray] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_mask(cls, keep: np.ndarray, reasons: Mapping[str, np.ndarray], info: dict[str, Any] | None = None
-                  ) -> StepResult:
-        """Build from a boolean keep mask and boolean masks per reason (the first matching reason wins)."""
-        keep = np.asarray(keep, dtype=bool)
-        taken = keep.copy()
-        dropped: dict[str, np.ndarray] = {}
-        for reason, mask in reasons.items():
-            m = np.asarray(mask, dtype=bool) & ~taken
-            if m.any():
-                dropped[reason] = np.flatnonzero(m)
-            taken |= m
-        if not taken.all():
-            dropped["not_selected"] = np.flatnonzero(~taken)
-        return cls(np.flatnonzero(keep), dropped, info or {})
-
-    def counts(self) -> dict[str, int]:
-        """Rows dropped per reason."""
-        return {reason: int(len(idx)) for reason, idx in self.dropped.items()}
-
-
-# -- reading columns ------------------------------------------------------------------------------------------------
-
-
-def _require_column(dataset: Any, column: str, step: str, hint: str = "") -> None:
-    if column not in dataset.column_names:
-        raise HFSelectError(
-            f"{step}: the dataset has no column {column!r} (columns: {dataset.column_names}). "
-            + (hint or "Add it first (e.g. `hf-select score ...`) or name another column with column=...")
-        )
-
-
-def column_values(dataset: Any, column: str, step: str = "select") -> np.ndarray:
-    """A numeric column as float64, with null as NaN.
-
-    Raises:
-        HFSelectError: when the column is missing or not numeric (the message names the column).
-
-    Example:
-        >>> from datasets import Dataset
-        >>> column_values(Dataset.from_dict({"q": [1, None, 3]}), "q").tolist()
-        [1.0, nan, 3.0]
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    _require_column(dataset, column, step)
-    arr = dataset.with_format("arrow", columns=[column])[column]
-    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)
-            or pa.types.is_null(arr.type) or pa.types.is_decimal(arr.type)):
-        raise HFSelectError(f"{step}: column {column!r} holds {arr.type}, not numbers; name a score column.")
-    values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64)
-
-
-def string_values(dataset: Any, column: str, step: str = "select") -> list[str | None]:
-    """A column as a list of strings (None stays None)."""
-    _require_column(dataset, column, step)
-    return [None if v is None else str(v) for v in dataset.with_format(None)[column]]
-
-
-def embedding_matrix(dataset: Any, column: str = "embedding", step: str = "select") -> tuple[np.ndarray, np.ndarray]:
-    """The embedding column as an M x d float32 matrix plus the positions of the M rows that have a vector.
-
-    Rows with a null or NaN vector (``embedding_status`` not ok) are left out (the caller gives them a reason).
-    A column of vectors of different sizes is an error.
-
-    Raises:
-        HFSelectError: missing column, not a list column, or vectors of different sizes.
-
-    Example:
-        >>> from datasets import Dataset
-        >>> x, rows = embedding_matrix(Dataset.from_dict({"embedding": [[1.0, 0.0], None, [0.0, 1.0]]}))
-        >>> x.shape, rows.tolist()
-        ((2, 2), [0, 2])
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    _require_column(dataset, column, step, hint="Compute embeddings first: `hf-select score embed` or "
-                    "dataset.map(hf_select.embed, batched=True).")
-    arr = dataset.with_format("arrow", columns=[column])[column]
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if pa.types.is_null(arr.type):
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
-        raise HFSelectError(f"{step}: column {column!r} holds {arr.type}, not vectors (lists of numbers).")
-    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    lengths = np.asarray(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    sizes = np.unique(lengths[valid])
-    if len(sizes) > 1:
-        raise HFSelectError(
-            f"{step}: column {column!r} holds vectors of different sizes {sizes[:5].tolist()}; embed every row with "
-            "the same model (recompute the column)."
-        )
-    rows = np.flatnonzero(valid & (lengths > 0))
-    if len(rows) == 0:
-        return np.zeros((0, int(sizes[0]) if len(sizes) else 0), dtype=np.float32), rows
-    flat = pc.list_flatten(arr.filter(pa.array(valid & (lengths > 0))))
-    x = np.array(pc.cast(flat, pa.float32()).to_numpy(zero_copy_only=False), dtype=np.float32)  # writable
-    x = x.reshape(len(rows), int(sizes[0]))
-    finite = np.isfinite(x).all(1)
-    if not finite.all():
-        x, rows = x[finite], rows[finite]
-    return x, rows
-
-
-def iter_texts(
-    dataset: Any,
-    text: str = "row",
-    *,
-    column: str | None = None,
-    template: str = "plain",
-    column_mapping: Mapping[str, str] | None = None,
-    tokenizer: Any = None,
-    batch_size: int = _TEXT_BATCH,
-) -> Iterator[tuple[list[str | None], list[str]]]:
-    """Texts of the rows, a batch at a time: ``(texts, statuses)``, None and a status for rows without one.
-
-    ``column`` reads a text column as is; otherwise ``text`` is ``instruction``, ``prompt``, ``row`` or
-    ``response`` from the row's conversation (see :func:`hf_select.scoring.embed.row_text`).
-    """
-    from ..scoring.embed import batch_texts
-
-    if column is not None:
-        values = string_values(dataset, column)
-        for lo in range(0, len(values), batch_size):
-            chunk = values[lo : lo + batch_size]
-            yield chunk, ["ok" if v is not None and v.strip() else "empty_text" for v in chunk]
-        return
-    if text not in TEXT_CHOICES:
-        raise ValueError(f"text must be one of {TEXT_CHOICES}, got {text!r}")
-    plain = dataset.with_format(None)
-    for lo in range(0, len(plain), batch_size):
-        yield batch_texts(plain[lo : lo + batch_size], text, template, column_mapping, tokenizer)
-
-
-def resolve_count(
-    n_rows: int,
-    n_eligible: int,
-    *,
-    fraction: float | None = None,
-    count: int | None = None,
-    of: str = "all",
-    step: str = "select",
-    n_scored: int | None = None,
-    count_name: str = "count",
-) -> int:
-    """How many rows a ``fraction`` (of all rows or of the scored rows, rounded down) or a ``count`` means.
-
-    ``n_scored`` (default ``n_eligible``) is the number of rows with a score, the base of ``of="scored"``; asking
-    for more than the ``n_eligible`` rows that may be kept gives those rows, with a warning.
-
-    Example:
-        >>> resolve_count(100, 80, fraction=0.1), resolve_count(100, 80, fraction=0.1, of="scored")
-        (10, 8)
-    """
-    if (fraction is None) == (count is None):
-        raise ValueError(f"{step}: give exactly one of fraction (0 < fraction <= 1) or {count_name} (rows)")
-    if of not in OF_CHOICES:
-        raise ValueError(f"{step}: of must be one of {OF_CHOICES}, got {of!r}")
-    if fraction is not None:
-        if isinstance(fraction, bool) or not 0 < float(fraction) <= 1:
-            raise ValueError(
-                f"{step}: fraction must be in (0, 1], got {fraction!r}; use {count_name}= for a number of rows"
-            )
-        base = n_rows if of == "all" else (n_eligible if n_scored is None else n_scored)
-        want = int(math.floor(float(fraction) * base + 1e-9))
-    else:
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ValueError(f"{step}: {count_name} must be a non-negative integer, got {count!r}")
-        want = int(count)
-    if want > n_eligible:
-        warnings.warn(
-            f"{step}: asked for {want} rows but only {n_eligible} qualify; keeping all {n_eligible}.",
-            UserWarning,
-            stacklevel=3,
-        )
-        want = n_eligible
-    return want
-
-
-def _ranked(values: np.ndarray, candidates: np.ndarray, descending: bool) -> np.ndarray:
-    """``candidates`` ordered by value (descending or ascending), ties by position: deterministic."""
-    v = values[candidates]
-    return candidates[np.lexsort((candidates, -v if descending else v))]
-
-
-# -- filters ----------------------------------------------------------------------------------------------------------
 
 
 def threshold(
@@ -291,19 +94,19 @@ def top(
     v = column_values(dataset, column, "top")
     scored = np.flatnonzero(~np.isnan(v))
     n = resolve_count(len(v), len(scored), fraction=fraction, count=count, of=of, step="top")
-    ranked = _ranked(v, scored, descending)
+    ranked = rank_positions(v, scored, descending)
     keep = np.zeros(len(v), bool)
     keep[ranked[:n]] = True
     info = {"cutoff": float(v[ranked[n - 1]])} if n else {}
     return StepResult.from_mask(keep, {"nan_score": np.isnan(v), "not_top": ~keep}, info)
 
 
+@renamed_params("ifd_rule", top="fraction")
 def ifd_rule(
     dataset: Any,
     *,
     fraction: float | None = None,
     count: int | None = None,
-    top: float | None = None,
     column: str = "ifd",
     status_column: str | None = "ifd_status",
     max_ifd: float = 1.0,
@@ -311,7 +114,8 @@ def ifd_rule(
 ) -> StepResult:
     """The IFD rule of both seeds: only rows with ``ifd_status == "ok"``, drop ``IFD >= max_ifd``, keep the highest.
 
-    ``top`` is another name for ``fraction``. What a fraction counts (``of``) is where the seeds differ:
+    The budget is ``count`` rows or a ``fraction`` (``top`` is the old name of ``fraction``: still accepted, with a
+    ``FutureWarning``). What a fraction counts (``of``) is where the seeds differ:
 
     - ``of="all"``: a share of all rows of the step's input, whatever their score. Superfiltering's rule
       (its selection keeps ``rate x`` the size of the whole dataset after dropping IFD >= 1).
@@ -330,10 +134,6 @@ def ifd_rule(
         >>> len(ifd_rule(ds, fraction=0.5).keep), len(ifd_rule(ds, fraction=0.5, of="eligible").keep)
         (2, 1)
     """
-    if top is not None:
-        if fraction is not None:
-            raise ValueError("ifd_rule: give fraction or top (the same thing), not both")
-        fraction = top
     v = column_values(dataset, column, "ifd_rule")
     reasons: dict[str, np.ndarray] = {}
     ok = np.ones(len(v), bool)
@@ -353,7 +153,7 @@ def ifd_rule(
     n_base = len(eligible) if of == "eligible" else int((ok & ~nan).sum())
     n = resolve_count(len(v), len(eligible), fraction=fraction, count=count, of="all" if of == "all" else "scored",
                       step="ifd_rule", n_scored=n_base)
-    ranked = _ranked(v, eligible, True)
+    ranked = rank_positions(v, eligible, True)
     keep = np.zeros(len(v), bool)
     keep[ranked[:n]] = True
     reasons["not_top"] = ~keep
@@ -361,33 +161,45 @@ def ifd_rule(
     return StepResult.from_mask(keep, reasons, info)
 
 
-def _token_counts(dataset: Any, tokens_column: str | None, tokenizer: Any, text: str, template: str,
-                  column_mapping: Mapping[str, str] | None) -> np.ndarray:
-    if tokens_column is not None and tokens_column in dataset.column_names:
-        return column_values(dataset, tokens_column, "token_budget")
+def _token_counts(dataset: Any, tokens_column: str | Sequence[str] | None, tokenizer: Any, text: str, template: str,
+                  column_mapping: Mapping[str, str] | None) -> tuple[np.ndarray, str]:
+    """Token counts per row (NaN where unknown) and where they came from, for the provenance."""
+    columns = [tokens_column] if isinstance(tokens_column, str) else list(tokens_column or [])
+    if any(not isinstance(c, str) for c in columns):
+        raise HFSelectError(f"token_budget: tokens_column must be a column name or a list of them (summed, e.g. "
+                            f"[prompt_tokens, response_tokens]), got {tokens_column!r}")
+    missing = [c for c in columns if c not in dataset.column_names]
+    if columns and not missing:
+        counts = np.sum([column_values(dataset, c, "token_budget") for c in columns], axis=0)
+        return np.asarray(counts, dtype=np.float64).reshape(len(dataset)), " + ".join(columns)
     if tokenizer is None:
+        what = f"no {' or '.join(repr(c) for c in missing)} column" if missing else "no tokens_column"
         raise HFSelectError(
-            f"token_budget: the dataset has no {tokens_column!r} column and no tokenizer was given; pass "
-            "tokens_column=<a column of token counts> or tokenizer=<name or folder>."
+            f"token_budget: the dataset has {what} and no tokenizer was given. Fix: name the column of token counts a "
+            "scorer wrote with tokens_column=... (IFD scoring writes 'response_tokens'; a list such as "
+            "[prompt_tokens, response_tokens] is summed), or pass a loaded tokenizer object as tokenizer=... "
+            "(from Python; a selection step loads no model or tokenizer itself)."
         )
-    if isinstance(tokenizer, str):
-        from ..models import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer)
+    if isinstance(tokenizer, (str, bytes)) or not callable(tokenizer):
+        raise HFSelectError(
+            f"token_budget: tokenizer must be a loaded tokenizer object, got {tokenizer!r}; a selection step loads no "
+            "model or tokenizer. Fix: load it yourself (e.g. hf_select.models.load_tokenizer(name)) and pass the "
+            "object, or give tokens_column=<a column of token counts a scorer wrote, e.g. response_tokens>."
+        )
     counts: list[float] = []
     for texts, _ in iter_texts(dataset, text, template=template, column_mapping=column_mapping, tokenizer=tokenizer):
         present = [t for t in texts if t is not None]
         ids = tokenizer(present, add_special_tokens=False)["input_ids"] if present else []
         it = iter(ids)
-        counts.extend(math.nan if t is None else float(len(next(it))) for t in texts)
-    return np.asarray(counts, dtype=np.float64)
+        counts.extend(np.nan if t is None else float(len(next(it))) for t in texts)
+    return np.asarray(counts, dtype=np.float64), f"tokenizer ({text})"
 
 
 def token_budget(
     dataset: Any,
     budget: int,
     *,
-    tokens_column: str | None = "response_tokens",
+    tokens_column: str | Sequence[str] | None = "response_tokens",
     tokenizer: Any = None,
     text: str = "row",
     template: str = "plain",
@@ -398,28 +210,36 @@ def token_budget(
 ) -> StepResult:
     """Keep rows, in order, until ``budget`` training tokens.
 
-    Token counts come from ``tokens_column`` (default ``response_tokens``, what IFD scoring writes: the tokens a
-    completion-only SFT trains on) or, when the dataset has no such column, from ``tokenizer`` applied to
-    ``text`` (``row`` = prompt + response, or ``response``). Rows go by ``order_by`` (highest first; NaN rows are
-    dropped as ``nan_score``) or in dataset order. Without ``fill`` the first row that does not fit ends the
-    selection; with ``fill`` later, smaller rows may still fill the budget. Reasons: ``nan_score``,
-    ``no_token_count``, ``over_budget``.
+    Token counts come from ``tokens_column``: a column a scorer wrote (default ``response_tokens``, what IFD
+    scoring writes: the tokens a completion-only SFT trains on), or a list of columns that are summed (e.g.
+    ``[prompt_tokens, response_tokens]`` for whole rows). When those columns are missing, a tokenizer *object* the
+    caller passes (``tokenizer=``, from Python) counts the tokens of ``text`` (``row`` = prompt + response, or
+    ``response``). The step never loads a tokenizer itself: a name is an error, and so is having neither. Rows go by
+    ``order_by`` (highest first; NaN rows are dropped as ``nan_score``) or in dataset order. Without ``fill`` the
+    first row that does not fit ends the selection; with ``fill`` later, smaller rows may still fill the budget.
+    Reasons: ``nan_score``, ``no_token_count``, ``over_budget``.
+
+    Raises:
+        HFSelectError: no token-count column and no tokenizer object (the message says how to give either).
 
     Example:
         >>> from datasets import Dataset
         >>> ds = Dataset.from_dict({"response_tokens": [5, 5, 5], "ifd": [0.2, 0.9, 0.5]})
         >>> token_budget(ds, 10, order_by="ifd").keep.tolist()
         [1, 2]
+        >>> pair = Dataset.from_dict({"prompt_tokens": [3, 1], "response_tokens": [5, 5]})
+        >>> token_budget(pair, 10, tokens_column=["prompt_tokens", "response_tokens"]).info
+        {'tokens': 8, 'budget': 10, 'counts': 'prompt_tokens + response_tokens'}
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer, float)) or budget < 0:
         raise ValueError(f"token_budget: budget must be a non-negative number of tokens, got {budget!r}")
-    counts = _token_counts(dataset, tokens_column, tokenizer, text, template, column_mapping)
+    counts, source = _token_counts(dataset, tokens_column, tokenizer, text, template, column_mapping)
     n = len(counts)
     no_count = ~np.isfinite(counts) | (counts < 0)
     if order_by is not None:
         v = column_values(dataset, order_by, "token_budget")
         nan = np.isnan(v)
-        order = _ranked(v, np.flatnonzero(~nan & ~no_count), descending)
+        order = rank_positions(v, np.flatnonzero(~nan & ~no_count), descending)
     else:
         nan = np.zeros(n, bool)
         order = np.flatnonzero(~no_count)
@@ -431,7 +251,7 @@ def token_budget(
             used += counts[i]
         elif not fill:
             break
-    info = {"tokens": int(used), "budget": budget}
+    info = {"tokens": int(used), "budget": budget, "counts": source}
     return StepResult.from_mask(keep, {"nan_score": nan, "no_token_count": no_count, "over_budget": ~keep}, info)
 
 

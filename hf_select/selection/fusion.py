@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HFSelectError
-from .filters import StepResult, column_values, embedding_matrix, resolve_count, string_values
+from .base import StepResult, column_values, embedding_matrix, resolve_count, string_values
 
 NORMALISATIONS = ("rank", "zscore", "minmax")
 COMBINES = ("sum", "product")

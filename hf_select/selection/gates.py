@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .filters import StepResult, column_values, string_values
+from .base import StepResult, column_values, string_values
 
 
 def consistency_gate(

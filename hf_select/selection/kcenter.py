@@ -36,6 +36,8 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
+from .base import dense_rows
+
 logger = logging.getLogger(__name__)
 
 METRICS = ("euclidean", "cosine")
@@ -72,13 +74,7 @@ def _to_tensor(embeddings: Any, name: str = "embeddings") -> torch.Tensor:
     if isinstance(embeddings, torch.Tensor):
         t = embeddings.detach()
     else:
-        try:
-            arr = np.asarray(embeddings)
-        except ValueError as err:  # numpy refuses ragged nested lists
-            raise ValueError(f"{name}: rows of different lengths; every row needs the same size") from err
-        if arr.dtype == object:
-            raise ValueError(f"{name}: rows of different lengths (or missing rows); every row needs the same size")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.ascontiguousarray(dense_rows(embeddings, name)))
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x dimensions), got shape {tuple(t.shape)}")
     if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)):

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .filters import StepResult, _ranked, column_values, iter_texts, resolve_count
+from .base import StepResult, column_values, iter_texts, rank_positions, resolve_count
 from .quotas import largest_remainder
 
 MODES = ("strata", "residual")
@@ -134,9 +134,9 @@ def length_stratified_top(
         quota = largest_remainder(want, sizes)
         for b in range(n_bins):
             members = eligible[codes == b]
-            keep[_ranked(v, members, descending)[: quota[b]]] = True
+            keep[rank_positions(v, members, descending)[: quota[b]]] = True
             if len(members):  # the effective ranking key: the score's percentile inside its bin
-                order = _ranked(v, members, not descending)
+                order = rank_positions(v, members, not descending)
                 key[order] = (np.arange(len(order)) + 1) / len(order)
         info["bins"] = [{"rows": int(sizes[b]), "quota": int(quota[b]),
                          "min_length": float(lengths[eligible[codes == b]].min()),
@@ -155,9 +155,9 @@ def length_stratified_top(
             resid = resid / np.maximum(s_intercept + s_slope * x, floor)
             info.update(scale_slope=float(s_slope), scale_intercept=float(s_intercept))
         key[eligible] = resid
-        keep[_ranked(key, eligible, descending)[:want]] = True
+        keep[rank_positions(key, eligible, descending)[:want]] = True
         info.update(slope=float(slope), intercept=float(intercept), standardise=bool(standardise))
-    plain = _ranked(v, eligible, descending)[:want]
+    plain = rank_positions(v, eligible, descending)[:want]
     info["spearman_score_length"] = _spearman(v[eligible], lengths[eligible])
     info["spearman_key_length"] = _spearman(key[eligible], lengths[eligible])
     info["mean_length_kept"] = float(lengths[keep].mean()) if keep.any() else None

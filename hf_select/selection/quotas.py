@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HFSelectError
-from .filters import StepResult, column_values, embedding_matrix
+from .base import StepResult, column_values, embedding_matrix
 
 QUOTA_PARAMS = ("stratify_by", "min_share")
 BUDGET_PARAMS = ("count", "k")
@@ -264,8 +264,8 @@ def run_stratified(
         sub = subsets[s]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a stratum short of rows is counted, not warned
-            inner = {k: v for k, v in kw.items() if k not in _FRACTION_PARAMS}
-            inner[budget_param] = int(want)
+            inner = {k: v for k, v in kw.items() if k not in _FRACTION_PARAMS and k not in BUDGET_PARAMS}
+            inner[budget_param] = int(want)  # (kcenter takes k or count: one of them, the stratum's quota)
             return function(sub, **inner)
 
     quota = target.copy()

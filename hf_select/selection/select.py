@@ -4,14 +4,18 @@ A step is a name plus parameters, from Python (``{"step": "threshold", "column":
 ``Step("threshold", column="quality", min=0.0)``) or a YAML file (a list of such mappings, or a mapping with
 ``steps:`` and an optional ``seed:``). Steps run in order; each sees the rows the previous ones kept.
 
-Built-in steps: ``threshold``, ``top``, ``ifd_rule``, ``token_budget``, ``dedup_exact``, ``dedup_near``
-(:mod:`.filters`), ``kcenter`` (:mod:`.kcenter`), ``kmeans_sample``, ``facility_location`` (:mod:`.clusters`),
-``random`` (the seeded baseline every comparison needs), ``longest``, ``consistency_gate`` (:mod:`.gates`),
-``length_stratified_top`` (:mod:`.length`), ``fused_diverse`` (:mod:`.fusion`) and ``target_similarity``
-(:mod:`.target`). Other modules add their own with :func:`register_step`.
+The steps are looked up by name in the registry of :mod:`.steps` (``STEPS``, ``available_steps()``): ``threshold``,
+``top``, ``ifd_rule``, ``token_budget``, ``dedup_exact``, ``dedup_near`` (:mod:`.filters`), ``kcenter``
+(:mod:`.kcenter`), ``kmeans_sample``, ``facility_location`` (:mod:`.clusters`), ``random`` (the seeded baseline
+every comparison needs), ``longest``, ``consistency_gate`` (:mod:`.gates`), ``length_stratified_top``
+(:mod:`.length`), ``fused_diverse`` (:mod:`.fusion`) and ``target_similarity`` (:mod:`.target`). Other modules add
+their own with :func:`~hf_select.selection.steps.register_step`. This module parses step lists, runs them, and
+holds the result (:class:`SelectionResult`: the subset, the dropped rows, the provenance; saved and loaded).
 
-Every step with a row budget (``count``/``k``), and ``threshold``, also takes ``stratify_by`` (a column, or
-``{clusters: N, column: embedding}``) and ``min_share``: composition quotas, see :mod:`.quotas`.
+Every step with a row budget (``count``, or ``k`` for ``kcenter``), and ``threshold``, also takes ``stratify_by``
+(a column, or ``{clusters: N, column: embedding}``) and ``min_share``: composition quotas, see :mod:`.quotas`.
+Old parameter names (``ifd_rule``'s ``top``, ``facility_location``'s ``k``) run under their new names, with a
+``FutureWarning``; the provenance records the new names.
 
 Seeds: a step's own ``seed`` key wins, then a ``seed`` in the YAML file, then the ``seed`` argument.
 
@@ -28,86 +32,30 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..columns import ROW_ID
 from ..errors import HFSelectError
 from ..io import atomic_folder
-from . import filters, quotas
-from .clusters import facility_location, kmeans_cluster_sample
-from .filters import StepResult, embedding_matrix, resolve_count
-from .fusion import fused_diverse
-from .gates import consistency_gate
-from .kcenter import k_center_greedy
-from .length import length_stratified_top
-from .target import target_similarity
+from . import quotas
+from .base import StepResult, rename_params
+from .steps import STEPS
 
 logger = logging.getLogger(__name__)
 
-ROW_ID = "_row_id"
 PROVENANCE_FILE = "provenance.json"
 DROPPED_DIR = "dropped"
 SELECTION_FORMAT = "hf-select-selection"
-
-
-# -- the step registry ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """A registered step: ``function(dataset, **params)`` (plus ``seed=`` when it takes one) -> StepResult."""
-
-    name: str
-    function: Callable[..., StepResult]
-    params: tuple[str, ...]
-    takes_seed: bool
-    any_params: bool
-
-    @property
-    def help(self) -> str:
-        return (inspect.getdoc(self.function) or "").split("\n\n")[0]
-
-
-STEPS: dict[str, StepSpec] = {}
-
-
-def register_step(name: str, function: Callable[..., StepResult] | None = None, *, overwrite: bool = False) -> Any:
-    """Register a selection step (usable as a decorator). The function takes the dataset first, its parameters as
-    keywords (and ``seed`` if it needs randomness) and returns a :class:`StepResult`.
-
-    Example:
-        >>> @register_step("even_rows")  # doctest: +SKIP
-        ... def even_rows(dataset):
-        ...     import numpy as np
-        ...     keep = np.arange(len(dataset)) % 2 == 0
-        ...     return StepResult.from_mask(keep, {"odd_row": ~keep})
-    """
-
-    def add(fn: Callable[..., StepResult]) -> Callable[..., StepResult]:
-        if name in STEPS and not overwrite and STEPS[name].function is not fn:
-            raise ValueError(f"a selection step named {name!r} is already registered; pass overwrite=True")
-        sig = inspect.signature(fn)
-        params = list(sig.parameters.values())[1:]
-        STEPS[name] = StepSpec(
-            name=name,
-            function=fn,
-            params=tuple(p.name for p in params if p.name != "seed" and p.kind is not p.VAR_KEYWORD),
-            takes_seed=any(p.name == "seed" for p in params),
-            any_params=any(p.kind is p.VAR_KEYWORD for p in params),
-        )
-        return fn
-
-    return add(function) if function is not None else add
 
 
 class Step:
@@ -193,6 +141,8 @@ def _normalise_step(raw: Any, i: int) -> tuple[str, dict[str, Any], int | None]:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise HFSelectError(f"step {i} ({name}): seed must be an integer, got {seed!r}")
     spec = STEPS[name]
+    if spec.renamed:  # old parameter names run under their new ones (a FutureWarning says which)
+        params = rename_params(f"step {i} ({name})", params, spec.renamed, stacklevel=1)
     if not spec.any_params:
         unknown = sorted(set(params) - set(spec.params) - set(quotas.QUOTA_PARAMS))
         if unknown:
@@ -479,169 +429,3 @@ def select(dataset: Any, steps: Any, *, seed: int = 0) -> SelectionResult:
     )
 
 
-# -- steps over embeddings, and the baselines -------------------------------------------------------------------------
-
-
-def _embedding_rows(dataset: Any, column: str, step: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(matrix, positions with a vector, mask of rows without one)."""
-    x, rows = embedding_matrix(dataset, column, step)
-    missing = np.ones(len(dataset), bool)
-    missing[rows] = False
-    return x, rows, missing
-
-
-def kcenter_step(
-    dataset: Any,
-    *,
-    k: int | None = None,
-    fraction: float | None = None,
-    column: str = "embedding",
-    metric: str = "euclidean",
-    initial_column: str | None = None,
-    initial_row_ids: Sequence[int] | None = None,
-    precision: str = "mixed",
-    device: str | None = None,
-    seed: int = 0,
-) -> StepResult:
-    """k-center greedy on an embedding column (MoDS). ``initial_column`` (true = already chosen) or
-    ``initial_row_ids`` (``_row_id`` values) mark rows that are centers from the start; they are kept, and ``k``
-    more are picked. Reasons: ``no_embedding``, ``not_selected``."""
-    x, rows, missing = _embedding_rows(dataset, column, "kcenter")
-    n = len(dataset)
-    init_mask = np.zeros(n, bool)
-    if initial_column is not None:
-        init_mask |= np.nan_to_num(filters.column_values(dataset, initial_column, "kcenter"), nan=0.0) != 0
-    if initial_row_ids is not None:
-        ids = np.asarray(dataset.with_format(None)[ROW_ID]) if ROW_ID in dataset.column_names else np.arange(n)
-        init_mask |= np.isin(ids, np.asarray(list(initial_row_ids), dtype=np.int64))
-    if (init_mask & missing).any():
-        bad = int(np.flatnonzero(init_mask & missing)[0])
-        raise HFSelectError(f"kcenter: initial row at position {bad} has no {column!r} vector; embed it first.")
-    local = np.full(n, -1, dtype=np.int64)
-    local[rows] = np.arange(len(rows))
-    initial = local[np.flatnonzero(init_mask)]
-    available = len(rows) - len(initial)
-    want = resolve_count(n, available, fraction=fraction, count=k, step="kcenter", count_name="k")
-    res = k_center_greedy(x, want, seed=seed, initial=initial.tolist(), metric=metric, device=device,
-                          precision=precision, return_radii=True)
-    keep = init_mask.copy()
-    keep[rows[np.asarray(res.indices, dtype=np.int64)]] = True
-    info = {"picked": len(res.indices), "initial_rows": int(len(initial)), "radius_initial": res.initial_radius,
-            "radius_after_first": res.radii[0] if res.radii else None,
-            "radius_final": res.radii[-1] if res.radii else None}
-    return StepResult.from_mask(keep, {"no_embedding": missing}, info)
-
-
-def kmeans_sample_step(
-    dataset: Any,
-    *,
-    column: str = "embedding",
-    score_column: str | None = None,
-    n_clusters: int = 100,
-    per_cluster: int = 10,
-    band: Sequence[float] = (25, 75),
-    pick: str = "even",
-    minibatch: bool | None = None,
-    seed: int = 0,
-) -> StepResult:
-    """Cherry LLM's pre-experienced sample (k-means, score band per cluster, ``per_cluster`` rows each).
-    Reasons: ``no_embedding``, ``nan_score``, ``outside_band``, ``not_sampled``."""
-    x, rows, missing = _embedding_rows(dataset, column, "kmeans_sample")
-    n = len(dataset)
-    scores = filters.column_values(dataset, score_column, "kmeans_sample") if score_column else np.zeros(n)
-    if len(band) != 2:
-        raise ValueError(f"band must be two percentiles [low, high], got {list(band)}")
-    res = kmeans_cluster_sample(x, scores[rows], n_clusters=n_clusters, per_cluster=per_cluster,
-                                band=(band[0], band[1]), seed=seed, pick=pick, minibatch=minibatch,
-                                return_result=True)
-    keep = np.zeros(n, bool)
-    keep[rows[np.asarray(res.indices, dtype=np.int64)]] = True
-    in_band = np.zeros(n, bool)
-    in_band[rows[res.in_band]] = True
-    nan = np.isnan(scores)
-    info = {"n_clusters": res.n_clusters, "inertia": res.inertia}
-    return StepResult.from_mask(keep, {"no_embedding": missing, "nan_score": nan, "outside_band": ~in_band,
-                                       "not_sampled": ~keep}, info)
-
-
-def facility_location_step(
-    dataset: Any,
-    *,
-    k: int | None = None,
-    fraction: float | None = None,
-    column: str = "embedding",
-    n_neighbors: int = 32,
-    metric: str = "cosine",
-    device: str | None = None,
-    seed: int = 0,
-) -> StepResult:
-    """Facility location by lazy greedy on a sparse k-NN graph (Superfiltering's diversity step).
-    Reasons: ``no_embedding``, ``not_selected``."""
-    x, rows, missing = _embedding_rows(dataset, column, "facility_location")
-    n = len(dataset)
-    want = resolve_count(n, len(rows), fraction=fraction, count=k, step="facility_location", count_name="k")
-    res = facility_location(x, want, n_neighbors=n_neighbors, seed=seed, metric=metric, device=device,
-                            return_result=True)
-    keep = np.zeros(n, bool)
-    keep[rows[np.asarray(res.indices, dtype=np.int64)]] = True
-    info = {"objective": res.objective[-1] if res.objective else 0.0, "max_objective": res.max_objective}
-    return StepResult.from_mask(keep, {"no_embedding": missing}, info)
-
-
-def random_step(dataset: Any, *, count: int | None = None, fraction: float | None = None, seed: int = 0
-                ) -> StepResult:
-    """A seeded uniform random sample: the baseline every selection should beat. Reason: ``not_sampled``."""
-    n = len(dataset)
-    want = resolve_count(n, n, fraction=fraction, count=count, step="random")
-    keep = np.zeros(n, bool)
-    keep[np.random.default_rng(seed).choice(n, size=want, replace=False)] = True
-    return StepResult.from_mask(keep, {"not_sampled": ~keep})
-
-
-def longest_step(dataset: Any, *, count: int | None = None, fraction: float | None = None,
-                 column: str | None = None, column_mapping: Mapping[str, str] | None = None,
-                 measure: str = "auto") -> StepResult:
-    """The rows with the longest responses (a strong simple baseline). Length: ``column`` if given, else
-    ``response_tokens`` when present (``measure="auto"``), else the response's characters (always with
-    ``measure="chars"``: ``response_tokens`` counts only the tokens a scorer kept under its ``max_length``).
-    Reasons: ``invalid_row``, ``not_longest``."""
-    if measure not in ("auto", "chars"):
-        raise ValueError(f"longest: measure must be 'auto' or 'chars', got {measure!r}")
-    n = len(dataset)
-    if column is None and measure == "auto" and "response_tokens" in dataset.column_names:
-        column = "response_tokens"
-    if column is not None:
-        lengths = filters.column_values(dataset, column, "longest")
-        info = {"length": column}
-    else:
-        vals: list[float] = []
-        for texts, _ in filters.iter_texts(dataset, "response", column_mapping=column_mapping):
-            vals.extend(np.nan if t is None else float(len(t)) for t in texts)
-        lengths = np.asarray(vals, dtype=np.float64)
-        info = {"length": "response characters"}
-    scored = np.flatnonzero(~np.isnan(lengths))
-    want = resolve_count(n, len(scored), fraction=fraction, count=count, step="longest")
-    ranked = scored[np.lexsort((scored, -lengths[scored]))]
-    keep = np.zeros(n, bool)
-    keep[ranked[:want]] = True
-    return StepResult.from_mask(keep, {"invalid_row": np.isnan(lengths), "not_longest": ~keep}, info)
-
-
-for _name, _fn in (
-    ("threshold", filters.threshold),
-    ("top", filters.top),
-    ("ifd_rule", filters.ifd_rule),
-    ("token_budget", filters.token_budget),
-    ("dedup_exact", filters.dedup_exact),
-    ("dedup_near", filters.dedup_near),
-    ("kcenter", kcenter_step),
-    ("kmeans_sample", kmeans_sample_step),
-    ("facility_location", facility_location_step),
-    ("random", random_step),
-    ("longest", longest_step),
-    ("consistency_gate", consistency_gate),
-    ("length_stratified_top", length_stratified_top),
-    ("fused_diverse", fused_diverse),
-    ("target_similarity", target_similarity),
-):
-    register_step(_name, _fn)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HFSelectError
-from .filters import StepResult, embedding_matrix, resolve_count
+from .base import StepResult, embedding_matrix, resolve_count
 
 AGGREGATES = ("max", "mean", "round_robin")
 
