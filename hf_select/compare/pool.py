@@ -76,9 +76,9 @@ def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0)
         HFSelectError: a file that is missing, empty or has no known row format, or an empty pool.
 
     Example:
-        >>> pool, info = build_pool(["alpaca_9k.json", "dolly_3k.json"], limit=600)  # doctest: +SKIP
-        >>> info["composition"]  # doctest: +SKIP
-        {'alpaca_9k': 451, 'dolly_3k': 149}
+        >>> pool, info = build_pool(["demo:50", "demo:30"], limit=20)  # two built-in demo pools
+        >>> len(pool), info["format"], info["composition"]
+        (20, 'alpaca', {'demo:50': 13, 'demo:30': 7})
     """
     from datasets import Dataset
 

@@ -5,8 +5,8 @@ exactly what the recipes ship; and the eval stages every trained method ends wit
 Example:
     >>> from hf_select.compare import CompareConfig, recipe_arguments
     >>> cfg = CompareConfig(pool=["a"], eval=["e.json"], budget=0.1, output_dir="/tmp/c")
-    >>> args = recipe_arguments("ifd", cfg, "/tmp/c/ifd", "/tmp/c/pool/data", 600, "e.json")  # doctest: +SKIP
-    >>> args.ifd_count  # doctest: +SKIP
+    >>> args = recipe_arguments("ifd", cfg, "/tmp/c/ifd", "/tmp/c/pool/data", 600, "e.json")
+    >>> args.ifd_count
     60
 """
 
@@ -27,31 +27,24 @@ logger = logging.getLogger(__name__)
 
 
 def recipe_entry(method: str) -> tuple[type, Callable[[Any], dict[str, Any]]]:
-    """The recipe behind a method: its arguments class and its ``run_*`` function (imported when first needed: a
-    recipe pulls in trl).
+    """The recipe behind a method: its arguments class and its ``run_*`` function (the recipes are imported when
+    first needed: they pull in trl).
 
     Example:
-        >>> recipe_entry("mods")[1].__name__  # doctest: +SKIP
+        >>> recipe_entry("mods")[1].__name__
         'run_mods'
     """
-    if method == "ifd":
-        from ..recipes.superfilter import SuperfilterArguments, run_superfilter
+    if method not in RECIPES:
+        raise HFSelectError(f"{method!r} is not a recipe method; one of {sorted(RECIPES)}")
+    from ..recipes import cherry, instruct_mining, mods, superfilter
 
-        return SuperfilterArguments, run_superfilter
-    if method == "cherry":
-        from ..recipes.cherry import CherryArguments, run_cherry
-
-        return CherryArguments, run_cherry
-    if method == "mods":
-        from ..recipes.mods import MoDSArguments, run_mods
-
-        return MoDSArguments, run_mods
-    if method == "instructmining":
-        from ..recipes.instruct_mining import InstructMiningArguments, run_instruct_mining
-
-        return InstructMiningArguments, run_instruct_mining
-    raise HFSelectError(f"{method!r} is not a recipe method; one of {sorted(RECIPES)}")
-
+    entries: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
+        "ifd": (superfilter.SuperfilterArguments, superfilter.run_superfilter),
+        "cherry": (cherry.CherryArguments, cherry.run_cherry),
+        "mods": (mods.MoDSArguments, mods.run_mods),
+        "instructmining": (instruct_mining.InstructMiningArguments, instruct_mining.run_instruct_mining),
+    }
+    return entries[method]
 
 
 def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLike, pool_dir: str, pool_rows: int,
@@ -66,8 +59,8 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
 
     Example:
         >>> cfg = CompareConfig(pool=["a"], eval=["e.json"], budget=0.1, output_dir="/tmp/c")
-        >>> args = recipe_arguments("mods", cfg, "/tmp/c/mods", "/tmp/c/pool", 600, "e.json")  # doctest: +SKIP
-        >>> args.seed_count, args.necessity_count  # doctest: +SKIP
+        >>> args = recipe_arguments("mods", cfg, "/tmp/c/mods", "/tmp/c/pool", 600, "e.json")
+        >>> args.seed_count, args.necessity_count
         (15, 45)
     """
     cls, _ = recipe_entry(method)
