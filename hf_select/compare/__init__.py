@@ -24,7 +24,8 @@ one folder per method (``random/seed<N>/`` per random seed), each made of stage 
 comparison is started again, and ``compare.json``, ``compare.md`` (the table) and ``compare.png`` (the chart). A
 method that fails is recorded with its error; the others still run.
 
-The modules, one job each (imports go down this list, never up):
+The modules, one job each; each imports only modules above it in this list (markdown and plot name the result
+classes in type hints only):
 
 - :mod:`~hf_select.compare.config`: :class:`CompareConfig` and its validation, the method names;
 - :mod:`~hf_select.compare.pool`: the pool, the eval sets' names, lengths, composition and corrupted counts;

@@ -39,6 +39,7 @@ from .pool import (
 )
 from .recipe_methods import eval_losses, eval_stages, run_recipe
 from .results import CompareResult, MethodResult, write_json
+from .steps import method_needs, method_steps, score_pool
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +148,6 @@ def _one_line(err: BaseException) -> str:
 def _score_step_methods(shared: _Shared) -> None:
     """Stage folder ``scores/``: every score the step methods need, made once (a failure is recorded against
     every step method; the others still run)."""
-    from .steps import method_needs, score_pool
-
     config = shared.config
     needs = set().union(*(method_needs(m, config.step_methods) for m in shared.step_methods))
     t0 = time.time()
@@ -175,8 +174,6 @@ def _run_method(shared: _Shared, method: str, seed: int | None) -> MethodResult:
         elif method in shared.step_methods:
             if shared.scored is None:
                 raise HFSelectError(shared.scores_error or "the shared scores are missing")
-            from .steps import method_steps
-
             steps = method_steps(method, k, custom=config.step_methods, target=shared.scores_meta.get("target"),
                                  options=(config.preset_options or {}).get(method))
             run = _run_selection(method, None, folder, shared.scored, steps, config, shared.eval_specs)
