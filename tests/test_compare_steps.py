@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset
 
 from hf_select.compare import CompareConfig, corrupted_share, run_compare
-from hf_select.compare_steps import method_needs, resolve_steps, steps_needs
+from hf_select.compare.steps import method_needs, resolve_steps, steps_needs
 from hf_select.demo import make_demo_dataset
 from hf_select.errors import HFSelectError
 from hf_select.selection import select

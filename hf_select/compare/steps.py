@@ -1,5 +1,5 @@
-"""Step methods of a comparison: selection presets (:mod:`hf_select.selection.presets`) and user-given step lists,
-all run over one shared scoring of the pool.
+"""The step methods of a comparison: selection presets (:mod:`hf_select.selection.presets`) and user-given step
+lists, all run over one shared scoring of the pool.
 
 Scoring is most of a comparison's cost, so every step method reads the same scored pool, made once in
 ``output_dir/scores/`` with exactly the scorers the requested methods need (IFD with reverse IFD, the quality
@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import HFSelectError
+from ..errors import HFSelectError
+from .config import recipe_args
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def steps_needs(steps: Sequence[Mapping[str, Any]]) -> set[str]:
 def method_steps(method: str, budget: int, *, custom: Mapping[str, Sequence[Mapping[str, Any]]] | None,
                  target: str | None, options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The steps of one step method (a preset, or a custom list from ``custom``) for ``budget`` rows."""
-    from .selection.presets import PRESETS, preset_steps
+    from ..selection.presets import PRESETS, preset_steps
 
     if custom and method in custom:
         return resolve_steps(custom[method], budget)
@@ -96,7 +97,7 @@ def method_steps(method: str, budget: int, *, custom: Mapping[str, Sequence[Mapp
 
 def method_needs(method: str, custom: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> set[str]:
     """What ``method`` needs scored (see :data:`hf_select.selection.presets.SCORE_NEEDS`)."""
-    from .selection.presets import PRESETS
+    from ..selection.presets import PRESETS
 
     if custom and method in custom:
         return steps_needs(custom[method])
@@ -111,21 +112,20 @@ def score_pool(config: Any, out: Path, pool_dir: str, needs: set[str]) -> tuple[
     embedder; the target set is embedded with the same embedder into ``scores/target/target_embeddings.npy``.
     Returns the scored dataset and ``{"target": path or None, "columns": [...]}``.
     """
-    from .compare import _recipe_base_args
-    from .recipes_common import RecipeArguments, StageRunner, data_stage, score_stage
+    from ..recipes_common import StageRunner, data_stage, score_stage
 
-    args = RecipeArguments(**_recipe_base_args(config, out, pool_dir))
+    args = recipe_args(config, out, pool_dir)
     runner = StageRunner(out, resume=config.resume)
     scored = data_stage(runner, args)
     dtype = config.score_dtype
     if "ifd" in needs or "reverse" in needs:
-        from .scoring.ifd import IFDConfig, IFDScorer
+        from ..scoring.ifd import IFDConfig, IFDScorer
 
         ifd = IFDScorer(IFDConfig(model_name_or_path=config.model_name_or_path, template=config.template,
                                   max_length=config.score_max_length, reverse="reverse" in needs, dtype=dtype))
         scored = score_stage(runner, "ifd", ifd, scored, args)
     if "quality" in needs:
-        from .scoring.quality import QualityConfig, QualityScorer
+        from ..scoring.quality import QualityConfig, QualityScorer
 
         backend = "reward" if config.quality_model_name_or_path else "judge"
         quality = QualityScorer(QualityConfig(backend=backend, model_name_or_path=config.quality_model_name_or_path,
@@ -133,7 +133,7 @@ def score_pool(config: Any, out: Path, pool_dir: str, needs: set[str]) -> tuple[
         scored = score_stage(runner, "quality", quality, scored, args)
     embedder = None
     if "embedding" in needs or "target" in needs:
-        from .scoring.embed import EmbedConfig, Embedder
+        from ..scoring.embed import EmbedConfig, Embedder
 
         embedder = Embedder(EmbedConfig(model_name_or_path=config.embed_model_name_or_path, text="row",
                                         normalize=True))
@@ -151,8 +151,8 @@ def score_pool(config: Any, out: Path, pool_dir: str, needs: set[str]) -> tuple[
 def _embed_target(runner: Any, config: Any, embedder: Any) -> str:
     import numpy as np
 
-    from .io import load_rows
-    from .scoring.base import config_to_dict
+    from ..io import load_rows
+    from ..scoring.base import config_to_dict
 
     def compute(folder: Path) -> dict[str, Any]:
         rows = load_rows(config.target)
