@@ -10,9 +10,8 @@ from pathlib import Path
 import hf_select
 
 ROOT = Path(hf_select.__file__).resolve().parent
-# Modules that still form a cycle and are being split (compare <-> compare_steps: issue 11, the compare
-# subpackage). Empty this once they are gone.
-KNOWN_CYCLE_MODULES = {"hf_select.compare", "hf_select.compare_steps"}
+# Modules allowed to form a cycle: none.
+KNOWN_CYCLE_MODULES: set[str] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -25,8 +24,9 @@ def _modules() -> dict[str, tuple[Path, bool]]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the hf_select modules it imports, at module level or inside functions (a cycle either way);
-    a module's own parent packages are left out (they are imported first whatever the module says)."""
+    """Module -> the hf_select modules it imports, at module level or inside functions (a cycle either way),
+    but not under ``if TYPE_CHECKING:``; a module's own parent packages are left out (they are imported first
+    whatever the module says)."""
     modules = _modules()
 
     def owner(name: str) -> str | None:
@@ -37,7 +37,13 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, (path, is_package) in modules.items():
         package = module if is_package else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+                       for stmt in block.body for n in ast.walk(stmt)}  # never imported at run time
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
