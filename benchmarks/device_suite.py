@@ -70,6 +70,10 @@ STAGE_NAMES = ("ifd_smollm2", "kcenter", "ifd_large", "quality", "necessity", "s
 CAPS = {"setup": 120, "ifd_smollm2": 75, "kcenter": 60, "ifd_large": 60, "quality": 45, "necessity": 75, "sft": 75}
 SMOKE_CAP = 180
 DATASHEET_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, SXM parts
+# Offline, and no progress bars: they would push the summary out of the tail of the call's output.
+QUIET_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+             "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "train" / "alpaca_9k.json"
 
 
@@ -128,14 +132,15 @@ def run_stage(fn: Callable[[Any, dict[str, Any]], None], ctx: Any, cap: float) -
 
 
 def run_suite(stages: dict[str, Callable[[Any, dict[str, Any]], None]], ctx: Any, caps: dict[str, float],
-              budget: float, report: dict[str, Any], save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+              budget: float, report: dict[str, Any], save: Callable[[dict[str, Any]], None],
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stages`` in order into ``report["stages"]``, each cap clipped to what is left of ``budget`` seconds
-    (a stage with under 5 s left is skipped), saving the report after each.
+    (a stage with under 5 s left is skipped), saving the report after each and logging a line per stage.
 
     Example:
         >>> def ok(ctx, m): m["x"] = 1.0
         >>> def bad(ctx, m): raise ValueError("no")
-        >>> r = run_suite({"a": bad, "b": ok}, None, {}, 60, {"stages": {}}, lambda r: None)
+        >>> r = run_suite({"a": bad, "b": ok}, None, {}, 60, {"stages": {}}, lambda r: None, log=lambda s: None)
         >>> [(k, v["status"]) for k, v in r["stages"].items()], r["stages"]["a"]["error"]
         ([('a', 'error'), ('b', 'ok')], 'ValueError: no')
     """
@@ -147,11 +152,11 @@ def run_suite(stages: dict[str, Callable[[Any, dict[str, Any]], None]], ctx: Any
             report["stages"][name] = {"status": "skipped", "error": f"no time left in the suite's budget of "
                                                                     f"{budget:.0f} s", "metrics": {}}
         else:
-            print(f"[device_suite] {name}: running (cap {cap:.0f} s)", flush=True)
+            log(f"[device_suite] {name}: running (cap {cap:.0f} s)")
             report["stages"][name] = run_stage(fn, ctx, cap)
         rec = report["stages"][name]
-        print(f"[device_suite] {name}: {rec['status']} {rec.get('error', '')} "
-              f"{json.dumps(_numbers(rec['metrics']))[:600]}", flush=True)
+        log(f"[device_suite] {name}: {rec['status']} {rec.get('error', '')} "
+            f"{json.dumps(_numbers(rec['metrics']))[:600]}")
         save(report)
     report["total_s"] = time.perf_counter() - start
     save(report)
@@ -295,8 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         report = json.loads(Path(args.from_json).read_text())
         device_results.write_section(Path(args.results or HERE / "RESULTS.md"), report)
         return report
-    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                       "TRANSFORMERS_VERBOSITY": "error"}.items():
+    for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     names = [n for n in (args.only.split(",") if args.only else STAGE_NAMES)]
     unknown = sorted(set(names) - set(STAGE_NAMES)) + ([args.fail] if args.fail and args.fail not in names else [])
@@ -337,10 +341,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 stages[args.fail] = _fail_after(stages[args.fail], args.fail)
             caps = {n: SMOKE_CAP for n in names} if args.smoke else CAPS
             budget = args.budget or (900 if args.smoke else 450)
-            run_suite(stages, ctx, caps, budget - setup_rec["seconds"], report, save)
+            run_suite(stages, ctx, caps, budget - setup_rec["seconds"], report, save,
+                      log=lambda line: print(line, flush=True))
     save(report)
     if args.results:
         device_results.write_section(Path(args.results), report)
+    for name, rec in report["stages"].items():
+        line = device_results.summary(name, rec) if name in device_results.TARGETS else rec.get("error", "")
+        print(f"[device_suite] {name} ({rec['status']}, {rec.get('seconds', 0):.0f} s): {line}"[:700], flush=True)
     bad = [n for n, r in report["stages"].items() if r["status"] != "ok"]
     print(f"[device_suite] done: {len(report['stages']) - len(bad)} ok, not ok: {bad or 'none'}"
           + (f"; JSON {args.out}" if args.out else ""), flush=True)
