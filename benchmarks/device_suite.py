@@ -1,8 +1,9 @@
 """One prepared call that measures every GPU target of hf-select on a bare GPU machine (issue 16), or, with
-``--smoke``, the same code on a CPU with tiny models in under a minute (``tests/test_device_suite.py`` runs it).
+``--smoke``, the same code on a CPU with tiny models (``tests/test_device_suite.py`` runs it; about 10 s of CPU,
+45-80 s of wall time on a shared 2-core machine, most of it importing torch, transformers and TRL).
 
 Stages (``benchmarks/device_stages.py``; sizes in ``benchmarks/device_common.py``), each under its own time cap; a
-stage that fails or runs past its cap is recorded with its error and the suite goes on:
+stage that fails or runs past its cap is recorded with its error (and what it measured before) and the suite goes on:
 
 - ``ifd_smollm2``: ``score_ifd`` on 1,000 alpaca_9k rows with SmolLM2-135M-Instruct in bf16 (rows/s, tokens/s),
   the seed scripts' per-row fp32 loop on 100 rows, a plain forward on full 64 x 512 batches, Spearman against the loop;
@@ -12,15 +13,17 @@ stage that fails or runs past its cap is recorded with its error and the suite g
 - ``necessity``: ``score_necessity`` generation (SmolLM2, greedy, 128 new tokens) + reward, 256 rows;
 - ``sft``: TRL SFT (``train_sft``) of SmolLM2 on 1,000 rows against a plain PyTorch loop on the same batches.
 
-Estimate for one H100/H200 (not measured yet): setup 30-60 s (wheels, GGUF join, dequantisation), then about
-20-60 s per stage, 4-5 minutes in all; the caps add up to 8 minutes and ``--budget`` (450 s) bounds the whole run.
+Estimate for one H100/H200 (an estimate from the sizes, not a measurement): setup 30-60 s (wheels, GGUF join,
+dequantisation), then 10-60 s per stage, 4-5 minutes in all. Caps: setup 120 s, each stage 45-75 s (``CAPS``), and
+``--budget`` (450 s, setup included) bounds the whole run, so call 3 ends within 8 minutes.
 
 Here, once, from the project root (needs PyPI and ../shared/data; writes only the ignored folder .device/)::
 
     python benchmarks/device_suite.py --prepare
 
 Then the device calls, back to back (a machine stays warm 30 s after a call and $HOME survives only while it is
-warm), within 15 minutes of device time (start 1-2 min, calls 1-2 seconds each, call 3 at most 9 minutes):
+warm), within 15 minutes of device time (start 1-2 min; calls 1 and 2 carry 33 MB each and take seconds; call 3
+carries about 38 MB plus the project's files and runs at most 8 minutes):
 
 1. ``run(carry=[".device/a"], timeout_s=120, command="mkdir -p $HOME/m && cp .device/a/model.part1 $HOME/m/")``
 2. ``run(carry=[".device/b"], timeout_s=120, command="cp .device/b/model.part2 $HOME/m/")``
@@ -30,10 +33,12 @@ warm), within 15 minutes of device time (start 1-2 min, calls 1-2 seconds each, 
    --results benchmarks/RESULTS.md``.
 
 Call 3 installs the carried wheels that the machine lacks (``datasets``, ``trl``, ...) into ``$HOME/site``, joins
-the GGUF from the three parts, converts it to a plain bf16 folder with ``hf_select.models``, and writes the JSON
-after every stage (what finished comes back even if the call is cut). If the machine went back between the calls,
-the SmolLM2 stages record the missing part and the others still run (with the carried tokenizer). With time left,
-``--only STAGE[,STAGE]`` reruns some stages (on a fresh machine, after calls 1-2 again).
+the GGUF from the three parts, converts it to a plain bf16 folder with ``hf_select.models`` (under
+``$HOME/hf_select_cache``), and writes the JSON after every stage (what finished comes back even if the call is cut).
+If the machine went back between the calls, the SmolLM2 stages record the missing part and the others still run
+(with the carried tokenizer). A rerun of some stages (``--only STAGE[,STAGE]``, the same call 3 otherwise) reuses
+the parts and the converted model while the machine is still warm; a fresh machine needs calls 1-2 again and at
+least 4 minutes of device time left.
 
 Run without a GPU and without ``--smoke``, it measures nothing and records every stage as "not measured: no GPU
 available" (``--results`` then writes those rows).
