@@ -80,7 +80,6 @@ class Ctx:
     sizes: Sizes
     rows: list[dict[str, str]]
     workdir: Path
-    smoke: bool = False
     lm_path: str | None = None  # the small LM's folder: plain SmolLM2 (full), the tiny Llama (smoke)
     lm_error: str | None = None  # why there is none
     tokenizer_path: str | None = None  # carried tokenizer files, used when the model folder is missing

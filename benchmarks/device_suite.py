@@ -242,7 +242,7 @@ def setup(args: argparse.Namespace, m: dict[str, Any], holder: dict[str, Any]) -
         torch.set_num_threads(args.threads or 1)
         rows = json.loads(Path(args.data).read_text()) if args.data else synthetic_rows(32)
         ctx = Ctx(device=torch.device("cpu"), dtype=torch.float32, sizes=SMOKE, rows=rows, workdir=workdir,
-                  smoke=True, lm_error="the tiny LM was not saved")
+                  lm_error="the tiny LM was not saved")
     else:
         rows = json.loads((Path(args.data) if args.data else carried / device_setup.DATA_FILE).read_text())
         ctx = Ctx(device=torch.device("cuda"), dtype=torch.bfloat16, sizes=FULL, rows=rows, workdir=workdir,
