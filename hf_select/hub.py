@@ -187,7 +187,7 @@ def build_card_context(
     ev = dict(eval_result or {})
     name = source.split("/")[-1] if is_hub_id(source) else source.split(":")[0] if source.startswith("demo") \
         else Path(source).stem
-    source_note = f"its first {rows_in} rows (limit {limit})" if limit is not None else None
+    source_note = f"its first {rows_in} rows" if limit is not None else None
     return {
         "method": method, "method_title": title, "method_description": description, "method_steps": method_steps,
         "source": source, "source_note": source_note,
@@ -293,7 +293,8 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
         license=None,
     )
     safe_base = hub_safe(base, run_dir=context.get("run_dir"))
-    model_title = model_id.split("/")[-1] if model["url"] else f"{safe_base.split('/')[-1]} on {context['pretty_name']}"
+    model_title = (model_id.split("/")[-1] if model["url"] and model_id
+                   else f"{safe_base.split('/')[-1]} on {context['pretty_name']}")
     return ModelCard.from_template(
         data, template_path=str(templates_dir() / MODEL_TEMPLATE),
         **_safe_vars(context, model_title=model_title, base_model_url=_hub_url(base, "model"), dataset=dataset,
