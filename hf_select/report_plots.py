@@ -292,7 +292,9 @@ def steps_figure(provenance: Sequence[dict[str, Any]], input_rows: int, path: Pa
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(names))
     ax.barh(y, rows_in, height=0.7, color=INPUT_COLOR, label="rows in (the step's input)")
-    ax.barh(y, rows_out, height=0.4, color=[ALL_COLOR] + [CHOSEN_COLOR] * len(provenance), label="rows out (kept)")
+    ax.barh(y[:1], rows_out[:1], height=0.4, color=ALL_COLOR, label="rows read")
+    if len(provenance):
+        ax.barh(y[1:], rows_out[1:], height=0.4, color=CHOSEN_COLOR, label="rows out (kept by the step)")
     for yi, (a, b, br) in enumerate(zip(rows_in, rows_out, branch, strict=True)):
         text = f" {b:,}" if yi == 0 else f" {a:,} -> {b:,}" + ("  (own input: a branch)" if br else "")
         ax.text(max(a, b), yi, text, va="center", fontsize=8)
