@@ -234,7 +234,8 @@ def make_report(
         if missing:
             score_stats[col]["missing"] = missing
             notes.append(f"`{col}`: {missing}.")
-        figures.append(_Figure(name, "score_histogram", f"{col}: all rows vs selected, thresholds marked", col))
+        caption = f"{col}: all rows vs selected, the range each step kept shaded"
+        figures.append(_Figure(name, "score_histogram", caption, col))
     summary["scores"] = score_stats
 
     if embedding_column in scored.column_names and n:
