@@ -25,11 +25,20 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .card_text import (
+    DATASET_PLACEHOLDER,
+    METHOD_INTROS,
+    MODEL_PLACEHOLDER,
+    corrupted_shares,
+    hub_safe,
+    method_text,
+)
 from .errors import HFSelectError, redact, scrub
 
 logger = logging.getLogger(__name__)
@@ -38,31 +47,8 @@ DATASET_TEMPLATE = "dataset_card.md.j2"
 MODEL_TEMPLATE = "model_card.md.j2"
 ROW_IDS_INLINE_MAX = 300
 
-METHODS = {
-    "mods": (
-        "MoDS",
-        "MoDS (Model-oriented Data Selection, arXiv 2311.15653): keep rows whose quality score passes a threshold, "
-        "take a k-center seed set on instruction embeddings, fine-tune a seed model on it, let the seed model answer "
-        "the high-quality instructions, keep the rows it answers badly (necessity) k-centered down to a budget, and "
-        "train on seed + necessary rows.",
-    ),
-    "cherry": (
-        "Cherry LLM (IFD)",
-        "Cherry LLM (NAACL'24): train a pre-experienced model on a few rows per k-means cluster of instruction "
-        "embeddings, score every row's Instruction-Following Difficulty (IFD = loss(answer | prompt) / loss(answer)) "
-        "with it, drop rows with IFD >= 1 and keep the highest IFD.",
-    ),
-    "superfiltering": (
-        "Superfiltering (IFD with a small model)",
-        "Superfiltering (ACL'24): score IFD with a small language model, drop rows with IFD >= 1, keep the highest "
-        "IFD, optionally diversified with facility location on sentence embeddings.",
-    ),
-    "instruct_mining": (
-        "InstructMining",
-        "InstructMining (arXiv 2307.06290): natural-language indicators per row, a linear rule that predicts the "
-        "eval loss from them, rows ranked by the rule and the subset size searched on a small grid.",
-    ),
-}
+METHODS = {name: intro for name, intro in METHOD_INTROS.items()}  # (title, introduction) per recipe method
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def templates_dir() -> Path:
@@ -101,7 +87,7 @@ def is_hub_id(name: str | None) -> bool:
     """
     if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
         return False
-    return name.count("/") == 1 and all(name.split("/")) and not name.endswith((".json", ".jsonl", ".parquet"))
+    return bool(_HUB_ID.match(name)) and not name.endswith((".json", ".jsonl", ".parquet"))
 
 
 def _selection_parts(selection: Any) -> tuple[list[dict[str, Any]], list[int]]:
@@ -178,7 +164,7 @@ def build_card_context(
     from . import __version__
 
     provenance, row_ids = _selection_parts(selection)
-    title, description = METHODS.get(method, (method, ""))
+    title, description, method_steps = method_text(method, provenance)
     dropped_total: dict[str, int] = {}
     dropped_rows = getattr(selection, "dropped", None)
     if dropped_rows is not None and "drop_reason" in getattr(dropped_rows, "column_names", ()):
@@ -190,21 +176,29 @@ def build_card_context(
             for reason, count in (s.get("dropped") or {}).items():
                 dropped_total[reason] = dropped_total.get(reason, 0) + int(count)
     stage_rows = []
+    limit = None
     for st in stages:
         meta = {k: v for k, v in (st.get("meta") or {}).items() if isinstance(v, (int, float, str, bool))}
+        if st["name"] == "data" and (st.get("params") or {}).get("limit"):
+            limit = int(st["params"]["limit"])
         stage_rows.append({"name": st["name"], "params_json": json.dumps(st.get("params") or {}, sort_keys=True,
                                                                          default=str),
                            "meta_text": ", ".join(f"{k}={_fmt(v)}" for k, v in meta.items())})
+    ev = dict(eval_result or {})
+    name = source.split("/")[-1] if is_hub_id(source) else source.split(":")[0] if source.startswith("demo") \
+        else Path(source).stem
+    source_note = f"its first {rows_in} rows" if limit is not None else None
     return {
-        "method": method, "method_title": title, "method_description": description, "source": source,
+        "method": method, "method_title": title, "method_description": description, "method_steps": method_steps,
+        "source": source, "source_note": source_note,
         "source_split": source_split, "rows_in": int(rows_in), "rows_out": len(row_ids), "row_ids": row_ids,
         "steps": _steps_for_card(provenance), "provenance": provenance, "dropped_total": dropped_total,
         "stages": stage_rows, "score_summary": _score_summary(scored, score_columns), "plots": list(plots),
         "base_model": base_model, "training": {k: _fmt(v) for k, v in (training or {}).items()},
-        "train_loss": train_loss, "eval": dict(eval_result or {}), "license": license, "reproduce": reproduce,
+        "train_loss": train_loss, "eval": ev, "license": license, "reproduce": reproduce,
         "extra_models": list(extra_models), "hf_select_version": __version__,
-        "pretty_name": pretty_name or f"{Path(source).stem if not is_hub_id(source) else source.split('/')[-1]} "
-                                      f"({title}, {len(row_ids)} rows)",
+        "corrupted": corrupted_shares(scored, getattr(selection, "dataset", None)),
+        "pretty_name": pretty_name or f"{name} ({title}: {len(row_ids)} of {rows_in} rows)",
     }
 
 
@@ -223,9 +217,31 @@ def _hub_url(repo_id: str | None, repo_type: str) -> str | None:
     return f"https://huggingface.co/{prefix}{repo_id}"
 
 
+def _link(repo_id: str | None, repo_type: str, placeholder: str, flag: str) -> dict[str, Any]:
+    """How a card names the other repository: its Hub id and URL when known, else a placeholder that ``hf-select
+    push`` fills in (the push re-renders both cards with the ids)."""
+    if repo_id and repo_id.startswith("https://huggingface.co/"):
+        repo_id = repo_id.removeprefix("https://huggingface.co/").removeprefix("datasets/")
+    url = _hub_url(repo_id, repo_type)
+    if url:
+        return {"id": repo_id, "url": url, "placeholder": None}
+    return {"id": placeholder, "url": None, "placeholder": f"`{placeholder}` (filled in by `hf-select push {flag}`)"}
+
+
+def _safe_vars(context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The template's variables with every local path replaced (:func:`hf_select.card_text.hub_safe`)."""
+    safe = hub_safe({**_template_vars(context), **extra}, run_dir=context.get("run_dir"))
+    if safe.get("reproduce"):  # a relative --output_dir is a local path too
+        safe["reproduce"] = re.sub(r"--output_dir\s+\S+", "--output_dir OUTPUT_DIR", safe["reproduce"])
+    return safe
+
+
 def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = None,
                         model_link: str | None = None) -> Any:
     """A ``huggingface_hub.DatasetCard`` rendered from ``model_cards/dataset_card.md.j2``.
+
+    ``model_link`` is the model's Hub id (or URL); without one the card names a placeholder that ``hf-select push``
+    fills in. No local path ends up in the card.
 
     Example:
         >>> card = render_dataset_card(ctx)  # doctest: +SKIP
@@ -237,7 +253,7 @@ def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = 
     source = context["source"]
     data = DatasetCardData(
         license=context.get("license") or "other",
-        pretty_name=context["pretty_name"],
+        pretty_name=hub_safe(context["pretty_name"], run_dir=context.get("run_dir")),
         size_categories=[size_category(context["rows_out"])],
         task_categories=["text-generation"],
         source_datasets=[source] if is_hub_id(source) else None,
@@ -247,8 +263,9 @@ def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = 
     inline = ", ".join(map(str, row_ids)) if len(row_ids) <= ROW_IDS_INLINE_MAX else None
     card = DatasetCard.from_template(
         data, template_path=str(templates_dir() / DATASET_TEMPLATE),
-        **{**_template_vars(context), "source_url": _hub_url(source, "dataset"), "model_link": model_link,
-           "row_ids_file": "row_ids.json", "row_ids_inline": inline, "dataset_id": dataset_id},
+        **_safe_vars(context, source_url=_hub_url(source, "dataset"),
+                     model=_link(model_link, "model", MODEL_PLACEHOLDER, "--hub_model_id"),
+                     row_ids_file="row_ids.json", row_ids_inline=inline, dataset_id=dataset_id),
     )
     return card
 
@@ -257,34 +274,38 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
                       dataset_link: str | None = None, local_path: str | None = None) -> Any:
     """A ``huggingface_hub.ModelCard`` rendered from ``model_cards/model_card.md.j2``.
 
-    ``dataset_link`` is the selected subset's Hub id (linked) or its local folder.
+    ``dataset_link`` is the selected subset's Hub id; without one (and for the "Use" snippet without ``model_id``)
+    the card names a placeholder that ``hf-select push`` fills in. ``local_path`` is accepted for older callers and
+    never written into the card.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     base = context["base_model"]
-    dataset_link = dataset_link or "hub/dataset"
+    dataset = _link(dataset_link, "dataset", DATASET_PLACEHOLDER, "--hub_dataset_id")
+    model = _link(model_id, "model", MODEL_PLACEHOLDER, "--hub_model_id")
     ev = context.get("eval") or {}
     data = ModelCardData(
         base_model=base if is_hub_id(base) else None,
-        datasets=[dataset_link] if is_hub_id(dataset_link) else None,
+        datasets=[dataset["id"]] if dataset["url"] else None,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["hf-select", "data-selection", context["method"], "trl", "sft"],
         license=None,
     )
-    model_title = model_id.split("/")[-1] if model_id else f"{base.split('/')[-1]} on {context['pretty_name']}"
+    safe_base = hub_safe(base, run_dir=context.get("run_dir"))
+    model_title = (model_id.split("/")[-1] if model["url"] and model_id
+                   else f"{safe_base.split('/')[-1]} on {context['pretty_name']}")
     return ModelCard.from_template(
         data, template_path=str(templates_dir() / MODEL_TEMPLATE),
-        **{**_template_vars(context), "model_title": model_title, "base_model_url": _hub_url(base, "model"),
-           "dataset_link": dataset_link, "dataset_url": _hub_url(dataset_link, "dataset"),
-           "eval_loss": ev.get("loss"), "eval_rows": ev.get("rows"), "eval_dataset": ev.get("dataset"),
-           "eval_loss_base": ev.get("loss_base"), "model_ref": model_id or local_path or "path/to/model"},
+        **_safe_vars(context, model_title=model_title, base_model_url=_hub_url(base, "model"), dataset=dataset,
+                     eval_loss=ev.get("loss"), eval_rows=ev.get("rows"), eval_dataset=ev.get("dataset"),
+                     eval_loss_base=ev.get("loss_base"), model_ref=model["id"], model_url=model["url"]),
     )
 
 
 def _template_vars(context: Mapping[str, Any]) -> dict[str, Any]:
     # `license` and `tags` are card-data keys: keep the template's own names apart from them
-    return {k: v for k, v in context.items() if k not in ("tags",)}
+    return {k: v for k, v in context.items() if k not in ("tags", "run_dir")}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -353,8 +374,7 @@ def save_model_folder(folder: str | os.PathLike, model_dir: str | os.PathLike, c
     for src in Path(model_dir).iterdir():
         if src.is_file() and src.name not in skip:
             _link_or_copy(src, out / src.name)
-    render_model_card(context, model_id=model_id, dataset_link=dataset_link,
-                      local_path=str(out.resolve())).save(out / "README.md")
+    render_model_card(context, model_id=model_id, dataset_link=dataset_link).save(out / "README.md")
     return out
 
 
@@ -364,13 +384,16 @@ def write_hub_folders(folder: str | os.PathLike, *, subset: Any, context: Mappin
     """Write ``folder/dataset``, ``folder/model`` and ``folder/card_context.json`` (see the module docstring)."""
     out = Path(folder)
     ctx = scrub(json.loads(json.dumps(dict(context), default=str)))
+    # the run's folder (``folder`` is ``<output_dir>/hub`` or its temporary ``.hub.tmp``): paths inside it read as
+    # OUTPUT_DIR/... in the cards, like the Reproduce line's --output_dir
+    ctx.setdefault("run_dir", str(out.resolve().parent))
     dataset_dir = out / "dataset"
     if report_dir is not None:
         ctx["plots"] = copy_plots(report_dir, dataset_dir / "plots")
     save_dataset_folder(dataset_dir, subset, ctx, selection=selection)
-    save_model_folder(out / "model", model_dir, ctx, model_id=model_id, dataset_link=dataset_id or "../dataset")
-    # the cards of the local copy link each other by relative path; push re-renders them with the Hub ids
-    render_dataset_card(ctx, dataset_id=dataset_id, model_link=model_id or "../model").save(dataset_dir / "README.md")
+    save_model_folder(out / "model", model_dir, ctx, model_id=model_id, dataset_link=dataset_id)
+    # without Hub ids the cards name placeholders; push re-renders both with the ids
+    render_dataset_card(ctx, dataset_id=dataset_id, model_link=model_id).save(dataset_dir / "README.md")
     (out / "card_context.json").write_text(json.dumps(ctx, indent=2, default=str))
     return out
 
@@ -411,11 +434,9 @@ def push_outputs(folder: str | os.PathLike, *, dataset_id: str | None = None, mo
         raise HFSelectError(f"the Hub is unreachable (or HF_HUB_OFFLINE=1); nothing was pushed. {where}")
     ctx = json.loads(ctx_path.read_text())
     if dataset_id:
-        render_dataset_card(ctx, dataset_id=dataset_id, model_link=_hub_url(model_id, "model") or "../model").save(
-            out / "dataset" / "README.md")
+        render_dataset_card(ctx, dataset_id=dataset_id, model_link=model_id).save(out / "dataset" / "README.md")
     if model_id:
-        render_model_card(ctx, model_id=model_id, dataset_link=dataset_id or "../dataset",
-                          local_path=str((out / "model").resolve())).save(out / "model" / "README.md")
+        render_model_card(ctx, model_id=model_id, dataset_link=dataset_id).save(out / "model" / "README.md")
     api = HfApi(token=token)
     urls: dict[str, str] = {}
     for kind, repo_id, sub in (("dataset", dataset_id, "dataset"), ("model", model_id, "model")):

@@ -490,11 +490,12 @@ def args_to_cli(args: Any) -> list[str]:
         ['--dataset', 'demo:40', '--limit', '10', '--output_dir', '/tmp/r']
     """
     out: list[str] = []
+    inactive = set(getattr(args, "inactive_fields", lambda: ())())  # settings that did not apply (e.g. a threshold)
     for f in dataclasses.fields(args):
         value = getattr(args, f.name)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        if value == default:
+        if value == default or f.name in inactive:
             continue
         if isinstance(value, (dict, list)):
             text = json.dumps(scrub(value))

@@ -7,11 +7,11 @@
 - ``embedding_map.png``: a 2-D PCA map of the embeddings with the chosen rows highlighted;
 - ``lengths.png``: prompt and response lengths before and after;
 - ``composition_<column>.png``: shares per source/category before and after (when such a column exists);
-- ``steps.png``: rows left after each step;
+- ``steps.png``: rows into and out of each step (branches marked);
 - ``report.md`` linking them, with the provenance table, and ``report.json`` listing the figures (for dataset
   cards) and the numbers.
 
-Plots are drawn with matplotlib's Agg canvas directly, so no global backend is changed.
+The figures are drawn by :mod:`hf_select.report_plots`; this module chooses them and writes the markdown.
 
 Example:
     >>> from hf_select.report import make_report
@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,21 @@ from typing import Any
 import numpy as np
 
 from .errors import HFSelectError
+from .report_plots import (
+    composition_figure,
+    embedding_map,
+    lengths_figure,
+    marks_for,
+    missing_text,
+    score_histogram,
+    status_column_for,
+    steps_figure,
+)
 
 logger = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ("source", "category", "dataset", "task", "domain", "subset", "language")
 _SKIP_SCORE_COLUMNS = {"_row_id", "drop_step_index"}
-ALL_COLOR = "#9e9e9e"
-CHOSEN_COLOR = "#d62728"
 MAX_SCORE_PLOTS = 12
 
 
@@ -51,20 +58,6 @@ class _Figure:
     caption: str
     column: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _new_figure(width: float = 7.0, height: float = 4.5) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, format="png")
 
 
 def _selection_parts(selection: Any) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
@@ -120,101 +113,6 @@ def _default_score_columns(scored: Any) -> list[str]:
     return cols
 
 
-def _marks_for(column: str, provenance: Sequence[dict[str, Any]]) -> list[tuple[float, str, str]]:
-    """Vertical lines (value, label, line style) that the selection steps put on a score column."""
-    marks: list[tuple[float, str, str]] = []
-    for i, e in enumerate(provenance, 1):
-        p, info, step = e.get("params", {}), e.get("info", {}) or {}, e.get("step")
-        if step == "threshold" and p.get("column") == column:
-            if p.get("min") is not None:
-                marks.append((float(p["min"]), f"step {i} threshold: min {p['min']:g}", "--"))
-            if p.get("max") is not None:
-                marks.append((float(p["max"]), f"step {i} threshold: max {p['max']:g}", "--"))
-        elif step == "ifd_rule" and p.get("column", "ifd") == column:
-            marks.append((float(p.get("max_ifd", 1.0)), f"step {i} ifd_rule: drop IFD >= {p.get('max_ifd', 1.0):g}",
-                          "--"))
-            if info.get("cutoff") is not None:
-                marks.append((float(info["cutoff"]), f"step {i} ifd_rule: lowest kept {info['cutoff']:.3g}", ":"))
-        elif step == "top" and p.get("column") == column and info.get("cutoff") is not None:
-            marks.append((float(info["cutoff"]), f"step {i} top: cutoff {info['cutoff']:.3g}", ":"))
-    return marks
-
-
-def _shares(values: np.ndarray) -> np.ndarray:
-    """Histogram weights that make each group's bars add up to 100 (%), so groups of any size compare."""
-    return np.full(len(values), 100.0 / max(1, len(values)))
-
-
-def _stats(values: np.ndarray) -> dict[str, Any]:
-    ok = values[np.isfinite(values)]
-    if not len(ok):
-        return {"n": 0, "nan": int(len(values)), "mean": None, "median": None}
-    return {"n": int(len(ok)), "nan": int(len(values) - len(ok)), "mean": float(ok.mean()),
-            "median": float(np.median(ok))}
-
-
-def _score_histogram(values: np.ndarray, chosen: np.ndarray, column: str, marks: list[tuple[float, str, str]],
-                     path: Path) -> dict[str, Any]:
-    finite = np.isfinite(values)
-    all_v, sel_v = values[finite], values[finite & chosen]
-    lo, hi = np.percentile(all_v, [0.5, 99.5]) if len(all_v) else (0.0, 1.0)
-    for value, _, _ in marks:
-        if math.isfinite(value):
-            lo, hi = min(lo, value), max(hi, value)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    bins = np.linspace(lo, hi, 50)
-    fig = _new_figure()
-    ax = fig.add_subplot(1, 1, 1)
-    ax.hist(np.clip(all_v, lo, hi), bins=bins, weights=_shares(all_v), color=ALL_COLOR, alpha=0.6,
-            label=f"all rows (n={len(all_v):,})")
-    if len(sel_v):
-        ax.hist(np.clip(sel_v, lo, hi), bins=bins, weights=_shares(sel_v), color=CHOSEN_COLOR, alpha=0.55,
-                label=f"selected (n={len(sel_v):,})")
-    colors = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    for j, (value, label, style) in enumerate(marks):
-        ax.axvline(value, color=colors[j % len(colors)], linestyle=style, linewidth=1.8, label=label)
-    nan = int((~finite).sum())
-    ax.set_title(f"{column}: all rows vs selected" + (f" ({nan:,} rows without a score)" if nan else ""))
-    ax.set_xlabel(f"{column} (0.5-99.5 percentile range; outliers at the edges)")
-    ax.set_ylabel("share of the group's rows (%)")
-    ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
-    return {"all": _stats(values), "selected": _stats(values[chosen])}
-
-
-def _embedding_map(x: np.ndarray, rows: np.ndarray, chosen: np.ndarray, path: Path, max_points: int,
-                   seed: int = 0) -> dict[str, Any]:
-    from sklearn.decomposition import PCA
-
-    rng = np.random.default_rng(seed)
-    fit_rows = np.arange(len(x)) if len(x) <= max_points else np.sort(rng.choice(len(x), max_points, replace=False))
-    pca = PCA(n_components=2, random_state=seed).fit(x[fit_rows])
-    sel_local = np.flatnonzero(chosen[rows])
-    rest_local = np.flatnonzero(~chosen[rows])
-    if len(rest_local) > max_points:
-        rest_local = np.sort(rng.choice(rest_local, max_points, replace=False))
-    if len(sel_local) > max_points:
-        sel_local = np.sort(rng.choice(sel_local, max_points, replace=False))
-    fig = _new_figure(7.0, 6.0)
-    ax = fig.add_subplot(1, 1, 1)
-    if len(rest_local):
-        p = pca.transform(x[rest_local])
-        ax.scatter(p[:, 0], p[:, 1], s=4, c=ALL_COLOR, alpha=0.35, linewidths=0,
-                   label=f"not selected ({int((~chosen[rows]).sum()):,})")
-    if len(sel_local):
-        p = pca.transform(x[sel_local])
-        ax.scatter(p[:, 0], p[:, 1], s=10, c=CHOSEN_COLOR, alpha=0.85, linewidths=0,
-                   label=f"selected ({int(chosen[rows].sum()):,})")
-    ev = pca.explained_variance_ratio_
-    ax.set_title("Embeddings, PCA to 2-D: selected rows highlighted")
-    ax.set_xlabel(f"PC1 ({ev[0]:.1%} of variance)")
-    ax.set_ylabel(f"PC2 ({ev[1]:.1%} of variance)" if len(ev) > 1 else "PC2")
-    ax.legend(loc="best", markerscale=2)
-    _save(fig, path)
-    return {"explained_variance": [float(v) for v in ev], "points_plotted": int(len(rest_local) + len(sel_local))}
-
-
 def _text_lengths(scored: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """Characters of the prompt (last user turn) and of the response, NaN for unreadable rows."""
     from .formats import DatasetFormatError, RowError, assistant_turns, detect_format, last_user_text, row_to_messages
@@ -240,80 +138,13 @@ def _text_lengths(scored: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(prompt, dtype=float), np.asarray(response, dtype=float)
 
 
-def _lengths_figure(prompt: np.ndarray, response: np.ndarray, chosen: np.ndarray, path: Path) -> dict[str, Any]:
-    fig = _new_figure(10.0, 4.2)
-    out = {}
-    for j, (name, values) in enumerate((("prompt (instruction + input)", prompt), ("response", response))):
-        ax = fig.add_subplot(1, 2, j + 1)
-        ok = np.isfinite(values)
-        v = np.maximum(values[ok], 1.0)
-        low = float(v.min()) if len(v) else 1.0
-        high = max(low * 10.0, float(v.max()) if len(v) else 10.0)
-        bins = np.logspace(math.log10(low), math.log10(high), 40)
-        ax.hist(v, bins=bins, weights=_shares(v), color=ALL_COLOR, alpha=0.6,
-                label=f"all rows (median {np.median(v) if len(v) else 0:,.0f})")
-        vs = np.maximum(values[ok & chosen], 1.0)
-        if len(vs):
-            ax.hist(vs, bins=bins, weights=_shares(vs), color=CHOSEN_COLOR, alpha=0.55,
-                    label=f"selected (median {np.median(vs):,.0f})")
-        ax.set_xscale("log")
-        ax.set_title(f"{name.split(' ')[0].capitalize()} length")
-        ax.set_xlabel(f"{name} length (characters, log scale)")
-        ax.set_ylabel("share of the group's rows (%)")
-        ax.legend(fontsize=8)
-        out[name.split(" ")[0]] = {"all": _stats(values), "selected": _stats(values[chosen])}
-    _save(fig, path)
-    return out
-
-
-def _composition_figure(values: list[Any], chosen: np.ndarray, column: str, path: Path, top_n: int = 15
-                        ) -> dict[str, Any]:
-    labels = ["(missing)" if v is None else str(v) for v in values]
-    all_counts = Counter(labels)
-    sel_counts = Counter(lab for lab, c in zip(labels, chosen, strict=True) if c)
-    cats = [c for c, _ in all_counts.most_common(top_n)]
-    other_all = sum(all_counts.values()) - sum(all_counts[c] for c in cats)
-    other_sel = sum(sel_counts.values()) - sum(sel_counts[c] for c in cats)
-    if other_all:
-        cats.append("(other)")
-    n_all, n_sel = max(1, len(labels)), max(1, int(chosen.sum()))
-
-    def share(counter: Counter, cat: str, other: int, total: int) -> float:
-        return 100.0 * (other if cat == "(other)" else counter[cat]) / total
-
-    a = [share(all_counts, c, other_all, n_all) for c in cats]
-    s = [share(sel_counts, c, other_sel, n_sel) for c in cats]
-    fig = _new_figure(8.0, max(3.0, 0.38 * len(cats) + 1.5))
-    ax = fig.add_subplot(1, 1, 1)
-    y = np.arange(len(cats))
-    ax.barh(y - 0.2, a, height=0.4, color=ALL_COLOR, label=f"all rows (n={len(labels):,})")
-    ax.barh(y + 0.2, s, height=0.4, color=CHOSEN_COLOR, label=f"selected (n={int(chosen.sum()):,})")
-    ax.set_yticks(y)
-    ax.set_yticklabels([c if len(c) <= 30 else c[:27] + "..." for c in cats])
-    ax.invert_yaxis()
-    ax.set_xlabel("share of rows (%)")
-    ax.set_title(f"Composition by {column}: before and after selection")
-    ax.legend(loc="lower right")
-    _save(fig, path)
-    return {"all": dict(all_counts.most_common()), "selected": dict(sel_counts.most_common())}
-
-
-def _steps_figure(provenance: Sequence[dict[str, Any]], input_rows: int, path: Path) -> None:
-    names = ["input"] + [f"{i}. {e['step']}" for i, e in enumerate(provenance, 1)]
-    counts = [input_rows] + [int(e["rows_out"]) for e in provenance]
-    fig = _new_figure(8.0, max(3.0, 0.45 * len(names) + 1.2))
-    ax = fig.add_subplot(1, 1, 1)
-    y = np.arange(len(names))
-    ax.barh(y, counts, color=[ALL_COLOR] + [CHOSEN_COLOR] * len(provenance))
-    for yi, c in zip(y, counts, strict=True):
-        ax.text(c, yi, f" {c:,}", va="center", fontsize=9)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names)
-    ax.invert_yaxis()
-    ax.set_xlabel("rows left")
-    ax.set_xlim(0, max(counts) * 1.18 if max(counts) else 1)
-    ax.set_title("Rows left after each selection step")
-    _save(fig, path)
+def _missing(scored: Any, column: str, values: np.ndarray) -> str:
+    """"N rows without a score (<status column>: <status> <count>, ...)" for ``column``, or ""."""
+    status_column = status_column_for(column, scored.column_names)
+    status = None
+    if status_column is not None and np.isnan(values).any():
+        status = np.asarray(scored.with_format(None)[status_column], dtype=object)
+    return missing_text(values, status, status_column)
 
 
 def _slug(name: str) -> str:
@@ -380,8 +211,8 @@ def make_report(
     summary: dict[str, Any] = {}
 
     if provenance:
-        _steps_figure(provenance, int(prov_dict.get("input_rows", n)), out / "steps.png")
-        figures.append(_Figure("steps.png", "steps", "Rows left after each selection step"))
+        summary["steps"] = steps_figure(provenance, int(prov_dict.get("input_rows", n)), out / "steps.png")
+        figures.append(_Figure("steps.png", "steps", "Rows into and out of each selection step"))
 
     columns = list(score_columns) if score_columns is not None else _default_score_columns(scored)
     for col in columns:
@@ -398,14 +229,23 @@ def make_report(
             notes.append(f"`{col}` has no finite values; no histogram.")
             continue
         name = f"hist_{_slug(col)}.png"
-        score_stats[col] = _score_histogram(values, chosen, col, _marks_for(col, provenance), out / name)
-        figures.append(_Figure(name, "score_histogram", f"{col}: all rows vs selected, thresholds marked", col))
+        missing = _missing(scored, col, values)
+        score_stats[col] = score_histogram(values, chosen, col, marks_for(col, provenance), out / name, missing)
+        if missing:
+            score_stats[col]["missing"] = missing
+            notes.append(f"`{col}`: {missing}.")
+        caption = f"{col}: all rows vs selected, the range each step kept shaded"
+        figures.append(_Figure(name, "score_histogram", caption, col))
     summary["scores"] = score_stats
 
     if embedding_column in scored.column_names and n:
         x, rows = embedding_matrix(scored, embedding_column, "report")
         if len(rows) >= 3 and x.shape[1] >= 2:
-            summary["embedding_map"] = _embedding_map(x, rows, chosen, out / "embedding_map.png", max_points)
+            has = np.zeros(n, bool)
+            has[rows] = True
+            missing = _missing(scored, embedding_column, np.where(has, 0.0, np.nan))
+            summary["embedding_map"] = embedding_map(x, rows, chosen, out / "embedding_map.png", max_points, n,
+                                                     missing.replace(" without a score", " without a vector"))
             figures.append(_Figure("embedding_map.png", "embedding_map",
                                    "Embeddings in 2-D (PCA), selected rows highlighted", embedding_column))
         else:
@@ -415,7 +255,7 @@ def make_report(
 
     lengths = _text_lengths(scored) if n else None
     if lengths is not None:
-        summary["lengths"] = _lengths_figure(lengths[0], lengths[1], chosen, out / "lengths.png")
+        summary["lengths"] = lengths_figure(lengths[0], lengths[1], chosen, out / "lengths.png")
         figures.append(_Figure("lengths.png", "lengths", "Prompt and response lengths before and after selection"))
     else:
         notes.append("No instruction/response columns: no length plot.")
@@ -431,7 +271,7 @@ def make_report(
             notes.append(f"`{col}` is not a categorical column; no composition plot.")
             continue
         name = f"composition_{_slug(col)}.png"
-        comp[col] = _composition_figure(list(values), chosen, col, out / name)
+        comp[col] = composition_figure(list(values), chosen, col, out / name)
         figures.append(_Figure(name, "composition", f"Composition by {col} before and after", col))
     summary["composition"] = comp
 

@@ -12,6 +12,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
+from test_cards import assert_hub_ready, sections
 
 from hf_select.errors import HFSelectError
 from hf_select.recipes_common import (
@@ -41,6 +42,17 @@ def _tiny(tmp_path, tiny_lm_path, **kw):
                 logging_steps=50)
     base.update(kw)
     return base
+
+
+def _check_cards(output_dir) -> tuple[list[str], list[str]]:
+    """The recipe's two cards are ready for the Hub (no local path, no relative link); returns their sections."""
+    texts = [(Path(output_dir) / "hub" / kind / "README.md").read_text() for kind in ("dataset", "model")]
+    for text in texts:
+        assert_hub_ready(text)
+    return sections(texts[0]), sections(texts[1])
+
+
+CARD_SECTIONS: list[tuple[list[str], list[str]]] = []  # every recipe's card sections, compared in the last test
 
 
 def _events(output_dir) -> list[tuple[str, str]]:
@@ -161,6 +173,7 @@ def test_superfilter_end_to_end_resume_and_cards(tmp_path, tiny_lm_path):
     assert f"| `demo:6` | {ev['rows']} | {ev['loss']:.4f} |" in model_card
     assert (hub / "model" / "model.safetensors").is_file() and (hub / "model" / "tokenizer.json").is_file()
     assert "superfiltering" in (out / "train" / "README.md").read_text()  # provenance in the trainer's card
+    CARD_SECTIONS.append(_check_cards(out))
 
     # started again: nothing is recomputed
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
@@ -188,6 +201,7 @@ def test_cherry_end_to_end(tmp_path, tiny_lm_path):
         out / "pre_experienced")  # IFD scored with the pre-experienced model
     assert summary["rows_out"] == 6 and summary["eval"]["loss"] > 0
     assert "pre-experienced model" in (out / "hub" / "model" / "README.md").read_text()
+    CARD_SECTIONS.append(_check_cards(out))
 
 
 def test_mods_end_to_end(tmp_path, tiny_lm_path, tiny_classifier_path):
@@ -221,6 +235,10 @@ def test_mods_end_to_end(tmp_path, tiny_lm_path, tiny_classifier_path):
     assert sum(reasons.values()) == 32 - len(final)
     for reason, count in reasons.items():
         assert f"| {reason} | {count} |" in card
+    CARD_SECTIONS.append(_check_cards(out))
+    assert "--quality_fraction 0.75" in card and "--quality_threshold" not in card  # only what applied
+    assert "keep the 75% of rows with the highest `quality`" in card and "a threshold" not in card
+    assert "| the source rows read |" in card  # the demo pool's corrupted share
 
 
 def test_instruct_mining_end_to_end(tmp_path, tiny_lm_path):
@@ -240,6 +258,9 @@ def test_instruct_mining_end_to_end(tmp_path, tiny_lm_path):
     assert sorted(ranked[i]["instructmining_pred"] for i in sel.row_ids) == preds[: best["size"]]  # lowest first
     with pytest.raises(ValueError, match="eval set"):
         mod.InstructMiningArguments(dataset="demo", output_dir="o")
+    CARD_SECTIONS.append(_check_cards(out))
+    if len(CARD_SECTIONS) == 4:  # all four recipes ran in this session: their cards have the same sections
+        assert len({tuple(d) for d, _ in CARD_SECTIONS}) == 1 and len({tuple(m) for _, m in CARD_SECTIONS}) == 1
 
 
 def test_empty_selection_is_one_clear_error(tmp_path, tiny_lm_path):

@@ -92,6 +92,11 @@ class CherryArguments(RecipeArguments):
         if self.pre_experienced_epochs <= 0:
             raise ValueError(f"CherryArguments.pre_experienced_epochs must be > 0, got {self.pre_experienced_epochs}")
 
+    def inactive_fields(self) -> set[str]:
+        """Fields that did not apply to this run (the share when a count was given), left out of the card's
+        Reproduce line."""
+        return {"ifd_fraction"} if self.ifd_count is not None else set()
+
 
 def selection_steps(args: CherryArguments) -> list[dict[str, Any]]:
     """The optional consistency gate, then Cherry LLM's rule (its share counts the rows left after both drops)."""

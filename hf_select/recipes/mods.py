@@ -96,6 +96,12 @@ class MoDSArguments(RecipeArguments):
         if self.seed_epochs is not None and self.seed_epochs <= 0:
             raise ValueError(f"MoDSArguments.seed_epochs must be > 0, got {self.seed_epochs}")
 
+    def inactive_fields(self) -> set[str]:
+        """Fields that did not apply to this run (a threshold when a fraction was given), left out of the card's
+        Reproduce line."""
+        return ({"quality_threshold"} if self.quality_fraction is not None else set()) | (
+            {"necessity_threshold"} if self.necessity_fraction is not None else set())
+
 
 def run_mods(args: MoDSArguments) -> dict[str, Any]:
     """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""

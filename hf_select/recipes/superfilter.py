@@ -91,6 +91,11 @@ class SuperfilterArguments(RecipeArguments):
         if self.diversity_count is not None and self.diversity_count < 1:
             raise ValueError(f"SuperfilterArguments.diversity_count must be >= 1, got {self.diversity_count}")
 
+    def inactive_fields(self) -> set[str]:
+        """Fields that did not apply to this run (the share when a count was given), left out of the card's
+        Reproduce line."""
+        return {"ifd_fraction"} if self.ifd_count is not None else set()
+
 
 def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, Any]]:
     """The selection steps: the IFD rule (a share of all rows, as Superfiltering counts), then optionally facility
