@@ -137,7 +137,7 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
         quality_backend="judge", quality_model_name_or_path=config.model_name_or_path, quality_fraction=0.5,
         embed_model_name_or_path=config.embed_model_name_or_path, seed_count=config.seed_count,
         necessity_fraction=0.5, necessity_count=config.necessity_count, necessity_max_new_tokens=config.max_new_tokens,
-        necessity_skip_seed=True, **common)
+        necessity_skip_seed=True, eval_base_model=True, **common)
     echo(f"[2/2] MoDS: judge quality, MiniLM k-center seed ({config.seed_count}), seed model, necessity, final SFT on "
          f"{config.mods_rows} demo rows ...")
     md = run_mods(mods_args)
