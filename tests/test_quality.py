@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from hf_select import QualityConfig, QualityScorer, score_quality
 from hf_select.models import load_causal_lm
-from hf_select.scoring.quality import fit_pair, load_reward_model, split_padding, unused_token_id
+from hf_select.scoring.common import fit_pair, load_reward_model, split_padding, unused_token_id
 from hf_select.scoring.registry import build_scorer
 from hf_select.testing import CHAT_TEMPLATE, make_tiny_classifier, make_tiny_tokenizer
 

@@ -55,6 +55,7 @@ from ..models import (
 )
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
+from .common import model_limit
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +386,6 @@ class Embedder(BaseScorer):
     def _encode_lm(self, model: Any, tokenizer: Any, texts: list[str]) -> list[np.ndarray | None]:
         """Mean of one hidden layer over each text's tokens (padding excluded), batched by token budget."""
         cfg = self.config
-        from .quality import model_limit
-
         limit = model_limit(model, tokenizer, cfg.max_length)
         ids = [list(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

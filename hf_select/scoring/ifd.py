@@ -63,6 +63,7 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import default_token_budget, run_with_oom_retry, token_budget_batches
+from .common import model_limit
 from .lm_loss import mean_target_losses
 
 RESPONSE_HEADER = "### Response:"
@@ -323,18 +324,6 @@ class IFDScorer(BaseScorer):
             )
         return int(bos)
 
-    def max_length_for(self, model: Any, tokenizer: Any) -> int:
-        """``max_length`` lowered to the model's own limit (``max_position_embeddings``, the tokenizer's
-        ``model_max_length``): longer sequences would index past the position table and stop the whole run."""
-        limit = self.config.max_length
-        tok_max = getattr(tokenizer, "model_max_length", None)
-        if isinstance(tok_max, int) and 0 < tok_max < 10**9:
-            limit = min(limit, tok_max)
-        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if isinstance(positions, int) and positions > 0:
-            limit = min(limit, positions)
-        return limit
-
     def _build_items(
         self, batch: dict[str, list[Any]], n: int, tokenizer: Any, max_length: int | None = None
     ) -> tuple[list[_Item], list[str], list[str], list[int]]:
@@ -483,7 +472,8 @@ class IFDScorer(BaseScorer):
         cfg = self.config
         n = len(next(iter(batch.values()))) if batch else 0
         model, tokenizer = self.load()
-        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, self.max_length_for(model, tokenizer))
+        limit = model_limit(model, tokenizer, cfg.max_length)
+        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, limit)
         cond = np.full(len(items), np.nan)
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()

@@ -62,7 +62,8 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .quality import QualityConfig, QualityScorer, loaded_model_identity, model_limit
+from .common import loaded_model_identity, model_limit
+from .quality import QualityConfig, QualityScorer
 
 logger = logging.getLogger(__name__)
 

@@ -37,11 +37,9 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,17 +47,22 @@ import numpy as np
 import torch
 
 from ..formats import RowError, assistant_turns, detect_format, last_user_text, row_to_messages
-from ..models import (
-    DEFAULT_LM,
-    load_causal_lm,
-    load_tokenizer,
-    model_identity,
-    resolve_device,
-    resolve_dtype,
-    resolve_model_path,
-)
-from .base import BaseScorer, weights_identity
+from ..models import DEFAULT_LM, load_causal_lm, model_identity
+from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
+from .common import (
+    Encoded,
+    FittedPair,
+    fit_pair,
+    forward_accepts,
+    load_reward_model,
+    loaded_model_identity,
+    model_limit,
+    pad_id_set,
+    pad_right,
+    split_padding,
+    unused_token_id,
+)
 from .lm_loss import _softcap, supports_fused_head
 
 logger = logging.getLogger(__name__)
@@ -94,8 +97,6 @@ JUDGE_PROMPT = (
 # separate tokens in most tokenizers; the other two variants cover tokenizers that merge a space into them.
 _PLAIN_JUDGE_SUFFIXES = (("\nRating:\n", ""), ("\nRating:", " "), ("\nRating: ", ""))
 _CHAT_JUDGE_SUFFIXES = (("", ""),)
-# Tokenizer limits above this are "no limit" placeholders (transformers uses ~1e30).
-_NO_LIMIT = 1_000_000
 
 
 @dataclass
@@ -191,31 +192,7 @@ class QualityConfig:
         return DEFAULT_LM if self.backend == "judge" else DEFAULT_REWARD_MODEL
 
 
-# -- helpers shared with the other scorers ---------------------------------------------------------------------------
-def loaded_model_identity(model: Any, tokenizer: Any) -> str:
-    """A string that changes when an in-memory model's weights change (for models passed to ``set_model``).
-
-    The config's name plus a digest of every weight's bytes (:func:`hf_select.scoring.base.weights_identity`): it
-    changes with any change of any weight.
-    """
-    return weights_identity(model, tokenizer)
-
-
-def model_limit(model: Any, tokenizer: Any, max_length: int) -> int:
-    """``max_length`` lowered to the tokenizer's ``model_max_length`` and the model's positions
-    (``max_position_embeddings``, GPT-2's ``n_positions``); ``model`` may be None."""
-    limit = max_length
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < _NO_LIMIT:
-        limit = min(limit, tok_max)
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        pos = getattr(config, name, None)
-        if isinstance(pos, int) and pos > 0:
-            limit = min(limit, pos)
-    return limit
-
-
+# -- reading rows -----------------------------------------------------------------------------------------------------
 def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | None) -> tuple[str, str]:
     """``(question, answer)`` of a row: the last user turn before the last assistant turn, and that turn.
 
@@ -229,173 +206,6 @@ def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | Non
     messages = row_to_messages(row, fmt, column_mapping)
     turn = assistant_turns(messages, "last")[0]
     return last_user_text(messages, turn), messages[turn]["content"]
-
-
-class _Cutter:
-    """Cuts a text to its first or last ``k`` tokens (by character offsets when the tokenizer gives them)."""
-
-    def __init__(self, tokenizer: Any, text: str):
-        self.text = text
-        self.tokenizer = tokenizer
-        self.offsets: list[tuple[int, int]] | None = None
-        if getattr(tokenizer, "is_fast", False) and text:
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            self.ids = list(enc["input_ids"])
-            self.offsets = [tuple(o) for o in enc["offset_mapping"]]
-        else:
-            self.ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        self.n = len(self.ids)
-
-    def head(self, k: int) -> str:
-        if k >= self.n:
-            return self.text
-        if k <= 0:
-            return ""
-        if self.offsets is not None:
-            return self.text[: self.offsets[k - 1][1]]
-        return self.tokenizer.decode(self.ids[:k])
-
-    def tail(self, k: int) -> str:
-        if k >= self.n:
-            return self.text
-        if k <= 0:
-            return ""
-        if self.offsets is not None:
-            return self.text[self.offsets[self.n - k][0] :]
-        return self.tokenizer.decode(self.ids[self.n - k :])
-
-
-Encoded = tuple[list[int], list[int] | None]  # input ids, token type ids (text pairs)
-
-
-@dataclass
-class FittedPair:
-    """A pair rendered to token ids within a limit: what was kept, and whether anything was cut."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-    question: str
-    answer: str
-    truncated: bool
-
-
-def fit_pair(
-    tokenizer: Any, question: str, answer: str, render: Callable[[str, str], Encoded], limit: int
-) -> FittedPair:
-    """Render ``(question, answer)`` with ``render`` into at most ``limit`` tokens.
-
-    When the whole pair does not fit, the question keeps its first tokens and the answer its last ones. The room
-    left by the template is shared: a side shorter than half of it keeps everything and the other side gets the
-    rest; otherwise each gets half. Since cut texts may tokenize a little differently inside the template, the
-    room shrinks by the excess until the rendering fits.
-
-    Raises:
-        RowError: ``prompt_too_long`` when the template alone leaves fewer than 2 tokens of room.
-
-    Example:
-        >>> from hf_select.testing import make_tiny_tokenizer
-        >>> tok = make_tiny_tokenizer()
-        >>> render = lambda q, a: (tok(q + " || " + a)["input_ids"], None)
-        >>> fit = fit_pair(tok, "Sort the list " * 20, "The answer is 42. " * 20, render, 40)
-        >>> fit.truncated, len(fit.input_ids) <= 40, fit.answer.endswith("42. ")
-        (True, True, True)
-    """
-    ids, types = render(question, answer)
-    if len(ids) <= limit:
-        return FittedPair(list(ids), types, question, answer, False)
-    q, a = _Cutter(tokenizer, question), _Cutter(tokenizer, answer)
-    overhead = max(0, len(ids) - q.n - a.n)
-    room = limit - overhead
-    for _ in range(16):
-        if room < 2:
-            break
-        q_keep = min(q.n, max(room - a.n, room // 2))
-        a_keep = min(a.n, room - q_keep)
-        q_text, a_text = q.head(q_keep), a.tail(a_keep)
-        ids, types = render(q_text, a_text)
-        if len(ids) <= limit:
-            return FittedPair(list(ids), types, q_text, a_text, True)
-        room -= len(ids) - limit
-    raise RowError("prompt_too_long", f"the template leaves no room for the pair within {limit} tokens")
-
-
-def split_padding(group: Sequence[int], lengths: Sequence[int], slack: float = 0.25) -> list[list[int]]:
-    """Split a batch of items sorted longest first wherever an item is shorter than ``(1 - slack)`` times the
-    longest item of its batch, so that padding stays under ``slack`` of every batch.
-
-    Token-budget batches of rows with very different lengths (instruction data: 15 to 1,000 tokens) are mostly
-    padding; on a CPU, where a single row already keeps the cores busy, that made batching slower than a loop.
-
-    Example:
-        >>> split_padding([0, 1, 2, 3], [100, 90, 60, 50])
-        [[0, 1], [2, 3]]
-    """
-    out: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in group:
-        if current and lengths[i] < (1 - slack) * longest:
-            out.append(current)
-            current = []
-        if not current:
-            longest = lengths[i]
-        current.append(i)
-    if current:
-        out.append(current)
-    return out
-
-
-def _pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def unused_token_id(seqs: Sequence[Sequence[int]], preferred: Sequence[int | None], vocab_size: int) -> int:
-    """A token id that occurs in none of ``seqs``: the first free one of ``preferred``, else the highest free id.
-
-    Sequence-classification models find each row's last token as the rightmost token that is not the pad id, so
-    the pad id must never be a real token of the batch (a pad that equals EOS would hide a final EOS).
-
-    Example:
-        >>> unused_token_id([[1, 2, 3]], [2, None], vocab_size=10)
-        9
-    """
-    used = {t for s in seqs for t in s}
-    for cand in preferred:
-        if cand is not None and cand not in used:
-            return int(cand)
-    for cand in range(vocab_size - 1, -1, -1):
-        if cand not in used:
-            return cand
-    raise ValueError("every token id of the vocabulary occurs in the batch; no id is free for padding")
-
-
-@contextmanager
-def _pad_id_set(model: Any, pad: int):
-    configs = [model.config]
-    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if text is not model.config:
-        configs.append(text)
-    before = [c.pad_token_id for c in configs]
-    try:
-        for c in configs:
-            c.pad_token_id = pad
-        yield
-    finally:
-        for c, b in zip(configs, before, strict=True):
-            c.pad_token_id = b
-
-
-def _forward_accepts(model: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # -- the scorer -------------------------------------------------------------------------------------------------------
@@ -616,7 +426,7 @@ class QualityScorer(BaseScorer):
                        rating_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask = _pad_right([f.input_ids for f in fits], pad)
+        ids, mask = pad_right([f.input_ids for f in fits], pad)
         ids, mask = ids.to(device), mask.to(device)
         last = mask.sum(-1) - 1
         rows = torch.arange(ids.shape[0], device=device)
@@ -642,12 +452,12 @@ class QualityScorer(BaseScorer):
         vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
         pad = unused_token_id(seqs, [tokenizer.pad_token_id, getattr(model.config, "pad_token_id", None),
                                      tokenizer.unk_token_id], vocab)
-        ids, mask = _pad_right(seqs, pad)
+        ids, mask = pad_right(seqs, pad)
         kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        if all(f.token_type_ids is not None for f in fits) and _forward_accepts(model, "token_type_ids"):
-            types, _ = _pad_right([f.token_type_ids for f in fits], 0)  # type: ignore[misc]
+        if all(f.token_type_ids is not None for f in fits) and forward_accepts(model, "token_type_ids"):
+            types, _ = pad_right([f.token_type_ids for f in fits], 0)  # type: ignore[misc]
             kwargs["token_type_ids"] = types.to(device)
-        with _pad_id_set(model, pad):
+        with pad_id_set(model, pad):
             logits = model(**kwargs).logits.float()
         if logits.ndim == 1:
             logits = logits[:, None]
@@ -678,31 +488,6 @@ class QualityScorer(BaseScorer):
         if self.config.backend == "reward":
             return {"quality": score, "quality_status": status}
         return {"judge_score": score, "judge_mass": mass, "quality_status": status}
-
-
-def load_reward_model(
-    name_or_path: str,
-    *,
-    dtype: str | torch.dtype = "auto",
-    device: str | torch.device | None = None,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
-    """Load a sequence-classification (reward) model and its tokenizer, in eval mode on ``device``.
-
-    Example:
-        >>> model, tok = load_reward_model("OpenAssistant/reward-model-deberta-v3-large-v2")  # doctest: +SKIP
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    dev = resolve_device(device)
-    path = resolve_model_path(name_or_path, revision)
-    tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=resolve_dtype(dtype, dev), revision=revision, trust_remote_code=trust_remote_code
-    )
-    model.to(dev).eval()
-    return model, tokenizer
 
 
 score_quality = QualityScorer()
