@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from datasets import Features, Value
 
 from ..formats import (
     ALPACA_PROMPT_INPUT,
@@ -62,8 +63,9 @@ from ..formats import (
 )
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
-from .batching import default_token_budget, run_with_oom_retry, token_budget_batches
+from .batching import run_with_oom_retry, token_budget_batches
 from .common import model_limit
+from .config import ScorerConfig, shared
 from .lm_loss import mean_target_losses
 
 RESPONSE_HEADER = "### Response:"
@@ -113,20 +115,19 @@ IFD_STATUSES = (
 
 
 @dataclass
-class IFDConfig:
-    """Configuration of :class:`IFDScorer`."""
+class IFDConfig(ScorerConfig):
+    """Configuration of :class:`IFDScorer` (the shared model and batching fields: :class:`ScorerConfig`)."""
 
-    model_name_or_path: str = field(
-        default=DEFAULT_LM, metadata={"help": "Causal LM (Hub id or folder) whose losses define IFD."}
-    )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    model_name_or_path: str = shared("model_name_or_path", DEFAULT_LM,
+                                     help="Causal LM (Hub id or folder) whose losses define IFD.")
+    max_length: int = shared("max_length", 1024, help="Maximum tokens of prompt + response (truncated).")
+    max_batch_size: int = shared("max_batch_size", 256)
     template: str = field(
         default="auto",
         metadata={
             "help": f"Prompt template, one of {TEMPLATES}; 'auto' = the tokenizer's chat template, else 'plain'."
         },
     )
-    max_length: int = field(default=1024, metadata={"help": "Maximum tokens of prompt + response (truncated)."})
     turns: str = field(
         default="last",
         metadata={"help": f"Assistant turns to score, one of {TURNS}: 'all' averages the per-turn scores."},
@@ -149,38 +150,19 @@ class IFDConfig:
         },
     )
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int | None = field(
-        default=None,
-        metadata={
-            "help": "Token budget of one forward pass (rows x padded length); default 32768 on GPU, 1024 on "
-            "CPU (a CPU is compute-bound: bigger batches only add padding and memory traffic)."
-        },
-    )
-    max_batch_size: int = field(default=256, metadata={"help": "Most sequences in one forward pass."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
     fused_head: bool | None = field(
         default=None,
         metadata={"help": "Apply the output head only where a loss is taken (default: when the model allows it)."},
     )
 
+    MIN_MAX_LENGTH = 2
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.template not in TEMPLATES:
             raise ValueError(f"IFDConfig.template must be one of {TEMPLATES}, got {self.template!r}")
         if self.turns not in TURNS:
             raise ValueError(f"IFDConfig.turns must be one of {TURNS}, got {self.turns!r}")
-        if self.max_length < 2:
-            raise ValueError(f"IFDConfig.max_length must be >= 2, got {self.max_length}")
-        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
-            raise ValueError(f"IFDConfig.max_tokens_per_batch must be >= 1, got {self.max_tokens_per_batch}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"IFDConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.direct_prefix not in DIRECT_PREFIXES:
             raise ValueError(f"IFDConfig.direct_prefix must be one of {DIRECT_PREFIXES}, got {self.direct_prefix!r}")
         if self.layout not in LAYOUTS:
@@ -288,8 +270,11 @@ class IFDScorer(BaseScorer):
     )
 
     @property
-    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.forward_columns + (self.reverse_columns if self.config.reverse else ())
+    def features(self) -> Features:
+        """The loss and ratio columns are float64, ``response_tokens`` int64, the statuses strings."""
+        columns = self.forward_columns + (self.reverse_columns if self.config.reverse else ())
+        types = {"response_tokens": "int64", "ifd_status": "string", "ifd_reverse_status": "string"}
+        return Features({c: Value(types.get(c, "float64")) for c in columns})
 
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
@@ -478,7 +463,7 @@ class IFDScorer(BaseScorer):
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
         lengths = [len(it.context) + len(it.target) + len(it.direct) + len(it.direct_tokens) for it in items]
-        budget = 2 * default_token_budget(cfg.max_tokens_per_batch, model)  # both passes of an item share a batch
+        budget = 2 * cfg.token_budget(model)  # both passes of an item share a batch
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for group in token_budget_batches(lengths, budget, cfg.max_batch_size):
 

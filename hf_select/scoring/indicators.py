@@ -35,10 +35,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
+from datasets import Features, Value
 
 from ..formats import (
     TEMPLATES,
@@ -54,6 +54,7 @@ from ..models import DEFAULT_LM, load_causal_lm, load_tokenizer, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
 from .common import loaded_model_identity, model_limit, split_padding
+from .config import ScorerConfig, shared
 from .diversity import KNN_METRICS, KNN_REDUCE, MTLD_THRESHOLD, knn_distance, mtld
 from .lm_loss import mean_target_losses
 from .quality import QUALITY_STATUSES, SCORED_STATUSES, QualityConfig, QualityScorer
@@ -68,28 +69,28 @@ INDICATOR_STATUSES = tuple(dict.fromkeys((
 
 # -- the per-row scorer -----------------------------------------------------------------------------------------------
 @dataclass
-class IndicatorConfig:
-    """Configuration of :class:`IndicatorScorer`.
+class IndicatorConfig(ScorerConfig):
+    """Configuration of :class:`IndicatorScorer` (the shared model and batching fields: :class:`ScorerConfig`).
 
     Example:
         >>> IndicatorConfig(perplexity=False, k=6).k
         6
     """
 
-    model_name_or_path: str = field(
-        default=DEFAULT_LM, metadata={"help": "Causal LM (Hub id or folder): its tokenizer counts tokens, and it "
-                                              "scores the response perplexity."}
+    model_name_or_path: str = shared(
+        "model_name_or_path", DEFAULT_LM,
+        help="Causal LM (Hub id or folder): its tokenizer counts tokens, and it scores the response perplexity.",
     )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    max_length: int = shared(
+        "max_length", 1024,
+        help="Most tokens of prompt + response for the perplexity (lowered to the model's own limit); longer "
+             "responses are cut at the end, with status 'truncated'.",
+    )
+    max_batch_size: int = shared("max_batch_size", 256)
     template: str = field(
         default="auto",
         metadata={"help": f"Prompt template for the perplexity, one of {TEMPLATES}; 'auto' = the chat template, "
                           "else 'plain'."},
-    )
-    max_length: int = field(
-        default=1024,
-        metadata={"help": "Most tokens of prompt + response for the perplexity (lowered to the model's own limit); "
-                          "longer responses are cut at the end, with status 'truncated'."},
     )
     perplexity: bool = field(default=True, metadata={"help": "Compute ind_ppl (needs the causal LM)."})
     quality: QualityConfig | None = field(
@@ -106,21 +107,12 @@ class IndicatorConfig:
         default="kth", metadata={"help": f"One of {KNN_REDUCE}: distance to the k-th neighbour, or mean over the k."}
     )
     mtld_threshold: float = field(default=MTLD_THRESHOLD, metadata={"help": "MTLD's TTR threshold (0.72)."})
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int = field(
-        default=16384, metadata={"help": "Token budget of one forward pass (rows x padded length)."}
-    )
-    max_batch_size: int = field(default=256, metadata={"help": "Most sequences in one forward pass."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
     fused_head: bool | None = field(
         default=None, metadata={"help": "Apply the output head only where a loss is taken (default: when possible)."}
     )
+
+    MIN_MAX_LENGTH = 2
+    KEY_BUDGET = 16384
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, dict):
@@ -133,10 +125,9 @@ class IndicatorConfig:
                 "IndicatorConfig.quality must be None, a QualityConfig or a dict of its fields, "
                 f"got {type(self.quality).__name__}"
             )
+        super().__post_init__()
         if self.template not in TEMPLATES:
             raise ValueError(f"IndicatorConfig.template must be one of {TEMPLATES}, got {self.template!r}")
-        if self.max_length < 2:
-            raise ValueError(f"IndicatorConfig.max_length must be >= 2, got {self.max_length}")
         if self.k < 1:
             raise ValueError(f"IndicatorConfig.k must be >= 1, got {self.k}")
         if self.knn_metric not in KNN_METRICS:
@@ -145,13 +136,6 @@ class IndicatorConfig:
             raise ValueError(f"IndicatorConfig.knn_reduce must be one of {KNN_REDUCE}, got {self.knn_reduce!r}")
         if not 0 < self.mtld_threshold < 1:
             raise ValueError(f"IndicatorConfig.mtld_threshold must be in (0, 1), got {self.mtld_threshold}")
-        if self.max_tokens_per_batch < self.max_length:
-            raise ValueError(
-                f"IndicatorConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
-                f"({self.max_length})"
-            )
-        if self.max_batch_size < 1:
-            raise ValueError(f"IndicatorConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
 
 
 class IndicatorScorer(BaseScorer):
@@ -168,7 +152,6 @@ class IndicatorScorer(BaseScorer):
 
     name = "indicators"
     config_class = IndicatorConfig
-    _INT_COLUMNS: ClassVar[tuple[str, ...]] = ("ind_prompt_len", "ind_response_len")
 
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -179,23 +162,20 @@ class IndicatorScorer(BaseScorer):
         self.quality_scorer = QualityScorer(self.config.quality) if self.config.quality is not None else None
 
     @property
-    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        cols = ["ind_prompt_len", "ind_response_len", "ind_mtld"]
+    def features(self) -> Features:
+        """Token counts int64, MTLD, perplexity and reward float64, ``ind_status`` string (``ind_knn{k}``, added by
+        :meth:`score`, is float64 too)."""
+        cols = {"ind_prompt_len": Value("int64"), "ind_response_len": Value("int64"), "ind_mtld": Value("float64")}
         if self.config.perplexity:
-            cols.append("ind_ppl")
+            cols["ind_ppl"] = Value("float64")
         if self.config.quality is not None:
-            cols.append("ind_reward")
-        return (*cols, "ind_status")
+            cols["ind_reward"] = Value("float64")
+        return Features({**cols, "ind_status": Value("string")})
 
     @property
     def knn_column(self) -> str:
         """Name of the KNN column: ``ind_knn{k}``."""
         return f"ind_knn{self.config.k}"
-
-    def _arrow_type(self, column: str) -> pa.DataType:
-        if column in self._INT_COLUMNS:
-            return pa.int64()
-        return super()._arrow_type(column)
 
     def model_ids(self) -> list[str]:
         cfg = self.config
@@ -310,7 +290,7 @@ class IndicatorScorer(BaseScorer):
                 status[item_rows[i]] = "oom"
             return np.full(len(idx), np.nan)
 
-        groups = token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size)
+        groups = token_budget_batches(lengths, cfg.token_budget(model), cfg.max_batch_size)
         for group in (sub for g in groups for sub in split_padding(g, lengths)):
             for idx, losses in run_with_oom_retry(group, run, on_oom):
                 for i, loss in zip(idx, losses, strict=True):

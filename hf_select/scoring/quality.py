@@ -6,13 +6,18 @@ exchange; system prompts are not shown to the scoring model.
 
 - ``backend="reward"``: any ``AutoModelForSequenceClassification`` reward model (MoDS uses
   ``OpenAssistant/reward-model-deberta-v3-large-v2``). Tokenizers with a chat template get the pair rendered as
-  ``[user, assistant]`` with it; others get the text pair ``tokenizer(question, answer)``. Column ``quality`` (the
-  reward logit).
+  ``[user, assistant]`` with it; others get the text pair ``tokenizer(question, answer)``. ``quality`` is the
+  reward logit.
 - ``backend="judge"`` (the offline default, with SmolLM2-135M-Instruct): an instruct model reads a prompt asking
   for a rating from 1 to N and answering with a single digit; the next-token distribution after the generation
   prompt is restricted to the N rating tokens (their ids come from the tokenizer, in context) and renormalised,
-  and ``judge_score`` is the expected rating, always within ``[1, N]``. ``judge_mass`` is the probability the
-  model gave to the rating tokens before renormalising (low mass: the judge did not really answer with a digit).
+  and ``quality`` is the expected rating, always within ``[1, N]``. ``judge_mass`` is the probability the model
+  gave to the rating tokens before renormalising (low mass: the judge did not really answer with a digit).
+
+Both backends write the score to one column, ``quality``, and the backend's name to ``quality_backend``
+(``judge`` or ``reward``), so a selection step reads ``quality`` whatever made it. (The judge's column was
+``judge_score`` before; selection steps still read that name, with a warning:
+:data:`hf_select.selection.filters.LEGACY_COLUMNS`.)
 
 Every row also gets ``quality_status``:
 
@@ -29,8 +34,8 @@ Example:
     >>> from hf_select import QualityConfig, QualityScorer, score_quality
     >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "2 + 3 = 5"}])
     >>> ds = ds.map(score_quality, batched=True)  # doctest: +SKIP
-    >>> ds[0]["judge_score"]  # doctest: +SKIP
-    4.1
+    >>> ds[0]["quality"], ds[0]["quality_backend"]  # doctest: +SKIP
+    (4.1, 'judge')
     >>> rm = QualityScorer(QualityConfig(backend="reward"))  # OpenAssistant/reward-model-deberta-v3-large-v2
     >>> ds = rm.score(ds)  # doctest: +SKIP
 """
@@ -45,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets import Features, Value
 
 from ..formats import RowError, assistant_turns, detect_format, last_user_text, row_to_messages
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
@@ -63,6 +69,7 @@ from .common import (
     split_padding,
     unused_token_id,
 )
+from .config import ScorerConfig, shared
 from .lm_loss import _softcap, supports_fused_head
 
 logger = logging.getLogger(__name__)
@@ -100,8 +107,8 @@ _CHAT_JUDGE_SUFFIXES = (("", ""),)
 
 
 @dataclass
-class QualityConfig:
-    """Configuration of :class:`QualityScorer`.
+class QualityConfig(ScorerConfig):
+    """Configuration of :class:`QualityScorer` (the shared model and batching fields: :class:`ScorerConfig`).
 
     Example:
         >>> QualityConfig(backend="reward").resolved_model_name_or_path
@@ -110,29 +117,27 @@ class QualityConfig:
         'HuggingFaceTB/SmolLM2-135M-Instruct'
     """
 
+    model_name_or_path: str | None = shared(
+        "model_name_or_path", None,
+        help=f"Model id or folder; default {DEFAULT_LM} for 'judge', {DEFAULT_REWARD_MODEL} for 'reward'.",
+    )
+    max_length: int = shared(
+        "max_length", 1024,
+        help="Most tokens per scored sequence (lowered to the model's own limit); longer pairs keep the start of the "
+             "question and the end of the answer, with status 'truncated'.",
+    )
     backend: str = field(
         default="judge",
         metadata={"help": f"Scoring backend, one of {QUALITY_BACKENDS}: a sequence-classification reward model "
-                          "('reward', column 'quality') or an instruct LM's expected rating ('judge', column "
-                          "'judge_score')."},
+                          "('reward') or an instruct LM's expected rating ('judge'); both write the column 'quality' "
+                          "and their name to 'quality_backend'."},
     )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": f"Model id or folder; default {DEFAULT_LM} for 'judge', {DEFAULT_REWARD_MODEL} for "
-                          "'reward'."},
-    )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
     template: str = field(
         default="auto",
         metadata={"help": f"One of {QUALITY_TEMPLATES}. 'chat': the tokenizer's chat template ([user, assistant] "
                           "for a reward model, the judge prompt as a user turn for a judge); 'plain': the text pair "
                           "tokenizer(question, answer) / the judge prompt followed by 'Rating:'; 'auto': 'chat' when "
                           "the tokenizer has a chat template, else 'plain'."},
-    )
-    max_length: int = field(
-        default=1024,
-        metadata={"help": "Most tokens per scored sequence (lowered to the model's own limit); longer pairs keep the "
-                          "start of the question and the end of the answer, with status 'truncated'."},
     )
     scale: int = field(default=5, metadata={"help": "Judge: ratings run from 1 to this (each must be one token)."})
     judge_prompt: str = field(
@@ -142,37 +147,24 @@ class QualityConfig:
     reward_index: int = field(
         default=0, metadata={"help": "Reward: which output logit is the reward (for models with several labels)."}
     )
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int = field(
-        default=16384, metadata={"help": "Token budget of one forward pass (rows x padded length)."}
-    )
-    max_batch_size: int = field(default=64, metadata={"help": "Most sequences in one forward pass."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
+
+    MIN_MAX_LENGTH = 8
+    KEY_BUDGET = 16384
+    KEY_EXTRA = {"score_column": "quality"}  # the judge wrote judge_score before: those cached results are not reused
+    KEY_ORDER = ("backend", "model_name_or_path", "revision", "template", "max_length", "scale", "judge_prompt",
+                 "reward_index", "dtype", "device", "max_tokens_per_batch", "max_batch_size", "column_mapping",
+                 "trust_remote_code")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.backend not in QUALITY_BACKENDS:
             raise ValueError(f"QualityConfig.backend must be one of {QUALITY_BACKENDS}, got {self.backend!r}")
         if self.template not in QUALITY_TEMPLATES:
             raise ValueError(f"QualityConfig.template must be one of {QUALITY_TEMPLATES}, got {self.template!r}")
-        if self.max_length < 8:
-            raise ValueError(f"QualityConfig.max_length must be >= 8, got {self.max_length}")
         if self.scale < 2:
             raise ValueError(f"QualityConfig.scale must be >= 2, got {self.scale}")
         if self.reward_index < 0:
             raise ValueError(f"QualityConfig.reward_index must be >= 0, got {self.reward_index}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"QualityConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_tokens_per_batch < self.max_length:
-            raise ValueError(
-                f"QualityConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
-                f"({self.max_length})"
-            )
         for name in ("{question}", "{answer}"):
             if name not in self.judge_prompt:
                 raise ValueError(f"QualityConfig.judge_prompt must contain the placeholder {name}")
@@ -210,13 +202,13 @@ def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | Non
 
 # -- the scorer -------------------------------------------------------------------------------------------------------
 class QualityScorer(BaseScorer):
-    """Adds ``quality`` + ``quality_status`` (reward backend) or ``judge_score`` + ``judge_mass`` +
-    ``quality_status`` (judge backend). See the module docstring for the statuses and the truncation rule.
+    """Adds ``quality``, ``quality_backend`` and ``quality_status`` (and ``judge_mass`` with the judge backend).
+    See the module docstring for the statuses and the truncation rule.
 
     Example:
         >>> scorer = QualityScorer(QualityConfig(backend="judge", scale=5))
-        >>> scorer.score_column
-        'judge_score'
+        >>> scorer.score_column, scorer.output_columns
+        ('quality', ('quality', 'quality_backend', 'judge_mass', 'quality_status'))
         >>> ds = ds.map(scorer, batched=True)  # doctest: +SKIP
         >>> ds = scorer.score(ds)              # doctest: +SKIP
     """
@@ -225,15 +217,17 @@ class QualityScorer(BaseScorer):
     config_class = QualityConfig
 
     @property
-    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        if self.config.backend == "reward":
-            return ("quality", "quality_status")
-        return ("judge_score", "judge_mass", "quality_status")
+    def features(self) -> Features:
+        """``quality`` (float64), ``quality_backend`` (string), ``judge_mass`` (float64, judge only),
+        ``quality_status`` (string)."""
+        judge = {"judge_mass": Value("float64")} if self.config.backend == "judge" else {}
+        return Features({"quality": Value("float64"), "quality_backend": Value("string"), **judge,
+                         "quality_status": Value("string")})
 
     @property
     def score_column(self) -> str:
-        """The column holding the score: ``quality`` (reward model) or ``judge_score`` (LLM judge)."""
-        return "quality" if self.config.backend == "reward" else "judge_score"
+        """The column holding the score, ``quality``, whatever the backend."""
+        return "quality"
 
     def model_ids(self) -> list[str]:
         if "identity" in self._loaded:
@@ -407,7 +401,7 @@ class QualityScorer(BaseScorer):
                 status[rows[i]] = "oom"
             return np.full(len(idx), np.nan), np.full(len(idx), np.nan)
 
-        groups = token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size)
+        groups = token_budget_batches(lengths, cfg.token_budget(model), cfg.max_batch_size)
         for group in (sub for g in groups for sub in split_padding(g, lengths)):
             for idx, (s, m) in run_with_oom_retry(group, run, on_oom):
                 for i, sv, mv in zip(idx, s, m, strict=True):
@@ -485,9 +479,11 @@ class QualityScorer(BaseScorer):
         score, mass, status = [math.nan] * n, [math.nan] * n, pre_status
         for j, r in enumerate(pending):
             score[r], mass[r], status[r] = out["score"][j], out["mass"][j], out["status"][j]
-        if self.config.backend == "reward":
-            return {"quality": score, "quality_status": status}
-        return {"judge_score": score, "judge_mass": mass, "quality_status": status}
+        out: dict[str, list[Any]] = {"quality": score, "quality_backend": [self.config.backend] * n}
+        if self.config.backend == "judge":
+            out["judge_mass"] = mass
+        out["quality_status"] = status
+        return out
 
 
 score_quality = QualityScorer()
