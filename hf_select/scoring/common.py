@@ -26,6 +26,8 @@ from .base import weights_identity
 
 # Tokenizer limits at or above this are "no limit" placeholders (transformers writes ~1e30).
 NO_LIMIT = 10**9
+PAIR_STATUSES = ("prompt_too_long",)
+"""The status of the ``RowError`` :func:`fit_pair` raises when the template leaves no room for the pair."""
 
 
 def loaded_model_identity(model: Any, tokenizer: Any) -> str:

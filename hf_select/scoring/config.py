@@ -183,6 +183,17 @@ class ScorerConfig:
         budget = default_token_budget(self.max_tokens_per_batch, model, gpu=gpu, cpu=cpu)
         return budget if self.max_tokens_per_batch is not None else max(budget, self.min_token_budget()[0])
 
+    def load_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the model loaders take from the config (``load_causal_lm(name, **kwargs)``).
+
+        Example:
+            >>> from hf_select import IFDConfig
+            >>> IFDConfig(dtype="float32").load_kwargs()
+            {'dtype': 'float32', 'device': None, 'revision': None, 'trust_remote_code': False}
+        """
+        return {"dtype": self.dtype, "device": self.device, "revision": self.revision,
+                "trust_remote_code": self.trust_remote_code}
+
     # -- old names ---------------------------------------------------------------------------------------------------
     @classmethod
     def rename_kwargs(cls, kwargs: Mapping[str, Any]) -> dict[str, Any]:

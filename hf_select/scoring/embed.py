@@ -56,7 +56,7 @@ from ..models import (
 )
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .common import model_limit
+from .common import model_limit, pad_right
 from .config import ScorerConfig, renamed_fields, shared
 
 logger = logging.getLogger(__name__)
@@ -277,13 +277,7 @@ class Embedder(BaseScorer):
                 model.max_seq_length = cfg.max_length
             tokenizer = getattr(model, "tokenizer", None)
         else:
-            model, tokenizer = load_causal_lm(
-                cfg.model_name_or_path,
-                dtype=cfg.dtype,
-                device=cfg.device,
-                revision=cfg.revision,
-                trust_remote_code=cfg.trust_remote_code,
-            )
+            model, tokenizer = load_causal_lm(cfg.model_name_or_path, **cfg.load_kwargs())
         self._loaded.update(model=model, tokenizer=tokenizer)
         return model, tokenizer
 
@@ -383,12 +377,7 @@ class Embedder(BaseScorer):
         out: list[np.ndarray | None] = [None] * len(texts)
 
         def run(idx: list[int]) -> np.ndarray:
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for b, i in enumerate(idx):
-                input_ids[b, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                mask[b, : len(ids[i])] = 1
+            input_ids, mask = pad_right([ids[i] for i in idx], pad)
             input_ids, mask = input_ids.to(device), mask.to(device)
             with torch.inference_mode():
                 if cfg.layer == -1:

@@ -48,8 +48,6 @@ import numpy as np
 from datasets import Features, Value
 
 from ..formats import (
-    ALPACA_PROMPT_INPUT,
-    ALPACA_PROMPT_NO_INPUT,
     TEMPLATES,
     TURNS,
     RowError,
@@ -57,7 +55,6 @@ from ..formats import (
     detect_format,
     encode_segments,
     last_user_text,
-    render_prompt_text,
     resolve_template,
     row_to_messages,
 )
@@ -66,34 +63,11 @@ from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
 from .common import model_limit
 from .config import ScorerConfig, shared
+from .ifd_seed import RESPONSE_HEADER, SEED_LAYOUTS, seed_spans
 from .lm_loss import mean_target_losses
 
-RESPONSE_HEADER = "### Response:"
-"""The text Cherry LLM puts before the response in the direct pass (``direct_prefix="response_header"``)."""
 DIRECT_PREFIXES = ("auto", "bos", "none", "response_header")
 LAYOUTS = ("hf_select", "superfiltering", "cherry")
-SEED_LAYOUTS: dict[str, dict[str, str]] = {
-    "superfiltering": {"template": "plain", "direct_prefix": "none"},
-    "cherry": {"template": "alpaca", "direct_prefix": "response_header"},
-}
-"""Each seed layout's prompt template and direct pass.
-
-- ``superfiltering``: prompt ``"{instruction}\\n"`` (``"{instruction}\\n{input}\\n"`` when the input is not
-  empty); conditioned pass: prompt + response as one text, cut to ``max_length`` tokens; direct pass: the
-  response alone, cut to ``max_length - prompt_tokens + 1`` tokens, its first token unscored unless the tokenizer
-  adds a BOS. Skipped (NaN + status): an empty response (``empty_response``), a prompt of ``max_length`` tokens
-  or more (``prompt_too_long``), no token left to score in a pass (``response_too_short``).
-- ``cherry``: the Alpaca prompt ending in ``### Response:``; conditioned pass: prompt + response as one text, cut
-  to ``max_length``; direct pass: ``"### Response:" + response`` as one text, cut to
-  ``max_length - prompt_tokens - 2`` tokens. Skipped: ``max_length - prompt_tokens - 2 <= 4``
-  (``prompt_too_long``), no response token left in a pass (``response_too_short``, e.g. a response ``"-"``
-  whose only character merges with the prompt's ``:``).
-
-Both score a whitespace-only response (only ``""`` is skipped), as the scripts do. Rows the scripts never read
-(system prompts, history, other formats) get the same template with the history written out, as
-:func:`hf_select.formats.render_prompt_text` does; the token layout is the same.
-"""
-
 REVERSE_PROMPT = (
     "Here is a response written by an assistant. Write the instruction that the response answers.\n\n"
     "### Response:\n{response}\n\n### Instruction:\n"
@@ -218,35 +192,6 @@ def _special_prefix(tokenizer: Any) -> list[int]:
     return full[:k] if k > 0 and full[k:] == plain else []
 
 
-def _seed_prompt_text(messages: list[dict[str, str]], turn: int, template: str) -> str:
-    """The seed scripts' prompt text: for a one-turn row with instruction/input, their own rule (the input part
-    appears when ``input != ""``); other conversations are rendered with the same template."""
-    if turn == 1 and messages[0]["role"] == "user" and "instruction" in messages[0]:
-        inst, inp = messages[0]["instruction"], messages[0].get("input", "")
-        if template == "alpaca":
-            return (ALPACA_PROMPT_INPUT if inp != "" else ALPACA_PROMPT_NO_INPUT).format(instruction=inst, input=inp)
-        return f"{inst}\n{inp}\n" if inp != "" else f"{inst}\n"
-    return render_prompt_text(messages, turn, template)
-
-
-def _joint_split(tokenizer: Any, texts: list[str], cut: list[int]) -> list[tuple[list[int], int]]:
-    """Tokenize each text as one sequence; return its ids and the index of its first token whose character offset
-    starts at or after ``cut`` (the response's first token). Special tokens are context."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            "IFDConfig.layout 'superfiltering'/'cherry' tokenizes prompt + response as one text and needs a fast "
-            "tokenizer (character offsets); load a fast tokenizer or use layout='hf_select'."
-        )
-    enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
-    out = []
-    for ids, offsets, special, c in zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], cut,
-                                        strict=True):
-        start = next((i for i, (o, sp) in enumerate(zip(offsets, special, strict=True)) if not sp and o[0] >= c),
-                     len(ids))
-        out.append((list(ids), start))
-    return out
-
-
 class IFDScorer(BaseScorer):
     """Adds ``ifd``, ``ifd_ppl``, ``loss_conditioned``, ``loss_direct``, ``response_tokens``, ``ifd_status``
     (and with ``reverse=True`` ``ifd_reverse``, ``ifd_reverse_ppl``, ``loss_reverse_conditioned``,
@@ -283,13 +228,7 @@ class IFDScorer(BaseScorer):
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer."""
         if "model" not in self._loaded:
-            model, tok = load_causal_lm(
-                self.config.model_name_or_path,
-                dtype=self.config.dtype,
-                device=self.config.device,
-                revision=self.config.revision,
-                trust_remote_code=self.config.trust_remote_code,
-            )
+            model, tok = load_causal_lm(self.config.model_name_or_path, **self.config.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
@@ -345,7 +284,9 @@ class IFDScorer(BaseScorer):
                 reverse_texts.append((last_user_text(messages, turns[-1]), messages[turns[-1]]["content"]))
         first_error: dict[int, str] = {}
         if seed:
-            items = self._seed_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
+            spans = seed_spans(requests, owners, tokenizer, template, max_length, cfg.layout == "cherry", first_error,
+                               tokens)
+            items = [_Item(r, "forward", *span) for r, *span in spans]
         else:
             items = self._template_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
         scored_rows = {it.row for it in items}
@@ -402,54 +343,6 @@ class IFDScorer(BaseScorer):
                 item = _Item(r, "forward", seg.prompt_ids, target, target[:1], target[1:])
             tokens[r] += len(target)
             items.append(item)
-        return items
-
-    def _seed_items(
-        self,
-        requests: list[tuple[list[dict[str, str]], int]],
-        owners: list[int],
-        tokenizer: Any,
-        template: str,
-        max_length: int,
-        first_error: dict[int, str],
-        tokens: list[int],
-    ) -> list[_Item]:
-        """Layouts ``superfiltering`` and ``cherry``: each script's token layout, truncation and skips (see
-        :data:`SEED_LAYOUTS`)."""
-        cherry = self.config.layout == "cherry"
-        rows: list[int] = []
-        prompts: list[str] = []
-        responses: list[str] = []
-        for r, (messages, turn) in zip(owners, requests, strict=True):
-            response = messages[turn]["content"]
-            if response == "":
-                first_error.setdefault(r, "empty_response")
-                continue
-            rows.append(r)
-            prompts.append(_seed_prompt_text(messages, turn, template))
-            responses.append(response)
-        if not rows:
-            return []
-        prompt_lens = [min(len(ids), max_length) for ids in tokenizer(prompts)["input_ids"]]
-        joint = _joint_split(tokenizer, [p + a for p, a in zip(prompts, responses, strict=True)],
-                             [len(p) for p in prompts])
-        if cherry:
-            direct = _joint_split(tokenizer, [RESPONSE_HEADER + a for a in responses],
-                                  [len(RESPONSE_HEADER)] * len(responses))
-        else:
-            direct = [(list(ids), 1) for ids in tokenizer(responses)["input_ids"]]
-        items: list[_Item] = []
-        for r, p_len, (ids, start), (d_ids, d_start) in zip(rows, prompt_lens, joint, direct, strict=True):
-            d_limit = max_length - p_len - 2 if cherry else max_length - p_len + 1
-            if (cherry and d_limit <= 4) or (not cherry and p_len >= max_length) or start >= max_length:
-                first_error.setdefault(r, "prompt_too_long")
-                continue
-            ids, d_ids = ids[:max_length], d_ids[:d_limit]
-            if start >= len(ids) or d_start >= len(d_ids) or start == 0 or d_start == 0:
-                first_error.setdefault(r, "response_too_short")
-                continue
-            tokens[r] += len(ids) - start
-            items.append(_Item(r, "forward", ids[:start], ids[start:], d_ids[:d_start], d_ids[d_start:]))
         return items
 
     # -- scoring --------------------------------------------------------------------------------------------------

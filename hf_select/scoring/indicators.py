@@ -188,8 +188,7 @@ class IndicatorScorer(BaseScorer):
         cfg = self.config
         if "tokenizer" not in self._loaded:
             if cfg.perplexity:
-                model, tok = load_causal_lm(cfg.model_name_or_path, dtype=cfg.dtype, device=cfg.device,
-                                            revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+                model, tok = load_causal_lm(cfg.model_name_or_path, **cfg.load_kwargs())
                 self._loaded.update(model=model, tokenizer=tok)
             else:
                 self._loaded["tokenizer"] = load_tokenizer(cfg.model_name_or_path, revision=cfg.revision,

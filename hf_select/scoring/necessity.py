@@ -265,8 +265,7 @@ class NecessityScorer(BaseScorer):
         """Load (once) and return the seed model and tokenizer (transformers backend)."""
         if "model" not in self._loaded:
             cfg = self.config
-            model, tok = load_causal_lm(cfg.model_name_or_path, dtype=cfg.dtype, device=cfg.device,
-                                        revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+            model, tok = load_causal_lm(cfg.model_name_or_path, **cfg.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 

@@ -241,11 +241,9 @@ class QualityScorer(BaseScorer):
             cfg = self.config
             name = cfg.resolved_model_name_or_path
             if cfg.backend == "judge":
-                model, tok = load_causal_lm(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
-                                            trust_remote_code=cfg.trust_remote_code)
+                model, tok = load_causal_lm(name, **cfg.load_kwargs())
             else:
-                model, tok = load_reward_model(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
-                                               trust_remote_code=cfg.trust_remote_code)
+                model, tok = load_reward_model(name, **cfg.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
