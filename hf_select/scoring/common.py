@@ -26,6 +26,10 @@ from .base import weights_identity
 
 # Tokenizer limits at or above this are "no limit" placeholders (transformers writes ~1e30).
 NO_LIMIT = 10**9
+ROW_STATUSES = ("invalid_row", "unknown_role", "no_assistant_turn", "template_mismatch", "template_error", "oom",
+                "non_finite")
+"""Statuses of a row that cannot be read (``hf_select.formats``), rendered with its template, or run (out of memory,
+a non-finite result): shared by the scorers that render a prompt template (IFD, necessity, indicators)."""
 PAIR_STATUSES = ("prompt_too_long",)
 """The status of the ``RowError`` :func:`fit_pair` raises when the template leaves no room for the pair."""
 

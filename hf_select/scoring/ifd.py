@@ -61,7 +61,7 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .common import model_limit
+from .common import ROW_STATUSES, model_limit
 from .config import ScorerConfig, shared
 from .ifd_seed import RESPONSE_HEADER, SEED_LAYOUTS, seed_spans
 from .lm_loss import mean_target_losses
@@ -77,13 +77,7 @@ IFD_STATUSES = (
     "empty_response",
     "prompt_too_long",
     "response_too_short",
-    "invalid_row",
-    "unknown_role",
-    "no_assistant_turn",
-    "template_mismatch",
-    "template_error",
-    "oom",
-    "non_finite",
+    *ROW_STATUSES,
     "empty_instruction",  # reverse IFD only: the instruction has no tokens
 )
 

@@ -53,7 +53,7 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, load_tokenizer, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .common import loaded_model_identity, model_limit, split_padding
+from .common import ROW_STATUSES, loaded_model_identity, model_limit, split_padding
 from .config import ScorerConfig, shared
 from .diversity import KNN_METRICS, KNN_REDUCE, MTLD_THRESHOLD, knn_distance, mtld
 from .lm_loss import mean_target_losses
@@ -63,8 +63,7 @@ logger = logging.getLogger(__name__)
 
 # ``ind_status``: this scorer's own statuses, then the quality backend's (forwarded for ``ind_reward``).
 INDICATOR_STATUSES = tuple(dict.fromkeys((
-    "ok", "truncated", "empty_response", "prompt_too_long", "invalid_row", "unknown_role", "no_assistant_turn",
-    "template_mismatch", "template_error", "oom", "non_finite", *QUALITY_STATUSES,
+    "ok", "truncated", "empty_response", "prompt_too_long", *ROW_STATUSES, *QUALITY_STATUSES,
 )))
 
 # -- the per-row scorer -----------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .common import loaded_model_identity, model_limit
+from .common import ROW_STATUSES, loaded_model_identity, model_limit
 from .config import ScorerConfig, renamed_fields, shared
 from .quality import QualityConfig, QualityScorer
 
@@ -76,13 +76,7 @@ NECESSITY_STATUSES = (
     "empty_generation",
     "truncated",
     "prompt_too_long",
-    "invalid_row",
-    "unknown_role",
-    "no_assistant_turn",
-    "template_mismatch",
-    "template_error",
-    "oom",
-    "non_finite",
+    *ROW_STATUSES,
 )
 
 # Statuses whose row has a finite ``necessity`` (the others are NaN).
