@@ -8,7 +8,7 @@ score exactly those first:
 
 - ``ifd``: forward IFD (``IFDScorer``: ``ifd``, ``ifd_ppl``, ``ifd_status``, ``response_tokens``);
 - ``reverse``: reverse IFD (``IFDConfig(reverse=True)``: ``ifd_reverse``, ``ifd_reverse_status``);
-- ``quality``: a quality score (``QualityScorer``: ``judge_score`` offline, or a reward model's ``quality``);
+- ``quality``: a quality score (``QualityScorer``: ``quality``, the offline judge's or a reward model's);
 - ``embedding``: a sentence embedding of each row (``Embedder``: ``embedding``);
 - ``target``: target-set embeddings (a file), for target-aware selection.
 
