@@ -58,13 +58,14 @@ def add_direct_variants(scored: Any, scorer: Any) -> Any:
     """
     import torch
 
+    from hf_select.scoring.common import model_limit
     from hf_select.scoring.ifd import REVERSE_PROMPT
     from hf_select.scoring.lm_loss import mean_target_losses
 
     model, tok = scorer.load()
     n = len(scored)
     batch = scored.select_columns(["instruction", "input", "output"])[:]
-    items, *_ = scorer._build_items(batch, n, tok, scorer.max_length_for(model, tok))
+    items, *_ = scorer._build_items(batch, n, tok, model_limit(model, tok, scorer.config.max_length))
     fctx = tok.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True, tokenize=True)
     fctx = list(fctx["input_ids"] if hasattr(fctx, "keys") else fctx)
     rctx = list(tok(REVERSE_PROMPT.format(response=""))["input_ids"])

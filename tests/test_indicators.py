@@ -22,7 +22,8 @@ from hf_select import (
 )
 from hf_select.formats import encode_segment, row_to_messages
 from hf_select.models import load_causal_lm
-from hf_select.scoring.indicators import indicator_means, knn_distance, mtld, mtld_words
+from hf_select.scoring.diversity import knn_distance, mtld, mtld_words
+from hf_select.scoring.rule import indicator_means
 
 ROWS = [
     {"instruction": "Add 2 and 3.", "input": "", "output": "2 + 3 = 5, so the answer is 5."},

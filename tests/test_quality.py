@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from hf_select import QualityConfig, QualityScorer, score_quality
 from hf_select.models import load_causal_lm
-from hf_select.scoring.quality import fit_pair, load_reward_model, split_padding, unused_token_id
+from hf_select.scoring.common import fit_pair, load_reward_model, split_padding, unused_token_id
 from hf_select.scoring.registry import build_scorer
 from hf_select.testing import CHAT_TEMPLATE, make_tiny_classifier, make_tiny_tokenizer
 
@@ -63,12 +63,13 @@ def test_config_errors_name_the_field(kwargs, message):
 
 def test_defaults_and_columns():
     assert score_quality.config.backend == "judge"
-    assert score_quality.score_column == "judge_score"
+    assert score_quality.score_column == "quality"
     assert QualityConfig().resolved_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     reward = QualityScorer(QualityConfig(backend="reward"))
     assert reward.config.resolved_model_name_or_path == "OpenAssistant/reward-model-deberta-v3-large-v2"
     assert reward.score_column == "quality"
-    assert reward.output_columns == ("quality", "quality_status")
+    assert reward.output_columns == ("quality", "quality_backend", "quality_status")
+    assert score_quality.output_columns == ("quality", "quality_backend", "judge_mass", "quality_status")
     assert build_scorer("quality", backend="reward").score_column == "quality"
 
 
@@ -94,13 +95,13 @@ def test_judge_multi_token_ratings_get_one_clear_error(tiny_lm_path):
 def test_judge_expected_rating_matches_a_hand_computation(tiny_lm_path, ds):
     scorer = QualityScorer(QualityConfig(model_name_or_path=str(tiny_lm_path), max_length=512))
     out = scorer.score(ds, progress=False)
-    assert out.column_names[-3:] == ["judge_score", "judge_mass", "quality_status"]
-    assert list(out["quality_status"]) == ["ok"] * 4
-    for s, m in zip(out["judge_score"], out["judge_mass"], strict=True):
+    assert out.column_names[-4:] == ["quality", "quality_backend", "judge_mass", "quality_status"]
+    assert list(out["quality_status"]) == ["ok"] * 4 and list(out["quality_backend"]) == ["judge"] * 4
+    for s, m in zip(out["quality"], out["judge_mass"], strict=True):
         assert 1.0 <= s <= 5.0 and 0.0 < m <= 1.0
     # The same through Dataset.map, in batches of 3 and 1 (padding must not change a score).
     mapped = ds.map(scorer, batched=True, batch_size=3)
-    assert mapped["judge_score"] == pytest.approx(list(out["judge_score"]), abs=1e-5)
+    assert mapped["quality"] == pytest.approx(list(out["quality"]), abs=1e-5)
     # Reference: full forward of the rendered prompt, softmax over the five rating logits.
     model, tok = scorer.load()
     ids, _ = scorer.rating_token_ids()
@@ -111,7 +112,7 @@ def test_judge_expected_rating_matches_a_hand_computation(tiny_lm_path, ds):
     probs = torch.softmax(logits[ids], -1)
     expected = float((probs * torch.arange(1, 6, dtype=torch.float64)).sum())
     mass = float(torch.softmax(logits, -1)[ids].sum())
-    assert out["judge_score"][0] == pytest.approx(expected, abs=1e-5)
+    assert out["quality"][0] == pytest.approx(expected, abs=1e-5)
     assert out["judge_mass"][0] == pytest.approx(mass, rel=1e-4)
 
 
@@ -227,11 +228,11 @@ def test_long_pairs_are_truncated_and_flagged(tiny_classifier_path, tiny_lm_path
     assert out["quality_status"] == ["truncated"] and math.isfinite(out["quality"][0])
     judge = QualityScorer(QualityConfig(model_name_or_path=str(tiny_lm_path), max_length=200))
     out = judge.score(long, progress=False)
-    assert out["quality_status"] == ["truncated"] and 1.0 <= out["judge_score"][0] <= 5.0
+    assert out["quality_status"] == ["truncated"] and 1.0 <= out["quality"][0] <= 5.0
     # The judge prompt alone does not fit in 16 tokens: no score, and a reason.
     tiny = QualityScorer(QualityConfig(model_name_or_path=str(tiny_lm_path), max_length=16))
     out = tiny.score(long, progress=False)
-    assert out["quality_status"] == ["prompt_too_long"] and math.isnan(out["judge_score"][0])
+    assert out["quality_status"] == ["prompt_too_long"] and math.isnan(out["quality"][0])
 
 
 def test_bad_rows_get_a_status_and_nan(tiny_classifier_path):

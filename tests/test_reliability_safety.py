@@ -109,7 +109,7 @@ def test_models_load_from_safetensors_when_a_pickle_is_beside_them(tiny_lm_path,
     import shutil
 
     from hf_select.models import load_causal_lm
-    from hf_select.scoring.quality import load_reward_model
+    from hf_select.scoring.common import load_reward_model
     from hf_select.training import load_model_for_training
 
     for source, loaders in ((tiny_lm_path, (load_causal_lm, load_model_for_training)),

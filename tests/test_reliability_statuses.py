@@ -19,9 +19,11 @@ import hf_select.formats as formats_module
 
 # module -> (name of its declared statuses, modules whose statuses it forwards)
 DECLARED = {
-    "hf_select.scoring.ifd": ("IFD_STATUSES", ()),
+    "hf_select.scoring.ifd": ("IFD_STATUSES", ("hf_select.scoring.ifd_seed",)),
+    "hf_select.scoring.ifd_seed": ("SEED_STATUSES", ()),
+    "hf_select.scoring.common": ("PAIR_STATUSES", ()),
     "hf_select.scoring.embed": ("EMBED_STATUSES", ()),
-    "hf_select.scoring.quality": ("QUALITY_STATUSES", ()),
+    "hf_select.scoring.quality": ("QUALITY_STATUSES", ("hf_select.scoring.common",)),
     "hf_select.scoring.necessity": ("NECESSITY_STATUSES", ()),
     "hf_select.scoring.indicators": ("INDICATOR_STATUSES", ("hf_select.scoring.quality",)),
 }

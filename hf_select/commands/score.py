@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 def parse_overrides(pairs: list[str], config_class: type) -> dict[str, Any]:
     """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}``, checked against the config's fields."""
-    names = {f.name for f in dataclasses.fields(config_class)}
+    names = {f.name for f in dataclasses.fields(config_class)} | set(getattr(config_class, "RENAMED", {}))
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:

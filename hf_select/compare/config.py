@@ -109,7 +109,7 @@ class CompareConfig(TrainConfig):
     step_methods: dict[str, list[dict[str, Any]]] | str | None = field(
         default=None,
         metadata={"help": "Extra methods as selection step lists over the shared scores, e.g. {'judge_top': [{'step': "
-                          "'top', 'column': 'judge_score', 'count': 'budget'}]} ('budget' = the row budget); a "
+                          "'top', 'column': 'quality', 'count': 'budget'}]} ('budget' = the row budget); a "
                           "YAML/JSON string or file path works too."},
     )
     preset_options: dict[str, dict[str, Any]] | str | None = field(
@@ -128,7 +128,7 @@ class CompareConfig(TrainConfig):
     )
     quality_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reward model of the shared quality score (default: the offline LLM judge, judge_score)."},
+        metadata={"help": "Reward model of the shared quality score (default: the offline LLM judge; both write the column quality)."},
     )
     embed_model_name_or_path: str = field(
         default=DEFAULT_EMBEDDER, metadata={"help": "Sentence embedder of the shared embeddings and the target set."}

@@ -9,9 +9,9 @@ its evals; the IFD variants differ by their steps alone, never by their scores.
 A custom method is a step list whose budgeted steps may say ``count: budget`` (the comparison's row budget):
 
 Example:
-    >>> custom = {"judge_top": [{"step": "top", "column": "judge_score", "count": "budget"}]}
+    >>> custom = {"judge_top": [{"step": "top", "column": "quality", "count": "budget"}]}
     >>> resolve_steps(custom["judge_top"], 300)
-    [{'step': 'top', 'column': 'judge_score', 'count': 300}]
+    [{'step': 'top', 'column': 'quality', 'count': 300}]
     >>> sorted(steps_needs(custom["judge_top"]))
     ['quality']
 """

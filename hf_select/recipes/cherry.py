@@ -127,13 +127,10 @@ def run_cherry(args: CherryArguments) -> dict[str, Any]:
     # 1. prompt embeddings and prompt perplexity with the base model
     embedder = Embedder(EmbedConfig(model_name_or_path=base, backend="causal_lm", text="prompt",
                                     template=args.template, max_length=args.score_max_length,
-                                    max_tokens_per_batch=max(16384, args.score_max_length),
                                     column_mapping=args.column_mapping))
     embedded = score_stage(runner, "embed", embedder, data, args)
     prompt_ppl = IFDScorer(IFDConfig(model_name_or_path=base, template=args.template, reverse=True,
-                                     max_length=args.score_max_length,
-                                     max_tokens_per_batch=max(16384, args.score_max_length),
-                                     column_mapping=args.column_mapping))
+                                     max_length=args.score_max_length, column_mapping=args.column_mapping))
     with_ppl = score_stage(runner, "prompt_ppl", prompt_ppl, embedded, args)
 
     # 2. the pre-experienced model: a few rows per k-means cluster, inside the perplexity band, 1 epoch
@@ -150,7 +147,6 @@ def run_cherry(args: CherryArguments) -> dict[str, Any]:
     seed = args.ifd_layout != "hf_select"
     ifd = IFDScorer(IFDConfig(model_name_or_path=str(pre_model), template="auto" if seed else args.template,
                               layout=args.ifd_layout, max_length=args.score_max_length,
-                              max_tokens_per_batch=max(16384, args.score_max_length),
                               column_mapping=args.column_mapping))
     scored = score_stage(runner, "ifd", ifd, with_ppl, args)
     steps = selection_steps(args)

@@ -82,7 +82,7 @@ class InstructMiningArguments(RecipeArguments):
 
 def load_rule(spec: str) -> Any:
     """A preset name or a JSON rule file."""
-    from hf_select.scoring.indicators import InstructMiningRule
+    from hf_select.scoring.rule import InstructMiningRule
 
     if Path(spec).is_file():
         return InstructMiningRule.from_json(spec)
@@ -93,8 +93,9 @@ def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
     """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
     from hf_select.callbacks import SelectionProvenanceCallback
     from hf_select.scoring.embed import EmbedConfig, Embedder
-    from hf_select.scoring.indicators import PRED_COLUMN, IndicatorConfig, IndicatorScorer
+    from hf_select.scoring.indicators import IndicatorConfig, IndicatorScorer
     from hf_select.scoring.quality import QualityConfig
+    from hf_select.scoring.rule import PRED_COLUMN
     from hf_select.selection import SelectionResult, select
 
     runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
@@ -106,12 +107,10 @@ def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
                                     column_mapping=args.column_mapping))
     embedded = score_stage(runner, "embed", embedder, data, args)
     quality = QualityConfig(backend=args.quality_backend, model_name_or_path=args.quality_model_name_or_path,
-                            max_length=args.score_max_length, max_tokens_per_batch=max(16384, args.score_max_length),
-                            column_mapping=args.column_mapping)
+                            max_length=args.score_max_length, column_mapping=args.column_mapping)
     indicators = IndicatorScorer(IndicatorConfig(
         model_name_or_path=args.indicator_model_name_or_path or args.model_name_or_path, template=args.template,
-        max_length=args.score_max_length, max_tokens_per_batch=max(16384, args.score_max_length), quality=quality,
-        column_mapping=args.column_mapping))
+        max_length=args.score_max_length, quality=quality, column_mapping=args.column_mapping))
     with_ind = score_stage(runner, "indicators", indicators, embedded, args)
     ranked, _ = runner.dataset_stage("rule", lambda: rule.apply(with_ind), params={"rule": rule.to_dict()})
 

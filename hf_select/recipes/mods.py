@@ -116,9 +116,8 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
 
     # 1. quality
     quality_cfg = QualityConfig(backend=args.quality_backend, model_name_or_path=args.quality_model_name_or_path,
-                                max_length=args.score_max_length,
-                                max_tokens_per_batch=max(16384, args.score_max_length),
-                                max_batch_size=args.quality_max_batch_size, column_mapping=args.column_mapping)
+                                max_length=args.score_max_length, max_batch_size=args.quality_max_batch_size,
+                                column_mapping=args.column_mapping)
     quality = QualityScorer(quality_cfg)
     scored = score_stage(runner, "quality", quality, data, args)
     if args.quality_fraction is not None:
@@ -148,8 +147,7 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
                                     batched=True)
     necessity = NecessityScorer(NecessityConfig(
         model_name_or_path=str(seed_model), quality=quality_cfg, template=args.template,
-        max_new_tokens=args.necessity_max_new_tokens, max_prompt_length=args.score_max_length,
-        max_tokens_per_batch=max(32768, args.score_max_length + args.necessity_max_new_tokens),
+        max_new_tokens=args.necessity_max_new_tokens, max_length=args.score_max_length,
         max_batch_size=args.necessity_max_batch_size, seed=args.seed, column_mapping=args.column_mapping))
     answered = score_stage(runner, "necessity", necessity, to_answer, args)
     if args.necessity_fraction is not None:

@@ -9,7 +9,15 @@ A scorer is built from a config dataclass and is
   and returns the dataset with the new columns in the original row order. A second identical call, or a
   restarted run, reuses the finished shards.
 
-Subclasses set ``name``, ``config_class`` and ``output_columns`` and implement ``_score_batch``.
+Subclasses set ``name`` and ``config_class``, declare the Arrow types of their columns as a ``datasets.Features``
+(``features``; ``output_columns`` are its keys) and implement ``_score_batch``.
+
+Column names follow one rule. Each pass a scorer makes over a row has one status column, ``<column>_status``,
+named after that pass's score column; the pass's other columns share it. So ``ifd_status`` (for ``ifd``,
+``ifd_ppl``, ``loss_conditioned``, ``loss_direct``, ``response_tokens``), ``ifd_reverse_status``,
+``quality_status``, ``necessity_status`` (``generated_response``, ``generated_tokens``, ``necessity``) and
+``embedding_status``; the InstructMining indicators, one pass of several ``ind_*`` columns, share ``ind_status``
+after their prefix. A status is ``ok`` or the reason the row has no score (then NaN, never 0).
 """
 
 from __future__ import annotations
@@ -31,19 +39,11 @@ import pyarrow.parquet as pq
 
 from ..errors import HFSelectError
 from ..models import cache_home
+from .config import config_to_dict
 
 logger = logging.getLogger(__name__)
 
 SCORER_FORMAT_VERSION = "1"
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of a config dataclass."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        out[f.name] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
-    return out
 
 
 def stable_hash(*parts: Any) -> str:
@@ -140,9 +140,21 @@ class BaseScorer:
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type] = object
-    output_columns: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def features(self) -> Any:
+        """The ``datasets.Features`` of the columns this scorer adds (declared by each scorer)."""
+        raise NotImplementedError
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The names of the columns this scorer adds, in order (the keys of :attr:`features`)."""
+        return tuple(self.features)
 
     def __init__(self, config: Any = None, **overrides: Any):
+        rename = getattr(self.config_class, "rename_kwargs", None)
+        if overrides and rename is not None:
+            overrides = rename(overrides)  # a deprecated field name, with its warning
         if config is None:
             config = self.config_class(**overrides)
         elif overrides:
@@ -319,19 +331,8 @@ class BaseScorer:
 
     # -- schema ------------------------------------------------------------------------------------------------
     def _schema(self) -> pa.Schema:
-        """Arrow schema of the output columns (floats are float64, status columns strings)."""
-        return pa.schema([(c, self._arrow_type(c)) for c in self.output_columns])
-
-    def _arrow_type(self, column: str) -> pa.DataType:
-        if column.endswith("_status") or column.endswith("_response") or column.endswith("_text"):
-            return pa.string()
-        if column.endswith("_tokens") or column.endswith("_count"):
-            return pa.int64()
-        if column == "embedding":
-            return pa.list_(pa.float32())
-        return pa.float64()
+        """Arrow schema of the output columns, from the scorer's declared :attr:`features`."""
+        return self.features.arrow_schema
 
     def _empty_features(self) -> Any:
-        from datasets import Features
-
-        return Features.from_arrow_schema(self._schema())
+        return self.features

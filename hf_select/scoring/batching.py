@@ -46,15 +46,22 @@ CPU_TOKEN_BUDGET = 1024
 GPU_TOKEN_BUDGET = 32768
 
 
-def default_token_budget(requested: int | None, model: object) -> int:
-    """The token budget to use: the requested one, else a default for the model's device type."""
+def default_token_budget(requested: int | None, model: object, *, gpu: int = GPU_TOKEN_BUDGET,
+                         cpu: int = CPU_TOKEN_BUDGET) -> int:
+    """The token budget to use: the requested one, else the default for the device type the model is on (``gpu``
+    on CUDA, else ``cpu``; ``cpu`` when ``model`` has no parameters, e.g. None).
+
+    Example:
+        >>> default_token_budget(None, None), default_token_budget(4096, None)
+        (1024, 4096)
+    """
     if requested is not None:
         return requested
     try:
         device = next(model.parameters()).device  # type: ignore[attr-defined]
     except (AttributeError, StopIteration):
-        return CPU_TOKEN_BUDGET
-    return GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
+        return cpu
+    return gpu if device.type == "cuda" else cpu
 
 
 def is_oom(err: BaseException) -> bool:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets import Features, List, Value
 
 from ..formats import (
     TEMPLATES,
@@ -55,6 +56,8 @@ from ..models import (
 )
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
+from .common import model_limit, pad_right
+from .config import ScorerConfig, renamed_fields, shared
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +75,15 @@ EMBED_STATUSES = (
 )
 
 
+@renamed_fields(batch_size="max_batch_size")
 @dataclass
-class EmbedConfig:
-    """Configuration of :class:`Embedder`."""
+class EmbedConfig(ScorerConfig):
+    """Configuration of :class:`Embedder` (the shared model and batching fields: :class:`ScorerConfig`;
+    ``max_batch_size`` was ``batch_size``)."""
 
-    model_name_or_path: str = field(
-        default=DEFAULT_EMBEDDER,
-        metadata={"help": "Sentence-transformers model or causal LM (Hub id or local folder)."},
-    )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    model_name_or_path: str = shared("model_name_or_path", DEFAULT_EMBEDDER,
+                                     help="Sentence-transformers model or causal LM (Hub id or local folder).")
+    max_length: int = shared("max_length", 512, help="Maximum tokens per text (longer texts are truncated).")
     backend: str = field(
         default="auto",
         metadata={"help": f"One of {BACKENDS}; 'auto' = sentence_transformers for a folder with modules.json."},
@@ -95,38 +98,20 @@ class EmbedConfig:
         metadata={"help": f"Prompt template for text='prompt'/'row', one of {TEMPLATES}; 'auto' = chat template "
                           "when the tokenizer has one, else 'plain'."},
     )
-    max_length: int = field(default=512, metadata={"help": "Maximum tokens per text (longer texts are truncated)."})
     layer: int = field(default=-1, metadata={"help": "causal_lm: hidden layer to mean-pool (-1 = the last, normed)."})
     normalize: bool = field(default=False, metadata={"help": "L2-normalise each embedding (cosine-ready)."})
-    batch_size: int = field(default=64, metadata={"help": "Most texts in one forward pass."})
-    max_tokens_per_batch: int = field(
-        default=16384, metadata={"help": "causal_lm: token budget of one forward pass (rows x padded length)."}
-    )
-    dtype: str = field(default="auto", metadata={"help": "causal_lm: auto | bfloat16 | float16 | float32."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
+
+    KEY_BUDGET = 16384
+    KEY_NAMES = {"max_batch_size": "batch_size"}
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.backend not in BACKENDS:
             raise ValueError(f"EmbedConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.text not in EMBED_TEXTS:
             raise ValueError(f"EmbedConfig.text must be one of {EMBED_TEXTS}, got {self.text!r}")
         if self.template not in TEMPLATES:
             raise ValueError(f"EmbedConfig.template must be one of {TEMPLATES}, got {self.template!r}")
-        if self.max_length < 1:
-            raise ValueError(f"EmbedConfig.max_length must be >= 1, got {self.max_length}")
-        if self.batch_size < 1:
-            raise ValueError(f"EmbedConfig.batch_size must be >= 1, got {self.batch_size}")
-        if self.max_tokens_per_batch < self.max_length:
-            raise ValueError(
-                f"EmbedConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
-                f"({self.max_length})"
-            )
 
 
 def row_text(
@@ -212,6 +197,11 @@ def _is_sentence_transformers_folder(path: str) -> bool:
 class Embedder(BaseScorer):
     """Adds ``embedding`` (list of float32, all NaN for rows that fail) and ``embedding_status``.
 
+    The names ``Embedder`` / ``embed`` break the ``XScorer`` / ``score_x`` pattern on purpose: an embedding is a
+    vector that selection steps measure distances on (k-center, facility location, KNN-k), not a score a step ranks
+    or thresholds, and ``Embedder`` is part of the stage key of every cached embedding stage (renaming the class
+    would re-embed every earlier run). The pattern's names are aliases: :data:`EmbedScorer` and :data:`score_embed`.
+
     Example:
         >>> embedder = Embedder(EmbedConfig(text="instruction"))
         >>> ds = embedder.score(ds)  # doctest: +SKIP
@@ -221,7 +211,7 @@ class Embedder(BaseScorer):
 
     name = "embed"
     config_class = EmbedConfig
-    output_columns = ("embedding", "embedding_status")
+    features = Features({"embedding": List(Value("float32")), "embedding_status": Value("string")})
 
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
@@ -287,13 +277,7 @@ class Embedder(BaseScorer):
                 model.max_seq_length = cfg.max_length
             tokenizer = getattr(model, "tokenizer", None)
         else:
-            model, tokenizer = load_causal_lm(
-                cfg.model_name_or_path,
-                dtype=cfg.dtype,
-                device=cfg.device,
-                revision=cfg.revision,
-                trust_remote_code=cfg.trust_remote_code,
-            )
+            model, tokenizer = load_causal_lm(cfg.model_name_or_path, **cfg.load_kwargs())
         self._loaded.update(model=model, tokenizer=tokenizer)
         return model, tokenizer
 
@@ -367,7 +351,7 @@ class Embedder(BaseScorer):
         """Sentence-transformers embeddings, in sub-batches of similar length (longest first)."""
         cfg = self.config
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        groups = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        groups = [order[s : s + cfg.max_batch_size] for s in range(0, len(order), cfg.max_batch_size)]
         out: list[np.ndarray | None] = [None] * len(texts)
 
         def run(idx: list[int]) -> np.ndarray:
@@ -385,8 +369,6 @@ class Embedder(BaseScorer):
     def _encode_lm(self, model: Any, tokenizer: Any, texts: list[str]) -> list[np.ndarray | None]:
         """Mean of one hidden layer over each text's tokens (padding excluded), batched by token budget."""
         cfg = self.config
-        from .quality import model_limit
-
         limit = model_limit(model, tokenizer, cfg.max_length)
         ids = [list(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -395,12 +377,7 @@ class Embedder(BaseScorer):
         out: list[np.ndarray | None] = [None] * len(texts)
 
         def run(idx: list[int]) -> np.ndarray:
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for b, i in enumerate(idx):
-                input_ids[b, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                mask[b, : len(ids[i])] = 1
+            input_ids, mask = pad_right([ids[i] for i in idx], pad)
             input_ids, mask = input_ids.to(device), mask.to(device)
             with torch.inference_mode():
                 if cfg.layer == -1:
@@ -413,7 +390,7 @@ class Embedder(BaseScorer):
                 pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
             return pooled.cpu().numpy()
 
-        for group in token_budget_batches([len(x) for x in ids], cfg.max_tokens_per_batch, cfg.batch_size):
+        for group in token_budget_batches([len(x) for x in ids], cfg.token_budget(model), cfg.max_batch_size):
             for idx, emb in run_with_oom_retry(group, run, lambda idx: None):
                 if emb is not None:
                     for row, i in enumerate(idx):
@@ -423,3 +400,8 @@ class Embedder(BaseScorer):
 
 embed = Embedder()
 """A ready-made :class:`Embedder` on the default config (all-MiniLM-L6-v2 on the instruction, loaded on first use)."""
+
+EmbedScorer = Embedder
+"""The ``XScorer`` name of :class:`Embedder` (the same class)."""
+score_embed = embed
+"""The ``score_x`` name of :data:`embed` (the same object)."""

@@ -45,10 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from datasets import Features, Value
 
 from ..formats import (
-    ALPACA_PROMPT_INPUT,
-    ALPACA_PROMPT_NO_INPUT,
     TEMPLATES,
     TURNS,
     RowError,
@@ -56,41 +55,19 @@ from ..formats import (
     detect_format,
     encode_segments,
     last_user_text,
-    render_prompt_text,
     resolve_template,
     row_to_messages,
 )
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
-from .batching import default_token_budget, run_with_oom_retry, token_budget_batches
+from .batching import run_with_oom_retry, token_budget_batches
+from .common import ROW_STATUSES, model_limit
+from .config import ScorerConfig, shared
+from .ifd_seed import RESPONSE_HEADER, SEED_LAYOUTS, seed_spans
 from .lm_loss import mean_target_losses
 
-RESPONSE_HEADER = "### Response:"
-"""The text Cherry LLM puts before the response in the direct pass (``direct_prefix="response_header"``)."""
 DIRECT_PREFIXES = ("auto", "bos", "none", "response_header")
 LAYOUTS = ("hf_select", "superfiltering", "cherry")
-SEED_LAYOUTS: dict[str, dict[str, str]] = {
-    "superfiltering": {"template": "plain", "direct_prefix": "none"},
-    "cherry": {"template": "alpaca", "direct_prefix": "response_header"},
-}
-"""Each seed layout's prompt template and direct pass.
-
-- ``superfiltering``: prompt ``"{instruction}\\n"`` (``"{instruction}\\n{input}\\n"`` when the input is not
-  empty); conditioned pass: prompt + response as one text, cut to ``max_length`` tokens; direct pass: the
-  response alone, cut to ``max_length - prompt_tokens + 1`` tokens, its first token unscored unless the tokenizer
-  adds a BOS. Skipped (NaN + status): an empty response (``empty_response``), a prompt of ``max_length`` tokens
-  or more (``prompt_too_long``), no token left to score in a pass (``response_too_short``).
-- ``cherry``: the Alpaca prompt ending in ``### Response:``; conditioned pass: prompt + response as one text, cut
-  to ``max_length``; direct pass: ``"### Response:" + response`` as one text, cut to
-  ``max_length - prompt_tokens - 2`` tokens. Skipped: ``max_length - prompt_tokens - 2 <= 4``
-  (``prompt_too_long``), no response token left in a pass (``response_too_short``, e.g. a response ``"-"``
-  whose only character merges with the prompt's ``:``).
-
-Both score a whitespace-only response (only ``""`` is skipped), as the scripts do. Rows the scripts never read
-(system prompts, history, other formats) get the same template with the history written out, as
-:func:`hf_select.formats.render_prompt_text` does; the token layout is the same.
-"""
-
 REVERSE_PROMPT = (
     "Here is a response written by an assistant. Write the instruction that the response answers.\n\n"
     "### Response:\n{response}\n\n### Instruction:\n"
@@ -100,32 +77,25 @@ IFD_STATUSES = (
     "empty_response",
     "prompt_too_long",
     "response_too_short",
-    "invalid_row",
-    "unknown_role",
-    "no_assistant_turn",
-    "template_mismatch",
-    "template_error",
-    "oom",
-    "non_finite",
+    *ROW_STATUSES,
     "empty_instruction",  # reverse IFD only: the instruction has no tokens
 )
 
 
 @dataclass
-class IFDConfig:
-    """Configuration of :class:`IFDScorer`."""
+class IFDConfig(ScorerConfig):
+    """Configuration of :class:`IFDScorer` (the shared model and batching fields: :class:`ScorerConfig`)."""
 
-    model_name_or_path: str = field(
-        default=DEFAULT_LM, metadata={"help": "Causal LM (Hub id or folder) whose losses define IFD."}
-    )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
+    model_name_or_path: str = shared("model_name_or_path", DEFAULT_LM,
+                                     help="Causal LM (Hub id or folder) whose losses define IFD.")
+    max_length: int = shared("max_length", 1024, help="Maximum tokens of prompt + response (truncated).")
+    max_batch_size: int = shared("max_batch_size", 256)
     template: str = field(
         default="auto",
         metadata={
             "help": f"Prompt template, one of {TEMPLATES}; 'auto' = the tokenizer's chat template, else 'plain'."
         },
     )
-    max_length: int = field(default=1024, metadata={"help": "Maximum tokens of prompt + response (truncated)."})
     turns: str = field(
         default="last",
         metadata={"help": f"Assistant turns to score, one of {TURNS}: 'all' averages the per-turn scores."},
@@ -148,38 +118,19 @@ class IFDConfig:
         },
     )
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int | None = field(
-        default=None,
-        metadata={
-            "help": "Token budget of one forward pass (rows x padded length); default 32768 on GPU, 1024 on "
-            "CPU (a CPU is compute-bound: bigger batches only add padding and memory traffic)."
-        },
-    )
-    max_batch_size: int = field(default=256, metadata={"help": "Most sequences in one forward pass."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
     fused_head: bool | None = field(
         default=None,
         metadata={"help": "Apply the output head only where a loss is taken (default: when the model allows it)."},
     )
 
+    MIN_MAX_LENGTH = 2
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.template not in TEMPLATES:
             raise ValueError(f"IFDConfig.template must be one of {TEMPLATES}, got {self.template!r}")
         if self.turns not in TURNS:
             raise ValueError(f"IFDConfig.turns must be one of {TURNS}, got {self.turns!r}")
-        if self.max_length < 2:
-            raise ValueError(f"IFDConfig.max_length must be >= 2, got {self.max_length}")
-        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
-            raise ValueError(f"IFDConfig.max_tokens_per_batch must be >= 1, got {self.max_tokens_per_batch}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"IFDConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.direct_prefix not in DIRECT_PREFIXES:
             raise ValueError(f"IFDConfig.direct_prefix must be one of {DIRECT_PREFIXES}, got {self.direct_prefix!r}")
         if self.layout not in LAYOUTS:
@@ -235,35 +186,6 @@ def _special_prefix(tokenizer: Any) -> list[int]:
     return full[:k] if k > 0 and full[k:] == plain else []
 
 
-def _seed_prompt_text(messages: list[dict[str, str]], turn: int, template: str) -> str:
-    """The seed scripts' prompt text: for a one-turn row with instruction/input, their own rule (the input part
-    appears when ``input != ""``); other conversations are rendered with the same template."""
-    if turn == 1 and messages[0]["role"] == "user" and "instruction" in messages[0]:
-        inst, inp = messages[0]["instruction"], messages[0].get("input", "")
-        if template == "alpaca":
-            return (ALPACA_PROMPT_INPUT if inp != "" else ALPACA_PROMPT_NO_INPUT).format(instruction=inst, input=inp)
-        return f"{inst}\n{inp}\n" if inp != "" else f"{inst}\n"
-    return render_prompt_text(messages, turn, template)
-
-
-def _joint_split(tokenizer: Any, texts: list[str], cut: list[int]) -> list[tuple[list[int], int]]:
-    """Tokenize each text as one sequence; return its ids and the index of its first token whose character offset
-    starts at or after ``cut`` (the response's first token). Special tokens are context."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            "IFDConfig.layout 'superfiltering'/'cherry' tokenizes prompt + response as one text and needs a fast "
-            "tokenizer (character offsets); load a fast tokenizer or use layout='hf_select'."
-        )
-    enc = tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
-    out = []
-    for ids, offsets, special, c in zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], cut,
-                                        strict=True):
-        start = next((i for i, (o, sp) in enumerate(zip(offsets, special, strict=True)) if not sp and o[0] >= c),
-                     len(ids))
-        out.append((list(ids), start))
-    return out
-
-
 class IFDScorer(BaseScorer):
     """Adds ``ifd``, ``ifd_ppl``, ``loss_conditioned``, ``loss_direct``, ``response_tokens``, ``ifd_status``
     (and with ``reverse=True`` ``ifd_reverse``, ``ifd_reverse_ppl``, ``loss_reverse_conditioned``,
@@ -287,8 +209,11 @@ class IFDScorer(BaseScorer):
     )
 
     @property
-    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.forward_columns + (self.reverse_columns if self.config.reverse else ())
+    def features(self) -> Features:
+        """The loss and ratio columns are float64, ``response_tokens`` int64, the statuses strings."""
+        columns = self.forward_columns + (self.reverse_columns if self.config.reverse else ())
+        types = {"response_tokens": "int64", "ifd_status": "string", "ifd_reverse_status": "string"}
+        return Features({c: Value(types.get(c, "float64")) for c in columns})
 
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
@@ -297,13 +222,7 @@ class IFDScorer(BaseScorer):
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer."""
         if "model" not in self._loaded:
-            model, tok = load_causal_lm(
-                self.config.model_name_or_path,
-                dtype=self.config.dtype,
-                device=self.config.device,
-                revision=self.config.revision,
-                trust_remote_code=self.config.trust_remote_code,
-            )
+            model, tok = load_causal_lm(self.config.model_name_or_path, **self.config.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
@@ -322,18 +241,6 @@ class IFDScorer(BaseScorer):
                 "the tokenizer has neither a BOS nor an EOS token to start the direct (unconditioned) pass"
             )
         return int(bos)
-
-    def max_length_for(self, model: Any, tokenizer: Any) -> int:
-        """``max_length`` lowered to the model's own limit (``max_position_embeddings``, the tokenizer's
-        ``model_max_length``): longer sequences would index past the position table and stop the whole run."""
-        limit = self.config.max_length
-        tok_max = getattr(tokenizer, "model_max_length", None)
-        if isinstance(tok_max, int) and 0 < tok_max < 10**9:
-            limit = min(limit, tok_max)
-        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if isinstance(positions, int) and positions > 0:
-            limit = min(limit, positions)
-        return limit
 
     def _build_items(
         self, batch: dict[str, list[Any]], n: int, tokenizer: Any, max_length: int | None = None
@@ -371,7 +278,9 @@ class IFDScorer(BaseScorer):
                 reverse_texts.append((last_user_text(messages, turns[-1]), messages[turns[-1]]["content"]))
         first_error: dict[int, str] = {}
         if seed:
-            items = self._seed_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
+            spans = seed_spans(requests, owners, tokenizer, template, max_length, cfg.layout == "cherry", first_error,
+                               tokens)
+            items = [_Item(r, "forward", *span) for r, *span in spans]
         else:
             items = self._template_items(requests, owners, tokenizer, template, max_length, first_error, tokens)
         scored_rows = {it.row for it in items}
@@ -430,65 +339,18 @@ class IFDScorer(BaseScorer):
             items.append(item)
         return items
 
-    def _seed_items(
-        self,
-        requests: list[tuple[list[dict[str, str]], int]],
-        owners: list[int],
-        tokenizer: Any,
-        template: str,
-        max_length: int,
-        first_error: dict[int, str],
-        tokens: list[int],
-    ) -> list[_Item]:
-        """Layouts ``superfiltering`` and ``cherry``: each script's token layout, truncation and skips (see
-        :data:`SEED_LAYOUTS`)."""
-        cherry = self.config.layout == "cherry"
-        rows: list[int] = []
-        prompts: list[str] = []
-        responses: list[str] = []
-        for r, (messages, turn) in zip(owners, requests, strict=True):
-            response = messages[turn]["content"]
-            if response == "":
-                first_error.setdefault(r, "empty_response")
-                continue
-            rows.append(r)
-            prompts.append(_seed_prompt_text(messages, turn, template))
-            responses.append(response)
-        if not rows:
-            return []
-        prompt_lens = [min(len(ids), max_length) for ids in tokenizer(prompts)["input_ids"]]
-        joint = _joint_split(tokenizer, [p + a for p, a in zip(prompts, responses, strict=True)],
-                             [len(p) for p in prompts])
-        if cherry:
-            direct = _joint_split(tokenizer, [RESPONSE_HEADER + a for a in responses],
-                                  [len(RESPONSE_HEADER)] * len(responses))
-        else:
-            direct = [(list(ids), 1) for ids in tokenizer(responses)["input_ids"]]
-        items: list[_Item] = []
-        for r, p_len, (ids, start), (d_ids, d_start) in zip(rows, prompt_lens, joint, direct, strict=True):
-            d_limit = max_length - p_len - 2 if cherry else max_length - p_len + 1
-            if (cherry and d_limit <= 4) or (not cherry and p_len >= max_length) or start >= max_length:
-                first_error.setdefault(r, "prompt_too_long")
-                continue
-            ids, d_ids = ids[:max_length], d_ids[:d_limit]
-            if start >= len(ids) or d_start >= len(d_ids) or start == 0 or d_start == 0:
-                first_error.setdefault(r, "response_too_short")
-                continue
-            tokens[r] += len(ids) - start
-            items.append(_Item(r, "forward", ids[:start], ids[start:], d_ids[:d_start], d_ids[d_start:]))
-        return items
-
     # -- scoring --------------------------------------------------------------------------------------------------
     def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         cfg = self.config
         n = len(next(iter(batch.values()))) if batch else 0
         model, tokenizer = self.load()
-        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, self.max_length_for(model, tokenizer))
+        limit = model_limit(model, tokenizer, cfg.max_length)
+        items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, limit)
         cond = np.full(len(items), np.nan)
         direct = np.full(len(items), np.nan)
         oom_items: set[int] = set()
         lengths = [len(it.context) + len(it.target) + len(it.direct) + len(it.direct_tokens) for it in items]
-        budget = 2 * default_token_budget(cfg.max_tokens_per_batch, model)  # both passes of an item share a batch
+        budget = 2 * cfg.token_budget(model)  # both passes of an item share a batch
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for group in token_budget_batches(lengths, budget, cfg.max_batch_size):
 

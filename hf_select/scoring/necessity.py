@@ -18,7 +18,7 @@ Columns: ``generated_response`` (the decoded answer, special tokens removed, str
 - ``empty_generation``: the model wrote EOS at once; the empty answer is still scored (it is a bad answer, and a
   NaN would silently drop the row from a ``necessity < threshold`` selection);
 - ``truncated``: the (question, generated answer) pair was cut to fit the quality model (see ``quality.py``);
-- ``prompt_too_long``: the prompt alone exceeds ``max_prompt_length`` or fills the model's position limit
+- ``prompt_too_long``: the prompt alone exceeds ``max_length`` or fills the model's position limit
   (``max_position_embeddings``, the tokenizer's ``model_max_length``): nothing is generated, NaN;
 - ``invalid_row``, ``unknown_role``, ``no_assistant_turn``, ``template_mismatch``, ``template_error``, ``oom``,
   ``non_finite``: NaN.
@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from datasets import Features, Value
 
 from ..formats import (
     TEMPLATES,
@@ -62,7 +63,9 @@ from ..formats import (
 from ..models import DEFAULT_LM, load_causal_lm, model_identity
 from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
-from .quality import QualityConfig, QualityScorer, loaded_model_identity, model_limit
+from .common import ROW_STATUSES, loaded_model_identity, model_limit
+from .config import ScorerConfig, renamed_fields, shared
+from .quality import QualityConfig, QualityScorer
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +76,19 @@ NECESSITY_STATUSES = (
     "empty_generation",
     "truncated",
     "prompt_too_long",
-    "invalid_row",
-    "unknown_role",
-    "no_assistant_turn",
-    "template_mismatch",
-    "template_error",
-    "oom",
-    "non_finite",
+    *ROW_STATUSES,
 )
 
 # Statuses whose row has a finite ``necessity`` (the others are NaN).
 NECESSITY_SCORED_STATUSES = ("ok", "no_eos", "empty_generation", "truncated")
 
 
+@renamed_fields(max_prompt_length="max_length")
 @dataclass
-class NecessityConfig:
-    """Configuration of :class:`NecessityScorer`: the seed (generator) model and the quality backend.
+class NecessityConfig(ScorerConfig):
+    """Configuration of :class:`NecessityScorer`: the seed (generator) model and the quality backend (the shared
+    model and batching fields: :class:`ScorerConfig`; ``max_length`` is the longest prompt, formerly
+    ``max_prompt_length``).
 
     ``quality`` may be given as a :class:`QualityConfig` or as a dict of its fields (as YAML gives it).
 
@@ -98,10 +98,14 @@ class NecessityConfig:
         'reward'
     """
 
-    model_name_or_path: str = field(
-        default=DEFAULT_LM, metadata={"help": "Seed model (Hub id or folder) that answers every prompt."}
+    model_name_or_path: str = shared("model_name_or_path", DEFAULT_LM,
+                                     help="Seed model (Hub id or folder) that answers every prompt.")
+    max_length: int = shared("max_length", 1024,
+                             help="Longest prompt (tokens) to answer; longer rows get 'prompt_too_long'.")
+    max_tokens_per_batch: int | None = shared(
+        "max_tokens_per_batch", None,
+        help="Generation token budget of one batch: rows x (longest prompt + max_new_tokens); default (None): 32768.",
     )
-    revision: str | None = field(default=None, metadata={"help": "Seed model revision (branch, tag or commit)."})
     quality: QualityConfig = field(
         default_factory=QualityConfig,
         metadata={"help": "Quality backend that scores the generated answers (a QualityConfig or a dict of its "
@@ -113,9 +117,6 @@ class NecessityConfig:
                           "'plain'. Use the template the seed model was fine-tuned with."},
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per answer."})
-    max_prompt_length: int = field(
-        default=1024, metadata={"help": "Longest prompt (tokens) to answer; longer rows get 'prompt_too_long'."}
-    )
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (greedy by default)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (only with do_sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (only with do_sample)."})
@@ -125,19 +126,11 @@ class NecessityConfig:
         metadata={"help": f"Generation backend, one of {GENERATION_BACKENDS}; 'vllm' needs the optional vllm package "
                           "(pip install 'hf-select[vllm]')."},
     )
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int = field(
-        default=32768,
-        metadata={"help": "Generation token budget of one batch: rows x (longest prompt + max_new_tokens)."},
-    )
-    max_batch_size: int = field(default=64, metadata={"help": "Most prompts generated together."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
+
+    # Generation: batching many rows pays on a CPU too, so the budget is not lowered there (the value before the rule).
+    TOKEN_BUDGET = (32768, 32768)
+    KEY_BUDGET = 32768
+    KEY_NAMES = {"max_length": "max_prompt_length"}
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, dict):
@@ -150,25 +143,20 @@ class NecessityConfig:
                 "NecessityConfig.quality must be a QualityConfig or a dict of its fields, "
                 f"got {type(self.quality).__name__}"
             )
+        if self.max_new_tokens < 1:
+            raise ValueError(f"NecessityConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        super().__post_init__()
         if self.template not in TEMPLATES:
             raise ValueError(f"NecessityConfig.template must be one of {TEMPLATES}, got {self.template!r}")
         if self.backend not in GENERATION_BACKENDS:
             raise ValueError(f"NecessityConfig.backend must be one of {GENERATION_BACKENDS}, got {self.backend!r}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"NecessityConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.max_prompt_length < 1:
-            raise ValueError(f"NecessityConfig.max_prompt_length must be >= 1, got {self.max_prompt_length}")
         if self.temperature <= 0:
             raise ValueError(f"NecessityConfig.temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"NecessityConfig.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"NecessityConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_tokens_per_batch < self.max_prompt_length + self.max_new_tokens:
-            raise ValueError(
-                f"NecessityConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_prompt_length + "
-                f"max_new_tokens ({self.max_prompt_length + self.max_new_tokens})"
-            )
+
+    def min_token_budget(self) -> tuple[int, str]:
+        return self.max_length + self.max_new_tokens, "max_length + max_new_tokens"
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -250,7 +238,8 @@ class NecessityScorer(BaseScorer):
 
     name = "necessity"
     config_class = NecessityConfig
-    output_columns = ("generated_response", "generated_tokens", "necessity", "necessity_status")
+    features = Features({"generated_response": Value("string"), "generated_tokens": Value("int64"),
+                         "necessity": Value("float64"), "necessity_status": Value("string")})
 
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -270,8 +259,7 @@ class NecessityScorer(BaseScorer):
         """Load (once) and return the seed model and tokenizer (transformers backend)."""
         if "model" not in self._loaded:
             cfg = self.config
-            model, tok = load_causal_lm(cfg.model_name_or_path, dtype=cfg.dtype, device=cfg.device,
-                                        revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+            model, tok = load_causal_lm(cfg.model_name_or_path, **cfg.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
@@ -308,8 +296,8 @@ class NecessityScorer(BaseScorer):
         """Most tokens (prompt + answer) the seed model takes: its positions and the tokenizer's limit."""
         cfg = self.config
         if cfg.backend == "transformers":
-            return model_limit(self.load()[0], tokenizer, cfg.max_prompt_length + cfg.max_new_tokens)
-        return model_limit(None, tokenizer, cfg.max_prompt_length + cfg.max_new_tokens)
+            return model_limit(self.load()[0], tokenizer, cfg.max_length + cfg.max_new_tokens)
+        return model_limit(None, tokenizer, cfg.max_length + cfg.max_new_tokens)
 
     def _generate_transformers(self, prompts: list[list[int]], new_tokens: list[int], status: list[str],
                                rows: list[int]) -> list[tuple[list[int], bool] | None]:
@@ -332,7 +320,7 @@ class NecessityScorer(BaseScorer):
                 status[rows[i]] = "oom"
             return [None] * len(idx)
 
-        for group in token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size):
+        for group in token_budget_batches(lengths, cfg.token_budget(model), cfg.max_batch_size):
             # Rows near the position limit get fewer new tokens: a batch holds rows with the same allowance only.
             subs: list[list[int]] = []
             for i in group:
@@ -408,7 +396,7 @@ class NecessityScorer(BaseScorer):
                 status[r] = "template_error"
                 continue
             ids = list(tokenizer(text, add_special_tokens=template != "chat")["input_ids"])
-            if len(ids) > cfg.max_prompt_length or len(ids) >= limit:
+            if len(ids) > cfg.max_length or len(ids) >= limit:
                 status[r] = "prompt_too_long"
                 continue
             if not ids:

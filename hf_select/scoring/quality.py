@@ -6,13 +6,18 @@ exchange; system prompts are not shown to the scoring model.
 
 - ``backend="reward"``: any ``AutoModelForSequenceClassification`` reward model (MoDS uses
   ``OpenAssistant/reward-model-deberta-v3-large-v2``). Tokenizers with a chat template get the pair rendered as
-  ``[user, assistant]`` with it; others get the text pair ``tokenizer(question, answer)``. Column ``quality`` (the
-  reward logit).
+  ``[user, assistant]`` with it; others get the text pair ``tokenizer(question, answer)``. ``quality`` is the
+  reward logit.
 - ``backend="judge"`` (the offline default, with SmolLM2-135M-Instruct): an instruct model reads a prompt asking
   for a rating from 1 to N and answering with a single digit; the next-token distribution after the generation
   prompt is restricted to the N rating tokens (their ids come from the tokenizer, in context) and renormalised,
-  and ``judge_score`` is the expected rating, always within ``[1, N]``. ``judge_mass`` is the probability the
-  model gave to the rating tokens before renormalising (low mass: the judge did not really answer with a digit).
+  and ``quality`` is the expected rating, always within ``[1, N]``. ``judge_mass`` is the probability the model
+  gave to the rating tokens before renormalising (low mass: the judge did not really answer with a digit).
+
+Both backends write the score to one column, ``quality``, and the backend's name to ``quality_backend``
+(``judge`` or ``reward``), so a selection step reads ``quality`` whatever made it. (The judge's column was
+``judge_score`` before; selection steps still read that name, with a warning:
+:data:`hf_select.selection.base.LEGACY_COLUMNS`.)
 
 Every row also gets ``quality_status``:
 
@@ -29,37 +34,42 @@ Example:
     >>> from hf_select import QualityConfig, QualityScorer, score_quality
     >>> ds = Dataset.from_list([{"instruction": "Add 2 and 3.", "input": "", "output": "2 + 3 = 5"}])
     >>> ds = ds.map(score_quality, batched=True)  # doctest: +SKIP
-    >>> ds[0]["judge_score"]  # doctest: +SKIP
-    4.1
+    >>> ds[0]["quality"], ds[0]["quality_backend"]  # doctest: +SKIP
+    (4.1, 'judge')
     >>> rm = QualityScorer(QualityConfig(backend="reward"))  # OpenAssistant/reward-model-deberta-v3-large-v2
     >>> ds = rm.score(ds)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from datasets import Features, Value
 
 from ..formats import RowError, assistant_turns, detect_format, last_user_text, row_to_messages
-from ..models import (
-    DEFAULT_LM,
-    load_causal_lm,
-    load_tokenizer,
-    model_identity,
-    resolve_device,
-    resolve_dtype,
-    resolve_model_path,
-)
-from .base import BaseScorer, weights_identity
+from ..models import DEFAULT_LM, load_causal_lm, model_identity
+from .base import BaseScorer
 from .batching import run_with_oom_retry, token_budget_batches
+from .common import (
+    Encoded,
+    FittedPair,
+    fit_pair,
+    forward_accepts,
+    load_reward_model,
+    loaded_model_identity,
+    model_limit,
+    pad_id_set,
+    pad_right,
+    split_padding,
+    unused_token_id,
+)
+from .config import ScorerConfig, shared
 from .lm_loss import _softcap, supports_fused_head
 
 logger = logging.getLogger(__name__)
@@ -94,13 +104,11 @@ JUDGE_PROMPT = (
 # separate tokens in most tokenizers; the other two variants cover tokenizers that merge a space into them.
 _PLAIN_JUDGE_SUFFIXES = (("\nRating:\n", ""), ("\nRating:", " "), ("\nRating: ", ""))
 _CHAT_JUDGE_SUFFIXES = (("", ""),)
-# Tokenizer limits above this are "no limit" placeholders (transformers uses ~1e30).
-_NO_LIMIT = 1_000_000
 
 
 @dataclass
-class QualityConfig:
-    """Configuration of :class:`QualityScorer`.
+class QualityConfig(ScorerConfig):
+    """Configuration of :class:`QualityScorer` (the shared model and batching fields: :class:`ScorerConfig`).
 
     Example:
         >>> QualityConfig(backend="reward").resolved_model_name_or_path
@@ -109,29 +117,27 @@ class QualityConfig:
         'HuggingFaceTB/SmolLM2-135M-Instruct'
     """
 
+    model_name_or_path: str | None = shared(
+        "model_name_or_path", None,
+        help=f"Model id or folder; default {DEFAULT_LM} for 'judge', {DEFAULT_REWARD_MODEL} for 'reward'.",
+    )
+    max_length: int = shared(
+        "max_length", 1024,
+        help="Most tokens per scored sequence (lowered to the model's own limit); longer pairs keep the start of the "
+             "question and the end of the answer, with status 'truncated'.",
+    )
     backend: str = field(
         default="judge",
         metadata={"help": f"Scoring backend, one of {QUALITY_BACKENDS}: a sequence-classification reward model "
-                          "('reward', column 'quality') or an instruct LM's expected rating ('judge', column "
-                          "'judge_score')."},
+                          "('reward') or an instruct LM's expected rating ('judge'); both write the column 'quality' "
+                          "and their name to 'quality_backend'."},
     )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": f"Model id or folder; default {DEFAULT_LM} for 'judge', {DEFAULT_REWARD_MODEL} for "
-                          "'reward'."},
-    )
-    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit)."})
     template: str = field(
         default="auto",
         metadata={"help": f"One of {QUALITY_TEMPLATES}. 'chat': the tokenizer's chat template ([user, assistant] "
                           "for a reward model, the judge prompt as a user turn for a judge); 'plain': the text pair "
                           "tokenizer(question, answer) / the judge prompt followed by 'Rating:'; 'auto': 'chat' when "
                           "the tokenizer has a chat template, else 'plain'."},
-    )
-    max_length: int = field(
-        default=1024,
-        metadata={"help": "Most tokens per scored sequence (lowered to the model's own limit); longer pairs keep the "
-                          "start of the question and the end of the answer, with status 'truncated'."},
     )
     scale: int = field(default=5, metadata={"help": "Judge: ratings run from 1 to this (each must be one token)."})
     judge_prompt: str = field(
@@ -141,37 +147,24 @@ class QualityConfig:
     reward_index: int = field(
         default=0, metadata={"help": "Reward: which output logit is the reward (for models with several labels)."}
     )
-    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32 (auto: bf16 on GPU)."})
-    device: str | None = field(default=None, metadata={"help": "Device; default: this process's accelerate device."})
-    max_tokens_per_batch: int = field(
-        default=16384, metadata={"help": "Token budget of one forward pass (rows x padded length)."}
-    )
-    max_batch_size: int = field(default=64, metadata={"help": "Most sequences in one forward pass."})
-    column_mapping: dict[str, str] | None = field(
-        default=None, metadata={"help": "Map your column names to instruction/input/output/messages/... names."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the Hub (off by default)."}
-    )
+
+    MIN_MAX_LENGTH = 8
+    KEY_BUDGET = 16384
+    KEY_EXTRA = {"score_column": "quality"}  # the judge wrote judge_score before: those cached results are not reused
+    KEY_ORDER = ("backend", "model_name_or_path", "revision", "template", "max_length", "scale", "judge_prompt",
+                 "reward_index", "dtype", "device", "max_tokens_per_batch", "max_batch_size", "column_mapping",
+                 "trust_remote_code")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.backend not in QUALITY_BACKENDS:
             raise ValueError(f"QualityConfig.backend must be one of {QUALITY_BACKENDS}, got {self.backend!r}")
         if self.template not in QUALITY_TEMPLATES:
             raise ValueError(f"QualityConfig.template must be one of {QUALITY_TEMPLATES}, got {self.template!r}")
-        if self.max_length < 8:
-            raise ValueError(f"QualityConfig.max_length must be >= 8, got {self.max_length}")
         if self.scale < 2:
             raise ValueError(f"QualityConfig.scale must be >= 2, got {self.scale}")
         if self.reward_index < 0:
             raise ValueError(f"QualityConfig.reward_index must be >= 0, got {self.reward_index}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"QualityConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_tokens_per_batch < self.max_length:
-            raise ValueError(
-                f"QualityConfig.max_tokens_per_batch ({self.max_tokens_per_batch}) must be >= max_length "
-                f"({self.max_length})"
-            )
         for name in ("{question}", "{answer}"):
             if name not in self.judge_prompt:
                 raise ValueError(f"QualityConfig.judge_prompt must contain the placeholder {name}")
@@ -191,31 +184,7 @@ class QualityConfig:
         return DEFAULT_LM if self.backend == "judge" else DEFAULT_REWARD_MODEL
 
 
-# -- helpers shared with the other scorers ---------------------------------------------------------------------------
-def loaded_model_identity(model: Any, tokenizer: Any) -> str:
-    """A string that changes when an in-memory model's weights change (for models passed to ``set_model``).
-
-    The config's name plus a digest of every weight's bytes (:func:`hf_select.scoring.base.weights_identity`): it
-    changes with any change of any weight.
-    """
-    return weights_identity(model, tokenizer)
-
-
-def model_limit(model: Any, tokenizer: Any, max_length: int) -> int:
-    """``max_length`` lowered to the tokenizer's ``model_max_length`` and the model's positions
-    (``max_position_embeddings``, GPT-2's ``n_positions``); ``model`` may be None."""
-    limit = max_length
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < _NO_LIMIT:
-        limit = min(limit, tok_max)
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        pos = getattr(config, name, None)
-        if isinstance(pos, int) and pos > 0:
-            limit = min(limit, pos)
-    return limit
-
-
+# -- reading rows -----------------------------------------------------------------------------------------------------
 def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | None) -> tuple[str, str]:
     """``(question, answer)`` of a row: the last user turn before the last assistant turn, and that turn.
 
@@ -231,182 +200,15 @@ def row_pair(row: dict[str, Any], fmt: str, column_mapping: dict[str, str] | Non
     return last_user_text(messages, turn), messages[turn]["content"]
 
 
-class _Cutter:
-    """Cuts a text to its first or last ``k`` tokens (by character offsets when the tokenizer gives them)."""
-
-    def __init__(self, tokenizer: Any, text: str):
-        self.text = text
-        self.tokenizer = tokenizer
-        self.offsets: list[tuple[int, int]] | None = None
-        if getattr(tokenizer, "is_fast", False) and text:
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            self.ids = list(enc["input_ids"])
-            self.offsets = [tuple(o) for o in enc["offset_mapping"]]
-        else:
-            self.ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        self.n = len(self.ids)
-
-    def head(self, k: int) -> str:
-        if k >= self.n:
-            return self.text
-        if k <= 0:
-            return ""
-        if self.offsets is not None:
-            return self.text[: self.offsets[k - 1][1]]
-        return self.tokenizer.decode(self.ids[:k])
-
-    def tail(self, k: int) -> str:
-        if k >= self.n:
-            return self.text
-        if k <= 0:
-            return ""
-        if self.offsets is not None:
-            return self.text[self.offsets[self.n - k][0] :]
-        return self.tokenizer.decode(self.ids[self.n - k :])
-
-
-Encoded = tuple[list[int], list[int] | None]  # input ids, token type ids (text pairs)
-
-
-@dataclass
-class FittedPair:
-    """A pair rendered to token ids within a limit: what was kept, and whether anything was cut."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-    question: str
-    answer: str
-    truncated: bool
-
-
-def fit_pair(
-    tokenizer: Any, question: str, answer: str, render: Callable[[str, str], Encoded], limit: int
-) -> FittedPair:
-    """Render ``(question, answer)`` with ``render`` into at most ``limit`` tokens.
-
-    When the whole pair does not fit, the question keeps its first tokens and the answer its last ones. The room
-    left by the template is shared: a side shorter than half of it keeps everything and the other side gets the
-    rest; otherwise each gets half. Since cut texts may tokenize a little differently inside the template, the
-    room shrinks by the excess until the rendering fits.
-
-    Raises:
-        RowError: ``prompt_too_long`` when the template alone leaves fewer than 2 tokens of room.
-
-    Example:
-        >>> from hf_select.testing import make_tiny_tokenizer
-        >>> tok = make_tiny_tokenizer()
-        >>> render = lambda q, a: (tok(q + " || " + a)["input_ids"], None)
-        >>> fit = fit_pair(tok, "Sort the list " * 20, "The answer is 42. " * 20, render, 40)
-        >>> fit.truncated, len(fit.input_ids) <= 40, fit.answer.endswith("42. ")
-        (True, True, True)
-    """
-    ids, types = render(question, answer)
-    if len(ids) <= limit:
-        return FittedPair(list(ids), types, question, answer, False)
-    q, a = _Cutter(tokenizer, question), _Cutter(tokenizer, answer)
-    overhead = max(0, len(ids) - q.n - a.n)
-    room = limit - overhead
-    for _ in range(16):
-        if room < 2:
-            break
-        q_keep = min(q.n, max(room - a.n, room // 2))
-        a_keep = min(a.n, room - q_keep)
-        q_text, a_text = q.head(q_keep), a.tail(a_keep)
-        ids, types = render(q_text, a_text)
-        if len(ids) <= limit:
-            return FittedPair(list(ids), types, q_text, a_text, True)
-        room -= len(ids) - limit
-    raise RowError("prompt_too_long", f"the template leaves no room for the pair within {limit} tokens")
-
-
-def split_padding(group: Sequence[int], lengths: Sequence[int], slack: float = 0.25) -> list[list[int]]:
-    """Split a batch of items sorted longest first wherever an item is shorter than ``(1 - slack)`` times the
-    longest item of its batch, so that padding stays under ``slack`` of every batch.
-
-    Token-budget batches of rows with very different lengths (instruction data: 15 to 1,000 tokens) are mostly
-    padding; on a CPU, where a single row already keeps the cores busy, that made batching slower than a loop.
-
-    Example:
-        >>> split_padding([0, 1, 2, 3], [100, 90, 60, 50])
-        [[0, 1], [2, 3]]
-    """
-    out: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in group:
-        if current and lengths[i] < (1 - slack) * longest:
-            out.append(current)
-            current = []
-        if not current:
-            longest = lengths[i]
-        current.append(i)
-    if current:
-        out.append(current)
-    return out
-
-
-def _pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def unused_token_id(seqs: Sequence[Sequence[int]], preferred: Sequence[int | None], vocab_size: int) -> int:
-    """A token id that occurs in none of ``seqs``: the first free one of ``preferred``, else the highest free id.
-
-    Sequence-classification models find each row's last token as the rightmost token that is not the pad id, so
-    the pad id must never be a real token of the batch (a pad that equals EOS would hide a final EOS).
-
-    Example:
-        >>> unused_token_id([[1, 2, 3]], [2, None], vocab_size=10)
-        9
-    """
-    used = {t for s in seqs for t in s}
-    for cand in preferred:
-        if cand is not None and cand not in used:
-            return int(cand)
-    for cand in range(vocab_size - 1, -1, -1):
-        if cand not in used:
-            return cand
-    raise ValueError("every token id of the vocabulary occurs in the batch; no id is free for padding")
-
-
-@contextmanager
-def _pad_id_set(model: Any, pad: int):
-    configs = [model.config]
-    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if text is not model.config:
-        configs.append(text)
-    before = [c.pad_token_id for c in configs]
-    try:
-        for c in configs:
-            c.pad_token_id = pad
-        yield
-    finally:
-        for c, b in zip(configs, before, strict=True):
-            c.pad_token_id = b
-
-
-def _forward_accepts(model: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 # -- the scorer -------------------------------------------------------------------------------------------------------
 class QualityScorer(BaseScorer):
-    """Adds ``quality`` + ``quality_status`` (reward backend) or ``judge_score`` + ``judge_mass`` +
-    ``quality_status`` (judge backend). See the module docstring for the statuses and the truncation rule.
+    """Adds ``quality``, ``quality_backend`` and ``quality_status`` (and ``judge_mass`` with the judge backend).
+    See the module docstring for the statuses and the truncation rule.
 
     Example:
         >>> scorer = QualityScorer(QualityConfig(backend="judge", scale=5))
-        >>> scorer.score_column
-        'judge_score'
+        >>> scorer.score_column, scorer.output_columns
+        ('quality', ('quality', 'quality_backend', 'judge_mass', 'quality_status'))
         >>> ds = ds.map(scorer, batched=True)  # doctest: +SKIP
         >>> ds = scorer.score(ds)              # doctest: +SKIP
     """
@@ -415,15 +217,17 @@ class QualityScorer(BaseScorer):
     config_class = QualityConfig
 
     @property
-    def output_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        if self.config.backend == "reward":
-            return ("quality", "quality_status")
-        return ("judge_score", "judge_mass", "quality_status")
+    def features(self) -> Features:
+        """``quality`` (float64), ``quality_backend`` (string), ``judge_mass`` (float64, judge only),
+        ``quality_status`` (string)."""
+        judge = {"judge_mass": Value("float64")} if self.config.backend == "judge" else {}
+        return Features({"quality": Value("float64"), "quality_backend": Value("string"), **judge,
+                         "quality_status": Value("string")})
 
     @property
     def score_column(self) -> str:
-        """The column holding the score: ``quality`` (reward model) or ``judge_score`` (LLM judge)."""
-        return "quality" if self.config.backend == "reward" else "judge_score"
+        """The column holding the score, ``quality``, whatever the backend."""
+        return "quality"
 
     def model_ids(self) -> list[str]:
         if "identity" in self._loaded:
@@ -437,11 +241,9 @@ class QualityScorer(BaseScorer):
             cfg = self.config
             name = cfg.resolved_model_name_or_path
             if cfg.backend == "judge":
-                model, tok = load_causal_lm(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
-                                            trust_remote_code=cfg.trust_remote_code)
+                model, tok = load_causal_lm(name, **cfg.load_kwargs())
             else:
-                model, tok = load_reward_model(name, dtype=cfg.dtype, device=cfg.device, revision=cfg.revision,
-                                               trust_remote_code=cfg.trust_remote_code)
+                model, tok = load_reward_model(name, **cfg.load_kwargs())
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
@@ -597,7 +399,7 @@ class QualityScorer(BaseScorer):
                 status[rows[i]] = "oom"
             return np.full(len(idx), np.nan), np.full(len(idx), np.nan)
 
-        groups = token_budget_batches(lengths, cfg.max_tokens_per_batch, cfg.max_batch_size)
+        groups = token_budget_batches(lengths, cfg.token_budget(model), cfg.max_batch_size)
         for group in (sub for g in groups for sub in split_padding(g, lengths)):
             for idx, (s, m) in run_with_oom_retry(group, run, on_oom):
                 for i, sv, mv in zip(idx, s, m, strict=True):
@@ -616,7 +418,7 @@ class QualityScorer(BaseScorer):
                        rating_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask = _pad_right([f.input_ids for f in fits], pad)
+        ids, mask = pad_right([f.input_ids for f in fits], pad)
         ids, mask = ids.to(device), mask.to(device)
         last = mask.sum(-1) - 1
         rows = torch.arange(ids.shape[0], device=device)
@@ -642,12 +444,12 @@ class QualityScorer(BaseScorer):
         vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
         pad = unused_token_id(seqs, [tokenizer.pad_token_id, getattr(model.config, "pad_token_id", None),
                                      tokenizer.unk_token_id], vocab)
-        ids, mask = _pad_right(seqs, pad)
+        ids, mask = pad_right(seqs, pad)
         kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        if all(f.token_type_ids is not None for f in fits) and _forward_accepts(model, "token_type_ids"):
-            types, _ = _pad_right([f.token_type_ids for f in fits], 0)  # type: ignore[misc]
+        if all(f.token_type_ids is not None for f in fits) and forward_accepts(model, "token_type_ids"):
+            types, _ = pad_right([f.token_type_ids for f in fits], 0)  # type: ignore[misc]
             kwargs["token_type_ids"] = types.to(device)
-        with _pad_id_set(model, pad):
+        with pad_id_set(model, pad):
             logits = model(**kwargs).logits.float()
         if logits.ndim == 1:
             logits = logits[:, None]
@@ -675,34 +477,11 @@ class QualityScorer(BaseScorer):
         score, mass, status = [math.nan] * n, [math.nan] * n, pre_status
         for j, r in enumerate(pending):
             score[r], mass[r], status[r] = out["score"][j], out["mass"][j], out["status"][j]
-        if self.config.backend == "reward":
-            return {"quality": score, "quality_status": status}
-        return {"judge_score": score, "judge_mass": mass, "quality_status": status}
-
-
-def load_reward_model(
-    name_or_path: str,
-    *,
-    dtype: str | torch.dtype = "auto",
-    device: str | torch.device | None = None,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
-    """Load a sequence-classification (reward) model and its tokenizer, in eval mode on ``device``.
-
-    Example:
-        >>> model, tok = load_reward_model("OpenAssistant/reward-model-deberta-v3-large-v2")  # doctest: +SKIP
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    dev = resolve_device(device)
-    path = resolve_model_path(name_or_path, revision)
-    tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=resolve_dtype(dtype, dev), revision=revision, trust_remote_code=trust_remote_code
-    )
-    model.to(dev).eval()
-    return model, tokenizer
+        out: dict[str, list[Any]] = {"quality": score, "quality_backend": [self.config.backend] * n}
+        if self.config.backend == "judge":
+            out["judge_mass"] = mass
+        out["quality_status"] = status
+        return out
 
 
 score_quality = QualityScorer()

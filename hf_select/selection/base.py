@@ -76,8 +76,35 @@ def _require_column(dataset: Any, column: str, step: str, hint: str = "") -> Non
         )
 
 
+LEGACY_COLUMNS = {"judge_score": "quality"}
+"""Score columns that were renamed: old name -> new name (the LLM judge's ``judge_score`` is ``quality`` since both
+quality backends write one column). A step that names the old column reads the new one, with a ``FutureWarning``;
+a dataset scored before the rename (it holds only the old column) is read under the new name."""
+
+
+def resolve_column(dataset: Any, column: str) -> str:
+    """The column to read for ``column``: itself, or its renamed counterpart (:data:`LEGACY_COLUMNS`) when only
+    that one is in the dataset.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> resolve_column(Dataset.from_dict({"judge_score": [3.0]}), "quality")
+        'judge_score'
+    """
+    names = dataset.column_names
+    if column in names:
+        return column
+    new = LEGACY_COLUMNS.get(column)
+    if new is not None and new in names:
+        warnings.warn(f"the column {column!r} is now called {new!r}; reading {new!r} (name it in the step)",
+                      FutureWarning, stacklevel=3)
+        return new
+    return next((old for old, renamed in LEGACY_COLUMNS.items() if renamed == column and old in names), column)
+
+
 def column_values(dataset: Any, column: str, step: str = "select") -> np.ndarray:
-    """A numeric column as float64, with null as NaN.
+    """A numeric column as float64, with null as NaN (a renamed score column is read by either name:
+    :func:`resolve_column`).
 
     Raises:
         HFSelectError: when the column is missing or not numeric (the message names the column).
@@ -90,6 +117,7 @@ def column_values(dataset: Any, column: str, step: str = "select") -> np.ndarray
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    column = resolve_column(dataset, column)
     _require_column(dataset, column, step)
     arr = dataset.with_format("arrow", columns=[column])[column]
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)

@@ -82,7 +82,7 @@ def fused_scores(dataset: Any, scores: Mapping[str, float], *, method: str = "ra
     """
     if not isinstance(scores, Mapping) or not scores:
         raise HFSelectError(f"{step}: scores must be a mapping {{column: weight}} with at least one column, e.g. "
-                            f"{{ifd: 1.0, judge_score: 1.0}}; got {scores!r}")
+                            f"{{ifd: 1.0, quality: 1.0}}; got {scores!r}")
     if method not in NORMALISATIONS:
         raise HFSelectError(f"{step}: normalise must be one of {NORMALISATIONS}, got {method!r}")
     if combine not in COMBINES:

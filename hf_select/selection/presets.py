@@ -8,7 +8,7 @@ score exactly those first:
 
 - ``ifd``: forward IFD (``IFDScorer``: ``ifd``, ``ifd_ppl``, ``ifd_status``, ``response_tokens``);
 - ``reverse``: reverse IFD (``IFDConfig(reverse=True)``: ``ifd_reverse``, ``ifd_reverse_status``);
-- ``quality``: a quality score (``QualityScorer``: ``judge_score`` offline, or a reward model's ``quality``);
+- ``quality``: a quality score (``QualityScorer``: ``quality``, the offline judge's or a reward model's);
 - ``embedding``: a sentence embedding of each row (``Embedder``: ``embedding``);
 - ``target``: target-set embeddings (a file), for target-aware selection.
 
@@ -34,7 +34,7 @@ SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target")
 NEED_COLUMNS = {
     "ifd": ("ifd", "hf-select score ifd --dataset DATA --output OUT"),
     "reverse": ("ifd_reverse", "hf-select score ifd --dataset DATA --output OUT --set reverse=true"),
-    "quality": ("judge_score", "hf-select score quality --dataset DATA --output OUT"),
+    "quality": ("quality", "hf-select score quality --dataset DATA --output OUT"),
     "embedding": ("embedding", "hf-select score embed --dataset DATA --output OUT"),
 }
 
