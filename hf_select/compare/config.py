@@ -128,7 +128,7 @@ class CompareConfig(TrainConfig):
     )
     quality_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reward model of the shared quality score (default: the offline LLM judge; both write the column quality)."},
+        metadata={"help": "Reward model of the shared quality score (column quality; default: the LLM judge)."},
     )
     embed_model_name_or_path: str = field(
         default=DEFAULT_EMBEDDER, metadata={"help": "Sentence embedder of the shared embeddings and the target set."}
