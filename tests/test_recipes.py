@@ -15,14 +15,9 @@ import pytest
 from test_cards import assert_hub_ready, sections
 
 from hf_select.errors import HFSelectError
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    args_to_cli,
-    load_stage_dataset,
-    parse_recipe_args,
-)
+from hf_select.recipes.arguments import RecipeArguments, args_to_cli, parse_recipe_args
 from hf_select.selection import SelectionResult
+from hf_select.stages import StageRunner, load_stage_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(glob.glob(str(ROOT / "recipes" / "configs" / "*.yaml")))

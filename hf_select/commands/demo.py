@@ -106,8 +106,8 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
     """Run both recipes and return the numbers (also written to ``<output_dir>/demo_summary.json``)."""
     from ..recipes.mods import MoDSArguments, run_mods
     from ..recipes.superfilter import SuperfilterArguments, run_superfilter
-    from ..recipes_common import load_stage_dataset
     from ..selection import SelectionResult
+    from ..stages import load_stage_dataset
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..recipes_common import setup_logging
+    from ..recipes.arguments import setup_logging
 
     if args.verbose:
         setup_logging()

@@ -240,9 +240,9 @@ def recipe_base_args(config: CompareConfig, folder: str | os.PathLike, pool_dir:
 
 
 def recipe_args(config: CompareConfig, folder: str | os.PathLike, pool_dir: str) -> Any:
-    """:class:`~hf_select.recipes_common.RecipeArguments` of :func:`recipe_base_args` (for the comparison's own
+    """:class:`~hf_select.recipes.arguments.RecipeArguments` of :func:`recipe_base_args` (for the comparison's own
     stages: the pool's data, the shared scores, the simple methods, the base model's evals)."""
-    from ..recipes_common import RecipeArguments
+    from ..recipes.arguments import RecipeArguments
 
     return RecipeArguments(**recipe_base_args(config, folder, pool_dir))
 
