@@ -19,10 +19,6 @@ from collections.abc import Sequence
 COMMANDS = ("score", "select", "report", "push", "demo", "compare")
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-select",
