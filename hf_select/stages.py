@@ -272,14 +272,14 @@ def load_source(args: RecipeArguments) -> Any:
     """The rows to select from: ``demo`` / ``demo:N`` or anything :func:`hf_select.io.load_rows` reads."""
     from .io import load_rows
 
-    spec = args.dataset or ""
+    spec = args.dataset_name or ""
     if spec == "demo" or spec.startswith("demo:"):
         from .demo import make_demo_dataset
 
         n = int(spec.split(":", 1)[1]) if ":" in spec else 1000
         ds = make_demo_dataset(n=n, seed=args.seed)
     else:
-        ds = load_rows(spec, split=args.split)
+        ds = load_rows(spec, split=args.dataset_train_split)
     if args.limit is not None:
         ds = ds.select(range(min(args.limit, len(ds))))
     if len(ds) == 0:
@@ -290,8 +290,9 @@ def load_source(args: RecipeArguments) -> Any:
 def data_stage(runner: StageRunner, args: RecipeArguments) -> Any:
     """Stage ``data``: the source rows as read (row ids in every later stage are indices into these)."""
     ds, _ = runner.dataset_stage("data", lambda: load_source(args),
-                                 params={"dataset": args.dataset, "split": args.split, "limit": args.limit,
-                                         "seed": args.seed if (args.dataset or "").startswith("demo") else None})
+                                 params={"dataset": args.dataset_name, "split": args.dataset_train_split,
+                                         "limit": args.limit,
+                                         "seed": args.seed if (args.dataset_name or "").startswith("demo") else None})
     return ds
 
 

@@ -88,12 +88,12 @@ def test_unknown_yaml_key_fails_and_cli_overrides(tmp_path):
     assert args.ifd_fraction == 0.2
     with pytest.raises(ValueError, match="ifd_column"):
         mod.SuperfilterArguments(dataset="demo:10", output_dir="o", ifd_column="nope")
-    with pytest.raises(ValueError, match="dataset is required"):
+    with pytest.raises(ValueError, match="dataset_name is required"):
         RecipeArguments(output_dir="o")
     with pytest.raises(ValueError, match="push_to_hub needs"):
         RecipeArguments(dataset="demo", output_dir="o", push_to_hub=True)
     assert args_to_cli(RecipeArguments(dataset="demo:5", output_dir="o", cpu=True)) == [
-        "--dataset", "demo:5", "--output_dir", "o", "--cpu", "true"]
+        "--dataset_name", "demo:5", "--output_dir", "o", "--cpu", "true"]
 
 
 # -- stages ----------------------------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@ with ``trl.TrlParser``; an unknown key fails), the flags that reproduce a run, a
 calls (:func:`recipe_main`: parse, run, print where everything is, one-line errors).
 
 Example:
-    >>> args = parse_recipe_args(RecipeArguments, ["--dataset", "demo:40", "--output_dir", "/tmp/r"])
+    >>> args = parse_recipe_args(RecipeArguments, ["--dataset_name", "demo:40", "--output_dir", "/tmp/r"])
     >>> args_to_cli(args)
-    ['--dataset', 'demo:40', '--output_dir', '/tmp/r']
+    ['--dataset_name', 'demo:40', '--output_dir', '/tmp/r']
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,22 +26,46 @@ from ..training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
+# Old recipe field names -> the names trl's scripts use; the old ones are still read, with a FutureWarning.
+RENAMED_FIELDS = {"dataset": "dataset_name", "split": "dataset_train_split"}
+
 
 @dataclass
 class RecipeArguments(TrainConfig):
     """Arguments every recipe shares (the training fields come from :class:`hf_select.training.TrainConfig`).
 
+    The rows are named as in trl's scripts: ``dataset_name`` and ``dataset_train_split``. The old names ``dataset``
+    and ``split`` are still read, with a ``FutureWarning``; after ``__post_init__`` they hold the same values as the
+    new names (for code that reads the old ones) and :func:`args_to_cli` leaves them out.
+
     Example:
-        >>> RecipeArguments(dataset="demo:50", output_dir="/tmp/x").dataset
+        >>> RecipeArguments(dataset_name="demo:50", output_dir="/tmp/x").dataset_name
         'demo:50'
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     RecipeArguments(dataset="demo:50", output_dir="/tmp/x").dataset_name
+        'demo:50'
+        >>> caught[0].category.__name__, str(caught[0].message)
+        ('FutureWarning', 'RecipeArguments.dataset is deprecated: use dataset_name (the name trl uses)')
     """
 
-    dataset: str | None = field(
+    dataset_name: str | None = field(
         default=None,
         metadata={"help": "Rows to select from: json/jsonl/parquet/csv file, save_to_disk folder, Hub id, or "
-                          "'demo' / 'demo:N' (the built-in demo dataset of N rows)."},
+                          "'demo' / 'demo:N' (the built-in demo dataset of N rows). trl's name; formerly 'dataset'."},
     )
-    split: str = field(default="train", metadata={"help": "Split to read from a Hub id or a DatasetDict folder."})
+    dataset_train_split: str = field(
+        default="train",
+        metadata={"help": "Split to read from a Hub id or a DatasetDict folder. trl's name; formerly 'split'."},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "Deprecated: the old name of dataset_name (still read, with a warning)."}
+    )
+    split: str | None = field(
+        default=None,
+        metadata={"help": "Deprecated: the old name of dataset_train_split (still read, with a warning)."},
+    )
     limit: int | None = field(default=None, metadata={"help": "Use only the first N rows of the dataset."})
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder of the run: one sub-folder per stage, reused on restart."}
@@ -80,8 +105,9 @@ class RecipeArguments(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.dataset:
-            raise ValueError(f"{type(self).__name__}.dataset is required: pass --dataset FILE|HUB_ID|demo:N")
+        self._read_renamed_fields()
+        if not self.dataset_name:
+            raise ValueError(f"{type(self).__name__}.dataset_name is required: pass --dataset_name FILE|HUB_ID|demo:N")
         if not self.output_dir:
             raise ValueError(f"{type(self).__name__}.output_dir is required: pass --output_dir FOLDER")
         if self.push_to_hub and not (self.hub_dataset_id or self.hub_model_id):
@@ -93,6 +119,22 @@ class RecipeArguments(TrainConfig):
         if self.score_max_length < 8:
             raise ValueError(f"{type(self).__name__}.score_max_length must be >= 8, got {self.score_max_length}")
 
+    def _read_renamed_fields(self) -> None:
+        """An old name given (and differing from the new one) moves to the new name with a warning; both given
+        with different values fail. Then the old name mirrors the new one."""
+        name = type(self).__name__
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for old, new in RENAMED_FIELDS.items():
+            value, current = getattr(self, old), getattr(self, new)
+            if value is not None and value != current:
+                if current != defaults[new]:
+                    raise ValueError(f"{name}.{old} is the old name of {new}; set only {new} (got {old}={value!r} "
+                                     f"and {new}={current!r})")
+                warnings.warn(f"{name}.{old} is deprecated: use {new} (the name trl uses)", FutureWarning,
+                              stacklevel=4)
+                setattr(self, new, value)
+            setattr(self, old, getattr(self, new))
+
     def train_config(self, **overrides: Any) -> TrainConfig:
         """The :class:`TrainConfig` part of these arguments, with overrides (e.g. ``num_train_epochs=1``)."""
         return TrainConfig.from_object(self, **overrides)
@@ -102,40 +144,92 @@ class RecipeArguments(TrainConfig):
 
 
 def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> Any:
-    """Parse ``--config FILE.yaml`` plus command-line overrides into ``args_class`` with ``trl.TrlParser``;
-    unknown keys in the YAML or on the command line fail.
+    """Parse ``--config FILE.yaml`` plus command-line overrides into ``args_class`` with ``trl.TrlParser``.
+
+    Two dataclasses are parsed: ``args_class`` (the recipe's script arguments with the training fields of
+    :class:`~hf_select.training.TrainConfig`), then ``trl.SFTConfig`` for what is left: any other ``SFTConfig``
+    field, at the top level of the YAML or as a flag (``--optim adamw_torch_fused``), is checked and typed by TRL's
+    parser over ``SFTConfig`` and moved into ``sft_kwargs`` (where TrainConfig validates it). A key that neither
+    dataclass knows fails with a ``ValueError`` naming it.
 
     Example:
-        >>> args = parse_recipe_args(RecipeArguments, ["--dataset", "demo:40", "--output_dir", "/tmp/r"])
-        >>> args.dataset
+        >>> args = parse_recipe_args(RecipeArguments, ["--dataset_name", "demo:40", "--output_dir", "/tmp/r"])
+        >>> args.dataset_name
         'demo:40'
+        >>> parse_recipe_args(RecipeArguments, ["--dataset_name", "demo:40", "--output_dir", "/tmp/r",
+        ...                                     "--optim", "adamw_torch_fused"]).sft_kwargs
+        {'optim': 'adamw_torch_fused'}
     """
     from trl import TrlParser
 
     from . import config_path
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    config_file = None
     for i, arg in enumerate(argv):  # a shipped config may be named by its stem (``--config mods_smollm2``)
         if arg == "--config" and i + 1 < len(argv):
-            argv[i + 1] = str(config_path(argv[i + 1]))
+            argv[i + 1] = config_file = str(config_path(argv[i + 1]))
         elif arg.startswith("--config="):
             argv[i] = f"--config={config_path(arg.split('=', 1)[1])}"
     parser = TrlParser((args_class,))
-    (args,) = parser.parse_args_and_config(argv)
+    args, from_config, from_cli = parser.parse_args_and_config(argv, return_remaining_strings=True,
+                                                               separate_remaining_strings=True)
+    extra = _sft_options(args_class, from_config, from_cli, config_file)
+    if extra:
+        given = dict(args.sft_kwargs or {})
+        both = sorted(k for k in set(given) & set(extra) if given[k] != extra[k])
+        if both:
+            raise ValueError(f"{args_class.__name__}: {both} given both at the top level and in sft_kwargs, with "
+                             "different values; set each once")
+        args = dataclasses.replace(args, sft_kwargs={**given, **extra})
     return args
 
 
+def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequence[str],
+                 config_file: str | None) -> dict[str, Any]:
+    """The ``trl.SFTConfig`` fields among the keys and flags ``args_class`` did not take: YAML values as the YAML
+    gives them, flags typed by ``TrlParser((SFTConfig,))``. Anything else fails, named."""
+    from trl import SFTConfig, TrlParser
+
+    sft_names = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    out: dict[str, Any] = {}
+    if from_config:
+        import yaml
+
+        keys = [str(k)[2:] for k in from_config[::2]]  # TrlParser hands them back as "--key", "value" pairs
+        unknown = [k for k in keys if k not in sft_names]
+        if unknown:
+            raise ValueError(f"{config_file}: keys that neither {args_class.__name__} nor trl.SFTConfig knows: "
+                             f"{unknown}; remove them or fix their names (see --help)")
+        with open(str(config_file)) as fh:
+            values = yaml.safe_load(fh)
+        out.update({k: values[k] for k in keys})
+    if from_cli:
+        sft_parser = TrlParser((SFTConfig,))
+        namespace, unknown = sft_parser.parse_known_args(list(from_cli))
+        if unknown:
+            raise ValueError(f"flags that neither {args_class.__name__} nor trl.SFTConfig knows: {unknown}; remove "
+                             "them or fix their names (see --help)")
+        for token in from_cli:
+            action = sft_parser._option_string_actions.get(str(token).split("=", 1)[0])
+            if action is not None:
+                out[action.dest] = getattr(namespace, action.dest)
+    return out
+
 
 def args_to_cli(args: Any) -> list[str]:
-    """The command-line flags that reproduce ``args``: every field that differs from its default.
+    """The command-line flags that reproduce ``args``: every field that differs from its default (by its current
+    name: the old names in :data:`RENAMED_FIELDS` only mirror the new ones).
 
     Example:
-        >>> args_to_cli(RecipeArguments(dataset="demo:40", output_dir="/tmp/r", limit=10))
-        ['--dataset', 'demo:40', '--limit', '10', '--output_dir', '/tmp/r']
+        >>> args_to_cli(RecipeArguments(dataset_name="demo:40", output_dir="/tmp/r", limit=10))
+        ['--dataset_name', 'demo:40', '--limit', '10', '--output_dir', '/tmp/r']
     """
     out: list[str] = []
     inactive = set(getattr(args, "inactive_fields", lambda: ())())  # settings that did not apply (e.g. a threshold)
     for f in dataclasses.fields(args):
+        if f.name in RENAMED_FIELDS and RENAMED_FIELDS[f.name] in args.__dataclass_fields__:
+            continue
         value = getattr(args, f.name)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)

@@ -4,8 +4,8 @@ with ``--push_to_hub``, and ``summary.json``.
 
 Example:
     >>> from hf_select.recipes.arguments import RecipeArguments
-    >>> reproduce_command("mods", RecipeArguments(dataset="demo:40", output_dir="/tmp/r"))
-    'accelerate launch recipes/mods.py --dataset demo:40 --output_dir /tmp/r'
+    >>> reproduce_command("mods", RecipeArguments(dataset_name="demo:40", output_dir="/tmp/r"))
+    'accelerate launch recipes/mods.py --dataset_name demo:40 --output_dir /tmp/r'
 """
 
 from __future__ import annotations
@@ -49,17 +49,18 @@ def finish_recipe(
 
     eval_meta = eval_stage(runner, args, model_dir)
     report_dir = report_stage(runner, args, scored, selection, score_columns=score_columns,
-                              title=f"{method} on {args.dataset}")
+                              title=f"{method} on {args.dataset_name}")
+    demo = args.dataset_name.startswith("demo")
     stages = [{"name": i.name, "params": _short_params(i.params), "meta": i.meta} for i in runner.infos]
     subset = selection.dataset
 
     def compute(folder: Path) -> dict[str, Any]:
         ctx = build_card_context(
-            selection=selection, source=args.dataset, method=method, rows_in=len(scored),
+            selection=selection, source=args.dataset_name, method=method, rows_in=len(scored),
             base_model=args.model_name_or_path, training=args.train_config().to_dict(),
             train_loss=(train_meta or {}).get("train_loss"), eval_result=eval_meta, stages=stages, scored=scored,
-            score_columns=score_columns, source_split=args.split if not args.dataset.startswith("demo") else None,
-            license=args.license or ("apache-2.0" if args.dataset.startswith("demo") else None),
+            score_columns=score_columns, source_split=None if demo else args.dataset_train_split,
+            license=args.license or ("apache-2.0" if demo else None),
             reproduce=reproduce_command(recipe or method, args), extra_models=extra_models,
         )
         if runner.is_main:
