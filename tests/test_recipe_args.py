@@ -95,6 +95,23 @@ def test_old_dataset_names_still_read_with_a_warning(tmp_path):
     assert flagged.dataset_name == "demo:12"
 
 
+def test_a_flag_overrides_the_yaml_whichever_name_either_uses(tmp_path):
+    new_yaml, old_yaml = tmp_path / "new.yaml", tmp_path / "old.yaml"
+    new_yaml.write_text("dataset_name: demo:1000\noutput_dir: out\n")
+    old_yaml.write_text("dataset: demo:1000\noutput_dir: out\n")
+    for cfg, flag in ((new_yaml, "--dataset"), (old_yaml, "--dataset_name"), (old_yaml, "--dataset=demo:24")):
+        flags = [flag] if "=" in flag else [flag, "demo:24"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args = parse_recipe_args(RecipeArguments, ["--config", str(cfg), *flags])
+        assert args.dataset_name == "demo:24", (cfg.name, flag)
+        assert any(issubclass(w.category, FutureWarning) for w in caught)
+    both = tmp_path / "both.yaml"
+    both.write_text("dataset: demo:10\ndataset_name: demo:20\noutput_dir: out\n")
+    with pytest.raises(ValueError, match="both dataset .* and dataset_name"):
+        parse_recipe_args(RecipeArguments, ["--config", str(both)])
+
+
 def test_the_old_and_the_new_name_give_the_same_data_stage(tmp_path):
     with pytest.warns(FutureWarning):
         old = RecipeArguments(dataset="demo:12", output_dir=str(tmp_path))

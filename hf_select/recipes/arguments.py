@@ -160,8 +160,6 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
         ...                                     "--optim", "adamw_torch_fused"]).sft_kwargs
         {'optim': 'adamw_torch_fused'}
     """
-    from trl import TrlParser
-
     from . import config_path
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -171,7 +169,8 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
             argv[i + 1] = config_file = str(config_path(argv[i + 1]))
         elif arg.startswith("--config="):
             argv[i] = f"--config={config_path(arg.split('=', 1)[1])}"
-    parser = TrlParser((args_class,))
+    argv = _renamed_flags(argv)
+    parser = _recipe_parser((args_class,))
     args, from_config, from_cli = parser.parse_args_and_config(argv, return_remaining_strings=True,
                                                                separate_remaining_strings=True)
     extra = _sft_options(args_class, from_config, from_cli, config_file)
@@ -183,6 +182,46 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
                              "different values; set each once")
         args = dataclasses.replace(args, sft_kwargs={**given, **extra})
     return args
+
+
+def _renamed_flags(argv: Sequence[str]) -> list[str]:
+    """``--dataset`` / ``--split`` (and ``--dataset=...``) as ``--dataset_name`` / ``--dataset_train_split``, with a
+    FutureWarning, so that they override a YAML's new names like any flag."""
+    out = []
+    for arg in argv:
+        flag, eq, value = str(arg).partition("=")
+        if flag.startswith("--") and flag[2:] in RENAMED_FIELDS:
+            new = RENAMED_FIELDS[flag[2:]]
+            warnings.warn(f"--{flag[2:]} is deprecated: use --{new} (the name trl uses)", FutureWarning, stacklevel=3)
+            arg = f"--{new}{eq}{value}"
+        out.append(arg)
+    return out
+
+
+def _renamed_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A YAML's old keys (``dataset``, ``split``) as the new ones, with a FutureWarning; both set differently fail."""
+    out = dict(config)
+    for old, new in RENAMED_FIELDS.items():
+        if old not in out:
+            continue
+        if new in out and out[new] != out[old]:
+            raise ValueError(f"the config sets both {old} (the old name) and {new}, to different values "
+                             f"({out[old]!r}, {out[new]!r}); keep only {new}")
+        warnings.warn(f"the config key {old!r} is deprecated: use {new!r} (the name trl uses)", FutureWarning,
+                      stacklevel=4)
+        out[new] = out.pop(old)
+    return out
+
+
+def _recipe_parser(dataclass_types: Sequence[type]) -> Any:
+    """``trl.TrlParser`` over ``dataclass_types`` that reads a YAML's old keys as the new ones."""
+    from trl import TrlParser
+
+    class RecipeParser(TrlParser):
+        def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
+            return super().set_defaults_with_config(**_renamed_keys(kwargs))
+
+    return RecipeParser(dataclass_types)
 
 
 def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequence[str],
