@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 
@@ -54,6 +55,25 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, ValueError) and type(err).__module__.startswith("hf_select"):
         return redact(str(err))
     return None
+
+
+def print_user_error(err: BaseException) -> bool:
+    """Print an error a user can fix as one ``hf-select: error: ...`` line on stderr and return True; return False
+    (printing nothing) for a bug, which the caller re-raises with its traceback.
+
+    Example:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+        ...     print_user_error(HFSelectError("no rows")), print_user_error(KeyError("x"))
+        (True, False)
+        >>> err.getvalue().strip()
+        'hf-select: error: no rows'
+    """
+    message = user_error_message(err)
+    if message is None:
+        return False
+    print(f"hf-select: error: {message}", file=sys.stderr)
+    return True
 
 
 def scrub(value: Any) -> Any:

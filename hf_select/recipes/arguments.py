@@ -333,7 +333,7 @@ def recipe_main(args_class: type, run: Callable[[Any], dict[str, Any]], argv: Se
     A problem the user can fix (a missing file, a bad value, no token for the push) is printed as one line starting
     with ``hf-select: error:`` (exit code 2), never with a traceback; a token is never printed.
     """
-    from ..errors import user_error_message
+    from ..errors import print_user_error
 
     setup_logging()
     try:
@@ -344,11 +344,9 @@ def recipe_main(args_class: type, run: Callable[[Any], dict[str, Any]], argv: Se
     try:
         summary = run(args)
     except Exception as err:
-        message = user_error_message(err)
-        if message is None:
-            raise
-        print(f"hf-select: error: {message}", file=sys.stderr)
-        return 2
+        if print_user_error(err):
+            return 2
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         print_summary(summary)
     return 0
