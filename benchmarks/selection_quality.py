@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selection_quality: the shared data is missing: {missing}", file=sys.stderr)
         return 2
     from hf_select.compare import render_markdown, run_compare
-    from hf_select.recipes_common import setup_logging
+    from hf_select.recipes.arguments import setup_logging
 
     setup_logging()
     config = build_config(args)

@@ -19,10 +19,6 @@ from collections.abc import Sequence
 COMMANDS = ("score", "select", "report", "push", "demo", "compare")
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-select",
@@ -52,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from .errors import user_error_message
+    from .errors import print_user_error
 
     try:
         code = args.func(args)
@@ -60,11 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hf-select: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        message = user_error_message(err)
-        if message is None:
-            raise
-        print(f"hf-select: error: {message}", file=sys.stderr)
-        return 2
+        if print_user_error(err):
+            return 2
+        raise
     return int(code or 0)
 
 

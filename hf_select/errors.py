@@ -1,8 +1,24 @@
-"""User-facing errors and how the command line words them."""
+"""User-facing errors and how the command line words them.
+
+One hierarchy: :class:`HFSelectError` is the base of every error hf-select raises for a problem the user can fix;
+:class:`hf_select.formats.DatasetFormatError` (a dataset with no known format), :class:`hf_select.formats.RowError`
+(one row that cannot be scored; caught per row and written to a ``*_status`` column) and
+:class:`hf_select.models.ModelLoadError` (a model found neither on the Hub nor offline) derive from it, and keep
+their standard bases (``ValueError``, ``RuntimeError``) so that existing ``except`` clauses still catch them. The
+command line and the recipes print any of them as one ``hf-select: error: ...`` line (exit code 2).
+
+Example:
+    >>> from hf_select.formats import DatasetFormatError
+    >>> issubclass(DatasetFormatError, HFSelectError) and issubclass(DatasetFormatError, ValueError)
+    True
+    >>> user_error_message(HFSelectError("data.json: no such file"))
+    'data.json: no such file'
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 
@@ -25,13 +41,8 @@ def redact(text: str) -> str:
 
 def user_error_message(err: BaseException) -> str | None:
     """The one-line message for an error a user can fix, or None for a bug (which keeps its traceback)."""
-    from .formats import DatasetFormatError
-    from .models import ModelLoadError
-
     known: tuple[type[BaseException], ...] = (
-        HFSelectError,
-        DatasetFormatError,
-        ModelLoadError,
+        HFSelectError,  # with DatasetFormatError, RowError and ModelLoadError
         FileNotFoundError,
         IsADirectoryError,
         NotADirectoryError,
@@ -44,6 +55,25 @@ def user_error_message(err: BaseException) -> str | None:
     if isinstance(err, ValueError) and type(err).__module__.startswith("hf_select"):
         return redact(str(err))
     return None
+
+
+def print_user_error(err: BaseException) -> bool:
+    """Print an error a user can fix as one ``hf-select: error: ...`` line on stderr and return True; return False
+    (printing nothing) for a bug, which the caller re-raises with its traceback.
+
+    Example:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+        ...     print_user_error(HFSelectError("no rows")), print_user_error(KeyError("x"))
+        (True, False)
+        >>> err.getvalue().strip()
+        'hf-select: error: no rows'
+    """
+    message = user_error_message(err)
+    if message is None:
+        return False
+    print(f"hf-select: error: {message}", file=sys.stderr)
+    return True
 
 
 def scrub(value: Any) -> Any:

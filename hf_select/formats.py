@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import HFSelectError
+
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "raw")
 TEMPLATES = ("auto", "chat", "alpaca", "vicuna", "plain")
 TURNS = ("last", "all")
@@ -81,7 +83,7 @@ _DEFAULT_ALIASES = {
 }
 
 
-class RowError(ValueError):
+class RowError(HFSelectError, ValueError):
     """A row that cannot be scored. ``status`` is the value written to the ``*_status`` column."""
 
     def __init__(self, status: str, message: str = ""):
@@ -89,7 +91,7 @@ class RowError(ValueError):
         self.status = status
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(HFSelectError, ValueError):
     """The dataset as a whole has no recognisable format (raised once, before any scoring)."""
 
 

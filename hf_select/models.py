@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from .errors import HFSelectError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -38,7 +40,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(HFSelectError, RuntimeError):
     """A model could be found neither on the Hub nor offline."""
 
 

@@ -48,21 +48,24 @@ _FORMAT_COLUMNS = ("instruction", "input", "output", "system", "history", "conve
                    "prompt", "completion", "question", "query", "response", "answer", "_raw", ROW_ID)
 DEMO_EVAL_SEED = 10_007  # held-out demo rows: another seed than any demo training set
 
-# SFTConfig fields that TrainConfig sets itself: they may not also come through ``sft_kwargs``.
-_OWNED_SFT_FIELDS = (
-    "output_dir", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "warmup_steps", "lr_scheduler_type",
-    "weight_decay", "bf16", "fp16", "gradient_checkpointing", "activation_checkpointing", "logging_steps",
-    "report_to", "seed", "data_seed",
-    "save_strategy", "save_steps", "completion_only_loss", "chat_template_path", "push_to_hub",
-    "remove_unused_columns",
-)
+# TrainConfig's own fields, which trl.SFTConfig does not have; every other TrainConfig field is an SFTConfig field of
+# the same name and is passed to it as it is (build_sft_config, by introspection; tests/test_recipe_args.py checks it).
+OWN_TRAIN_FIELDS = ("precision", "save_checkpoints", "turns", "column_mapping", "sft_kwargs")
+# SFTConfig fields that build_sft_config derives itself (from precision, seed, save_checkpoints, ...).
+DERIVED_SFT_FIELDS = ("output_dir", "bf16", "fp16", "activation_checkpointing", "data_seed", "save_strategy",
+                      "completion_only_loss", "push_to_hub", "remove_unused_columns")
 
 
 @dataclass
 class TrainConfig:
     """Settings of one supervised fine-tuning run (TRL ``SFTTrainer``), shared by seed, pre-experienced and final
-    models. Anything else ``SFTConfig`` accepts goes through ``sft_kwargs``.
+    models. Anything else ``SFTConfig`` accepts goes through ``sft_kwargs`` (a recipe also takes any ``SFTConfig``
+    field at the top level of its YAML or as a flag, and moves it there).
+
+    Every field except :data:`OWN_TRAIN_FIELDS` is the ``trl.SFTConfig`` field of the same name, with hf-select's
+    default (cosine schedule, 3% warmup, seed 0, no gradient checkpointing, resumable checkpoints every 500 steps)
+    and passed on unchanged; the own fields are translated (``precision`` -> ``bf16``/``fp16``, ``save_checkpoints``
+    -> ``save_strategy``, ``turns`` and ``column_mapping`` -> the rows).
 
     Example:
         >>> TrainConfig(num_train_epochs=1, max_length=256).max_length
@@ -159,7 +162,7 @@ class TrainConfig:
             unknown = sorted(set(self.sft_kwargs) - known)
             if unknown:
                 raise ValueError(f"TrainConfig.sft_kwargs has keys that trl.SFTConfig does not know: {unknown}")
-            owned = sorted(set(self.sft_kwargs) & set(_OWNED_SFT_FIELDS))
+            owned = sorted(set(self.sft_kwargs) & set(owned_sft_fields()))
             if owned:
                 raise ValueError(
                     f"TrainConfig.sft_kwargs sets {owned}, which are TrainConfig fields or set by hf-select; "
@@ -184,6 +187,18 @@ class TrainConfig:
         from .errors import scrub
 
         return scrub(dataclasses.asdict(self))
+
+
+def owned_sft_fields() -> tuple[str, ...]:
+    """The ``SFTConfig`` fields hf-select sets itself, which ``sft_kwargs`` may not set: TrainConfig's fields that
+    ``SFTConfig`` has, and :data:`DERIVED_SFT_FIELDS`.
+
+    Example:
+        >>> {"learning_rate", "bf16", "output_dir"} <= set(owned_sft_fields()), "optim" in owned_sft_fields()
+        (True, False)
+    """
+    passed = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in OWN_TRAIN_FIELDS]
+    return (*passed, *DERIVED_SFT_FIELDS)
 
 
 def resolve_precision(precision: str) -> str:
@@ -375,27 +390,17 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
         kwargs.setdefault("use_cpu", True)  # several CPU processes (torchrun): gloo DDP, not one process each
     if precision == "bf16" and not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)  # bf16 autocast on a CPU: transformers accepts it only with use_cpu
+    # TrainConfig's SFTConfig fields as they are; gradient_checkpointing and save_steps are translated above
+    passed = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+              if f.name not in (*OWN_TRAIN_FIELDS, "gradient_checkpointing", "save_steps")}
     return SFTConfig(
+        **passed,
         output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_length,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        logging_steps=config.logging_steps,
-        report_to=config.report_to,
-        seed=config.seed,
         data_seed=config.seed,
         save_strategy=save_strategy,
         completion_only_loss=True,
-        chat_template_path=config.chat_template_path,
         push_to_hub=False,
         # keep `_row_id` for the per-row loss collator (the TRL collator ignores the other columns)
         remove_unused_columns=not keep_row_ids,

@@ -150,8 +150,8 @@ def test_method_text_follows_the_steps_that_ran():
 
 def test_reproduce_has_only_the_settings_that_applied():
     from hf_select.recipes.cherry import CherryArguments
+    from hf_select.recipes.finish import reproduce_command
     from hf_select.recipes.mods import MoDSArguments
-    from hf_select.recipes_common import reproduce_command
 
     frac = reproduce_command("mods", MoDSArguments(dataset="demo:500", output_dir="/tmp/r", quality_fraction=0.5,
                                                    necessity_fraction=0.5))

@@ -61,7 +61,7 @@ def test_demo_end_to_end_on_tiny_models(tmp_path, tiny_lm_path):
     assert "AUROC of IFD for corruption != 'none':" in text and "swapped rows with IFD >= 1:" in text
     assert summary["mods"]["eval_loss"] > 0
     # the demo rows of MoDS are the first rows of the Superfiltering ones
-    from hf_select.recipes_common import load_stage_dataset
+    from hf_select.stages import load_stage_dataset
 
     a, b = load_stage_dataset(out / "superfiltering" / "data"), load_stage_dataset(out / "mods" / "data")
     assert b["instruction"] == a["instruction"][:24]

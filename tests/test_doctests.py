@@ -17,7 +17,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(hf_select.__path__, prefi
 
 
 def test_every_module_is_listed():
-    assert {"hf_select.scoring.ifd", "hf_select.scoring.batching", "hf_select.recipes_common"} <= set(MODULES)
+    assert {"hf_select.scoring.ifd", "hf_select.scoring.batching", "hf_select.stages"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,14 +15,9 @@ import pytest
 from test_cards import assert_hub_ready, sections
 
 from hf_select.errors import HFSelectError
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    args_to_cli,
-    load_stage_dataset,
-    parse_recipe_args,
-)
+from hf_select.recipes.arguments import RecipeArguments, args_to_cli, parse_recipe_args
 from hf_select.selection import SelectionResult
+from hf_select.stages import StageRunner, load_stage_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(glob.glob(str(ROOT / "recipes" / "configs" / "*.yaml")))
@@ -93,12 +88,12 @@ def test_unknown_yaml_key_fails_and_cli_overrides(tmp_path):
     assert args.ifd_fraction == 0.2
     with pytest.raises(ValueError, match="ifd_column"):
         mod.SuperfilterArguments(dataset="demo:10", output_dir="o", ifd_column="nope")
-    with pytest.raises(ValueError, match="dataset is required"):
+    with pytest.raises(ValueError, match="dataset_name is required"):
         RecipeArguments(output_dir="o")
     with pytest.raises(ValueError, match="push_to_hub needs"):
         RecipeArguments(dataset="demo", output_dir="o", push_to_hub=True)
     assert args_to_cli(RecipeArguments(dataset="demo:5", output_dir="o", cpu=True)) == [
-        "--dataset", "demo:5", "--output_dir", "o", "--cpu", "true"]
+        "--dataset_name", "demo:5", "--output_dir", "o", "--cpu", "true"]
 
 
 # -- stages ----------------------------------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ def test_selection_save_never_leaves_half_an_output(tmp_path, monkeypatch):
 
 
 def test_failed_stage_leaves_no_finished_folder(tmp_path):
-    from hf_select.recipes_common import StageRunner
+    from hf_select.stages import StageRunner
 
     def boom(folder):
         (folder / "part.txt").write_text("half")
@@ -329,7 +329,7 @@ def test_sigkill_recipe_during_training_resumes_from_the_last_checkpoint(tiny_lm
 
 
 def test_a_resumable_stage_gets_back_its_partial_folder_only_with_the_same_key(tmp_path):
-    from hf_select.recipes_common import StageRunner
+    from hf_select.stages import StageRunner
 
     def boom(folder):
         (folder / "checkpoint-3").mkdir()

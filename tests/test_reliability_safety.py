@@ -248,7 +248,7 @@ def test_push_is_private_unless_the_user_says_public(recipe_run, monkeypatch, ca
 
 
 def test_recipes_do_not_push_or_go_public_by_default():
-    from hf_select.recipes_common import RecipeArguments
+    from hf_select.recipes.arguments import RecipeArguments
 
     args = RecipeArguments(dataset="demo:10", output_dir="/tmp/never-written")
     assert args.push_to_hub is False and args.allow_public is False

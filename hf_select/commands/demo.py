@@ -106,8 +106,8 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
     """Run both recipes and return the numbers (also written to ``<output_dir>/demo_summary.json``)."""
     from ..recipes.mods import MoDSArguments, run_mods
     from ..recipes.superfilter import SuperfilterArguments, run_superfilter
-    from ..recipes_common import load_stage_dataset
     from ..selection import SelectionResult
+    from ..stages import load_stage_dataset
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
                   warmup_steps=0.1, logging_steps=5, shard_size=100)
 
     sf_args = SuperfilterArguments(
-        dataset=f"demo:{config.rows}", output_dir=str(out / "superfiltering"),
+        dataset_name=f"demo:{config.rows}", output_dir=str(out / "superfiltering"),
         ifd_model_name_or_path=config.model_name_or_path, ifd_fraction=config.ifd_fraction, eval_base_model=True,
         **common)
     echo(f"[1/2] Superfiltering: IFD of {config.rows} demo rows with {config.model_name_or_path}, top "
@@ -133,7 +133,7 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
     sep["subset_mix"] = corruption_mix(sf_subset)
 
     mods_args = MoDSArguments(
-        dataset=f"demo:{config.rows}", limit=config.mods_rows, output_dir=str(out / "mods"),
+        dataset_name=f"demo:{config.rows}", limit=config.mods_rows, output_dir=str(out / "mods"),
         quality_backend="judge", quality_model_name_or_path=config.model_name_or_path, quality_fraction=0.5,
         embed_model_name_or_path=config.embed_model_name_or_path, seed_count=config.seed_count,
         necessity_fraction=0.5, necessity_count=config.necessity_count, necessity_max_new_tokens=config.max_new_tokens,
@@ -204,7 +204,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..recipes_common import setup_logging
+    from ..recipes.arguments import setup_logging
 
     if args.verbose:
         setup_logging()

@@ -31,8 +31,9 @@ SIMPLE_METHODS = ("random", "longest", "full")
 RECIPES = {"ifd": "superfilter", "cherry": "cherry", "mods": "mods", "instructmining": "instruct_mining"}
 # Recipe fields that the comparison sets itself: the same for every method, so not per-method options.
 OWNED_RECIPE_FIELDS = (
-    "dataset", "split", "limit", "output_dir", "model_name_or_path", "eval_dataset", "eval_questions", "eval_limit",
-    "eval_base_model", "resume", "push_to_hub", "hub_dataset_id", "hub_model_id",
+    "dataset_name", "dataset_train_split", "dataset", "split", "limit", "output_dir", "model_name_or_path",
+    "eval_dataset", "eval_questions", "eval_limit", "eval_base_model", "resume", "push_to_hub",
+    "hub_dataset_id", "hub_model_id",
 )
 
 
@@ -229,20 +230,20 @@ def recipe_base_args(config: CompareConfig, folder: str | os.PathLike, pool_dir:
     Example:
         >>> cfg = CompareConfig(pool=["a"], eval=["e"], output_dir="/tmp/c", score_max_length=256)
         >>> values = recipe_base_args(cfg, "/tmp/c/longest", "/tmp/c/pool/data")
-        >>> values["dataset"], values["output_dir"], values["score_max_length"], values["learning_rate"]
+        >>> values["dataset_name"], values["output_dir"], values["score_max_length"], values["learning_rate"]
         ('/tmp/c/pool/data', '/tmp/c/longest', 256, 0.0001)
     """
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
-    values.update(dataset=pool_dir, output_dir=str(Path(folder)), model_name_or_path=config.model_name_or_path,
+    values.update(dataset_name=pool_dir, output_dir=str(Path(folder)), model_name_or_path=config.model_name_or_path,
                   eval_questions=config.eval_questions, eval_limit=config.eval_limit, template=config.template,
                   score_max_length=config.score_max_length, report=config.report, resume=config.resume)
     return values
 
 
 def recipe_args(config: CompareConfig, folder: str | os.PathLike, pool_dir: str) -> Any:
-    """:class:`~hf_select.recipes_common.RecipeArguments` of :func:`recipe_base_args` (for the comparison's own
+    """:class:`~hf_select.recipes.arguments.RecipeArguments` of :func:`recipe_base_args` (for the comparison's own
     stages: the pool's data, the shared scores, the simple methods, the base model's evals)."""
-    from ..recipes_common import RecipeArguments
+    from ..recipes.arguments import RecipeArguments
 
     return RecipeArguments(**recipe_base_args(config, folder, pool_dir))
 

@@ -39,7 +39,7 @@ def step_diagnostics(method: str, scored: Any, pool: Any, lengths: Mapping[str, 
 def recipe_diagnostics(method: str, folder: Path, pool: Any, lengths: Mapping[str, list[float]],
                        selection: Any) -> dict[str, Any]:
     """Why a method chose what it chose: its score against response length, and per source."""
-    from ..recipes_common import load_stage_dataset
+    from ..stages import load_stage_dataset
 
     stage, column, higher_first = SCORE_STAGES[method]
     try:

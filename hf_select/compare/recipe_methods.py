@@ -99,8 +99,8 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
 def run_recipe(method: str, folder: Path, pool_dir: str, pool_rows: int, k: int, config: CompareConfig,
                 eval_specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A recipe method through the recipe's own ``run_*`` function; other eval sets as extra stages."""
-    from ..recipes_common import StageRunner
     from ..selection import SelectionResult
+    from ..stages import StageRunner
 
     _, run = recipe_entry(method)
     args = recipe_arguments(method, config, folder, pool_dir, pool_rows, eval_specs[0]["path"])
@@ -123,7 +123,7 @@ def eval_stages(runner: Any, args: Any, model_dir: str | os.PathLike, eval_specs
                 limit: int | None) -> dict[str, dict[str, Any]]:
     """Stage ``eval_<name>`` per eval set under ``runner``: the held-out loss of ``model_dir`` (the eval stage's
     meta, ``loss`` and ``rows``), by eval set name."""
-    from ..recipes_common import eval_stage
+    from ..stages import eval_stage
 
     return {spec["name"]: eval_stage(runner, args, model_dir, name=f"eval_{spec['name']}", dataset=spec["path"],
                                      limit=limit, base_model=False) for spec in eval_specs}

@@ -80,7 +80,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         >>> result.verdict(result.runs("ifd")[0], "e")  # doctest: +SKIP
         'within 2 sd (-0.8 sd)'
     """
-    from ..recipes_common import StageRunner, load_stage_dataset
+    from ..stages import StageRunner, load_stage_dataset
 
     start = time.time()
     out = Path(config.output_dir)
@@ -199,7 +199,7 @@ def _base_losses(config: CompareConfig, folder: Path, pool_dir: str,
                  specs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
     """The base model's loss and the completions scored, per eval set (stages ``eval_<name>`` under
     ``output_dir/base``)."""
-    from ..recipes_common import StageRunner
+    from ..stages import StageRunner
 
     metas = eval_stages(StageRunner(folder, resume=config.resume), recipe_args(config, folder, pool_dir),
                         config.model_name_or_path, specs, limit=config.eval_limit)
@@ -221,7 +221,7 @@ def _check_pool_marker(folder: Path, pool_key: str) -> None:
 def _run_simple(method: str, seed: int | None, folder: Path, pool_dir: str, k: int, config: CompareConfig,
                 specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """random / longest / full with the recipes' machinery: data -> selection -> train -> eval stages."""
-    from ..recipes_common import StageRunner, data_stage
+    from ..stages import StageRunner, data_stage
 
     args = recipe_args(config, folder, pool_dir)
     runner = StageRunner(folder, resume=config.resume)
@@ -239,8 +239,8 @@ def _run_selection(method: str, seed: int | None, folder: Path, data: Any, steps
                    args: Any = None) -> dict[str, Any]:
     """selection -> train -> eval stages under ``folder`` for ``steps`` over ``data`` (the pool's rows, or the
     shared scored pool). With ``config.train`` off, only the selection stage runs."""
-    from ..recipes_common import StageRunner
     from ..selection import select
+    from ..stages import StageRunner
 
     if args is None:
         args = recipe_args(config, folder, str(folder))

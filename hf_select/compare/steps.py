@@ -112,7 +112,7 @@ def score_pool(config: Any, out: Path, pool_dir: str, needs: set[str]) -> tuple[
     embedder; the target set is embedded with the same embedder into ``scores/target/target_embeddings.npy``.
     Returns the scored dataset and ``{"target": path or None, "columns": [...]}``.
     """
-    from ..recipes_common import StageRunner, data_stage, score_stage
+    from ..stages import StageRunner, data_stage, score_stage
 
     args = recipe_args(config, out, pool_dir)
     runner = StageRunner(out, resume=config.resume)

@@ -23,16 +23,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    check_count_or_fraction,
-    data_stage,
-    finish_recipe,
-    recipe_main,
-    score_stage,
-)
+from hf_select.recipes.arguments import RecipeArguments, check_count_or_fraction, recipe_main
+from hf_select.recipes.finish import finish_recipe
 from hf_select.selection.gates import median_gate_step
+from hf_select.stages import StageRunner, data_stage, score_stage
 
 PROMPT_LOSS = "loss_reverse_direct"  # mean token loss of the instruction alone (log prompt perplexity)
 IFD_LAYOUTS = ("cherry", "hf_select")

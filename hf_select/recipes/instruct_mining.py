@@ -21,15 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from hf_select.models import DEFAULT_EMBEDDER
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    data_stage,
-    eval_stage,
-    finish_recipe,
-    recipe_main,
-    score_stage,
-)
+from hf_select.recipes.arguments import RecipeArguments, recipe_main
+from hf_select.recipes.finish import finish_recipe
+from hf_select.stages import StageRunner, data_stage, eval_stage, score_stage
 
 QUALITY_BACKENDS = ("judge", "reward")
 

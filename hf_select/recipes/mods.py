@@ -18,16 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_select.models import DEFAULT_EMBEDDER
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    data_stage,
-    finish_recipe,
-    merge_columns,
-    recipe_main,
-    score_stage,
-    union_selection,
-)
+from hf_select.recipes.arguments import RecipeArguments, recipe_main
+from hf_select.recipes.finish import finish_recipe
+from hf_select.selection.merge import merge_columns, union_selection
+from hf_select.stages import StageRunner, data_stage, score_stage
 
 QUALITY_BACKENDS = ("judge", "reward")
 DEFAULT_THRESHOLDS = {"reward": 0.0, "judge": 3.0}

@@ -21,16 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_select.models import DEFAULT_EMBEDDER, DEFAULT_LM
-from hf_select.recipes_common import (
-    RecipeArguments,
-    StageRunner,
-    check_count_or_fraction,
-    data_stage,
-    finish_recipe,
-    recipe_main,
-    score_stage,
-)
+from hf_select.recipes.arguments import RecipeArguments, check_count_or_fraction, recipe_main
+from hf_select.recipes.finish import finish_recipe
 from hf_select.selection.gates import median_gate_step
+from hf_select.stages import StageRunner, data_stage, score_stage
 
 IFD_COLUMNS = ("ifd", "ifd_ppl")
 IFD_LAYOUTS = ("superfiltering", "hf_select")

@@ -35,6 +35,7 @@ from .fusion import fused_diverse, fused_scores
 from .gates import consistency_gate
 from .kcenter import KCenterResult, k_center_greedy
 from .length import length_stratified_top
+from .merge import merge_columns, union_selection
 from .quotas import largest_remainder, strata_labels
 from .select import SelectionResult, Step, load_steps, provenance_table, select
 from .steps import STEPS, StepSpec, available_steps, register_step
@@ -67,6 +68,7 @@ __all__ = [
     "length_stratified_top",
     "load_target_embeddings",
     "load_steps",
+    "merge_columns",
     "provenance_table",
     "register_step",
     "select",
@@ -75,4 +77,5 @@ __all__ = [
     "threshold",
     "token_budget",
     "top",
+    "union_selection",
 ]
