@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,11 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """``pip wheel`` of the checkout (no network, no build isolation), ``pip install --target`` of it."""
+    """``pip wheel`` of a copy of the checkout (no network, no build isolation; a copy, so that setuptools'
+    ``build/`` folder never lands in the checkout or carries stale modules into the wheel), ``pip install --target``
+    of it."""
     pytest.importorskip("setuptools")
     work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "runs", "demo_out", ".device", "__pycache__", ".ruff_cache"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(work / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300,
+                            "-w", str(work / "dist"), str(source)], capture_output=True, text=True, timeout=300,
                            cwd=work)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (work / "dist").glob("hf_select-*.whl")
@@ -42,6 +48,8 @@ def _run(installed, *args, timeout=600):
 
 def test_wheel_ships_recipes_configs_and_card_templates(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
+    modules = {n for n in names if n.startswith("hf_select/") and n.endswith(".py")}
+    assert modules == {str(p.relative_to(ROOT)) for p in (ROOT / "hf_select").rglob("*.py")}  # no stale module
     for recipe in ("superfilter", "cherry", "mods", "instruct_mining"):
         assert f"hf_select/recipes/{recipe}.py" in names
     shipped = {n for n in names if n.startswith("hf_select/recipes/configs/")}
