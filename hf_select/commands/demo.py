@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_EMBEDDER, DEFAULT_LM
+from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_EMBEDDER, DEFAULT_LM
+from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
 from ..training import TrainConfig
 
 BASE_METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..defaults import DEFAULT_LM
 from ..errors import redact, scrub
-from ..models import DEFAULT_LM
 from ..training import TrainConfig
 
 logger = logging.getLogger(__name__)
