@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hf_select
 
 ROOT = Path(hf_select.__file__).resolve().parent
@@ -114,14 +112,3 @@ def test_import_hf_select_loads_no_torch_or_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
     assert out.stdout.strip() == "[]"
 
-
-@pytest.mark.parametrize("statement", [
-    "from hf_select.cli import build_parser; build_parser()",  # what `hf-select --help` and every `--help` import
-    "import hf_select.selection, hf_select.scoring, hf_select.compare",
-    "from hf_select.selection.presets import preset_steps; preset_steps('longest_gated', count=3)",
-])
-def test_help_and_package_imports_load_no_torch(statement):
-    code = (f"import sys; {statement}; heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl') "
-            "if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
-    assert out.stdout.strip() == "[]"

@@ -22,30 +22,17 @@ Example:
     'float64'
 """
 
-from importlib import import_module
-from typing import Any
+from .base import BaseScorer
+from .config import ScorerConfig
+from .diversity import knn_distance, mtld
+from .embed import EmbedConfig, Embedder, EmbedScorer, embed, score_embed
+from .ifd import IFDConfig, IFDScorer, score_ifd
+from .indicators import IndicatorConfig, IndicatorScorer, score_indicators
+from .necessity import NecessityConfig, NecessityScorer, score_necessity
+from .quality import QualityConfig, QualityScorer, score_quality
+from .rule import InstructMiningRule, fit_rule, indicator_means
 
-# Public name -> the module that defines it, imported on first use: ``hf-select --help`` and the step registry
-# import ``hf_select.scoring.registry`` without loading torch or transformers.
-_EXPORTS = {
-    "BaseScorer": "base", "ScorerConfig": "config", "knn_distance": "diversity", "mtld": "diversity",
-    "EmbedConfig": "embed", "Embedder": "embed", "EmbedScorer": "embed", "embed": "embed", "score_embed": "embed",
-    "IFDConfig": "ifd", "IFDScorer": "ifd", "score_ifd": "ifd",
-    "IndicatorConfig": "indicators", "IndicatorScorer": "indicators", "score_indicators": "indicators",
-    "NecessityConfig": "necessity", "NecessityScorer": "necessity", "score_necessity": "necessity",
-    "QualityConfig": "quality", "QualityScorer": "quality", "score_quality": "quality",
-    "InstructMiningRule": "rule", "fit_rule": "rule", "indicator_means": "rule",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
-
-__all__ = list(_EXPORTS)
+__all__ = ["BaseScorer", "ScorerConfig", "EmbedConfig", "Embedder", "EmbedScorer", "embed", "score_embed",
+           "IFDConfig", "IFDScorer", "score_ifd", "QualityConfig", "QualityScorer", "score_quality",
+           "NecessityConfig", "NecessityScorer", "score_necessity", "IndicatorConfig", "IndicatorScorer",
+           "score_indicators", "InstructMiningRule", "fit_rule", "indicator_means", "knn_distance", "mtld"]

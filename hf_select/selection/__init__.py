@@ -13,34 +13,33 @@ Example:
     >>> result.save("chosen/")                           # doctest: +SKIP
 """
 
-from importlib import import_module
-from typing import Any
-
-# Public name -> the module that defines it, imported on first use (so that a step list, the presets or
-# `hf-select --help` need not load torch: kcenter and clusters import it).
-_EXPORTS = {
-    "ClusterSample": "clusters", "FacilityLocationResult": "clusters", "facility_location": "clusters",
-    "facility_location_objective": "clusters", "kmeans_cluster_sample": "clusters",
-    "knn_similarity_graph": "clusters", "StepResult": "filters", "dedup_exact": "filters", "dedup_near": "filters",
-    "embedding_matrix": "filters", "ifd_rule": "filters", "threshold": "filters", "token_budget": "filters",
-    "top": "filters", "fused_diverse": "fusion", "fused_scores": "fusion", "consistency_gate": "gates",
-    "KCenterResult": "kcenter", "k_center_greedy": "kcenter", "length_stratified_top": "length",
-    "merge_columns": "merge", "union_selection": "merge", "largest_remainder": "quotas", "strata_labels": "quotas",
-    "SelectionResult": "select", "Step": "select", "load_steps": "select", "provenance_table": "select",
-    "select": "select", "STEPS": "steps", "StepSpec": "steps", "available_steps": "steps", "register_step": "steps",
-    "TargetEmbeddings": "target", "load_target_embeddings": "target", "target_similarity": "target",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+from .clusters import (
+    ClusterSample,
+    FacilityLocationResult,
+    facility_location,
+    facility_location_objective,
+    kmeans_cluster_sample,
+    knn_similarity_graph,
+)
+from .filters import (
+    StepResult,
+    dedup_exact,
+    dedup_near,
+    embedding_matrix,
+    ifd_rule,
+    threshold,
+    token_budget,
+    top,
+)
+from .fusion import fused_diverse, fused_scores
+from .gates import consistency_gate
+from .kcenter import KCenterResult, k_center_greedy
+from .length import length_stratified_top
+from .merge import merge_columns, union_selection
+from .quotas import largest_remainder, strata_labels
+from .select import SelectionResult, Step, load_steps, provenance_table, select
+from .steps import STEPS, StepSpec, available_steps, register_step
+from .target import TargetEmbeddings, load_target_embeddings, target_similarity
 
 __all__ = [
     "STEPS",
