@@ -296,6 +296,31 @@ def setup_logging() -> None:
 
 
 # -- small helpers the recipes share ----------------------------------------------------------------------------------
+class IFDRuleFields:
+    """What the Superfiltering and Cherry arguments share about their IFD rule (both declare ``ifd_layout``,
+    ``ifd_count``, ``ifd_fraction`` and ``consistency_gate``, with their own defaults and help): one check and the
+    Reproduce line's inactive fields."""
+
+    IFD_LAYOUTS: tuple[str, ...] = ()
+
+    def check_ifd_rule(self) -> None:
+        """A known ``ifd_layout``; a count replaces the share; exactly one of them; a gate quantile in (0, 1)."""
+        name = type(self).__name__
+        if self.ifd_layout not in self.IFD_LAYOUTS:
+            raise ValueError(f"{name}.ifd_layout must be one of {self.IFD_LAYOUTS}, got {self.ifd_layout!r}")
+        if self.ifd_count is not None:
+            self.ifd_fraction = None
+        check_count_or_fraction(self, "ifd_count", "ifd_fraction")
+        if self.consistency_gate is not None and not 0 < float(self.consistency_gate) < 1:
+            raise ValueError(f"{name}.consistency_gate must be a quantile in (0, 1) (0.5 = the median reverse IFD), "
+                             f"or null for no gate; got {self.consistency_gate!r}")
+
+    def inactive_fields(self) -> set[str]:
+        """Fields that did not apply to this run (the share when a count was given), left out of the card's
+        Reproduce line."""
+        return {"ifd_fraction"} if self.ifd_count is not None else set()
+
+
 def check_count_or_fraction(args: Any, count_field: str, fraction_field: str) -> None:
     """Exactly one of ``args.<count_field>`` (>= 1) and ``args.<fraction_field>`` (in (0, 1]) must be set.
 

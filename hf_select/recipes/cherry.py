@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_select.recipes.arguments import RecipeArguments, check_count_or_fraction, recipe_main
+from hf_select.recipes.arguments import IFDRuleFields, RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
 from hf_select.selection.gates import median_gate_step
 from hf_select.stages import StageRunner, data_stage, score_stage
@@ -33,8 +33,10 @@ IFD_LAYOUTS = ("cherry", "hf_select")
 
 
 @dataclass
-class CherryArguments(RecipeArguments):
+class CherryArguments(IFDRuleFields, RecipeArguments):
     """Arguments of the Cherry LLM recipe (plus the shared recipe and training fields)."""
+
+    IFD_LAYOUTS = IFD_LAYOUTS  # not a field: no annotation
 
     embed_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Causal LM whose mean-pooled hidden states embed the prompts "
@@ -68,14 +70,7 @@ class CherryArguments(RecipeArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ifd_layout not in IFD_LAYOUTS:
-            raise ValueError(f"CherryArguments.ifd_layout must be one of {IFD_LAYOUTS}, got {self.ifd_layout!r}")
-        if self.ifd_count is not None:
-            self.ifd_fraction = None
-        check_count_or_fraction(self, "ifd_count", "ifd_fraction")
-        if self.consistency_gate is not None and not 0 < float(self.consistency_gate) < 1:
-            raise ValueError(f"{type(self).__name__}.consistency_gate must be a quantile in (0, 1) (0.5 = the "
-                             f"median reverse IFD), or null for no gate; got {self.consistency_gate!r}")
+        self.check_ifd_rule()
         for name in ("n_clusters", "per_cluster"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CherryArguments.{name} must be >= 1, got {getattr(self, name)}")
@@ -85,11 +80,6 @@ class CherryArguments(RecipeArguments):
         self.ppl_band = band
         if self.pre_experienced_epochs <= 0:
             raise ValueError(f"CherryArguments.pre_experienced_epochs must be > 0, got {self.pre_experienced_epochs}")
-
-    def inactive_fields(self) -> set[str]:
-        """Fields that did not apply to this run (the share when a count was given), left out of the card's
-        Reproduce line."""
-        return {"ifd_fraction"} if self.ifd_count is not None else set()
 
 
 def selection_steps(args: CherryArguments) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hf_select.models import DEFAULT_EMBEDDER, DEFAULT_LM
-from hf_select.recipes.arguments import RecipeArguments, check_count_or_fraction, recipe_main
+from hf_select.recipes.arguments import IFDRuleFields, RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
 from hf_select.selection.gates import median_gate_step
 from hf_select.stages import StageRunner, data_stage, score_stage
@@ -31,8 +31,10 @@ IFD_LAYOUTS = ("superfiltering", "hf_select")
 
 
 @dataclass
-class SuperfilterArguments(RecipeArguments):
+class SuperfilterArguments(IFDRuleFields, RecipeArguments):
     """Arguments of the Superfiltering recipe (plus the shared recipe and training fields)."""
+
+    IFD_LAYOUTS = IFD_LAYOUTS  # not a field: no annotation
 
     ifd_model_name_or_path: str = field(
         default=DEFAULT_LM, metadata={"help": "Small causal LM that scores IFD (the paper: GPT-2)."}
@@ -72,23 +74,11 @@ class SuperfilterArguments(RecipeArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ifd_layout not in IFD_LAYOUTS:
-            raise ValueError(f"SuperfilterArguments.ifd_layout must be one of {IFD_LAYOUTS}, got {self.ifd_layout!r}")
         if self.ifd_column not in IFD_COLUMNS:
             raise ValueError(f"SuperfilterArguments.ifd_column must be one of {IFD_COLUMNS}, got {self.ifd_column!r}")
-        if self.ifd_count is not None:
-            self.ifd_fraction = None
-        check_count_or_fraction(self, "ifd_count", "ifd_fraction")
-        if self.consistency_gate is not None and not 0 < float(self.consistency_gate) < 1:
-            raise ValueError(f"{type(self).__name__}.consistency_gate must be a quantile in (0, 1) (0.5 = the "
-                             f"median reverse IFD), or null for no gate; got {self.consistency_gate!r}")
+        self.check_ifd_rule()
         if self.diversity_count is not None and self.diversity_count < 1:
             raise ValueError(f"SuperfilterArguments.diversity_count must be >= 1, got {self.diversity_count}")
-
-    def inactive_fields(self) -> set[str]:
-        """Fields that did not apply to this run (the share when a count was given), left out of the card's
-        Reproduce line."""
-        return {"ifd_fraction"} if self.ifd_count is not None else set()
 
 
 def selection_steps(args: SuperfilterArguments, n_rows: int) -> list[dict[str, Any]]:

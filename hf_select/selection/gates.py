@@ -128,23 +128,19 @@ def consistency_gate(
         nan = np.isnan(rev) & ~unjudged
         reasons["nan_score"] = nan
         fail |= nan
+        judged = ~nan & ~unjudged  # rows with a reverse IFD that the tests below read
         high = np.zeros(n, bool)
         if max_reverse is not None:
-            with np.errstate(invalid="ignore"):
-                high |= ~nan & (rev >= float(max_reverse))
-        judged = ~nan & ~unjudged
+            high |= judged & (rev >= float(max_reverse))
         if max_reverse_quantile is not None and judged.any():
             bound = float(np.quantile(rev[judged], float(max_reverse_quantile)))
-            with np.errstate(invalid="ignore"):
-                high |= judged & (rev > bound)
+            high |= judged & (rev > bound)
             info["reverse_quantile_bound"] = bound
-        high &= ~unjudged
         reasons["reverse_ifd_high"] = high
         fail |= high
         info.update(column=column, max_reverse=max_reverse, max_reverse_quantile=max_reverse_quantile)
-        scored = rev[~nan & ~unjudged]
-        if len(scored):
-            info["reverse_median"] = float(np.median(scored))
+        if judged.any():
+            info["reverse_median"] = float(np.median(rev[judged]))
     if quality_column is not None:
         q = column_values(dataset, quality_column, "consistency_gate")
         qnan = np.isnan(q)

@@ -152,8 +152,8 @@ def missing_scores(name: str, columns: Sequence[str]) -> list[str]:
         ["'ifd_reverse' (hf-select score ifd --dataset DATA --output OUT --set reverse=true)"]
     """
     have = set(columns)
-    return [f"{col!r} ({how})" for need in PRESETS[name].needs if need in NEED_COLUMNS
-            for col, how in [NEED_COLUMNS[need]] if col not in have]
+    wanted = [NEED_COLUMNS[need] for need in PRESETS[name].needs if need in NEED_COLUMNS]
+    return [f"{col!r} ({how})" for col, how in wanted if col not in have]
 
 
 def preset_steps(name: str, *, count: int | None = None, fraction: float | None = None,
