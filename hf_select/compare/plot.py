@@ -25,12 +25,15 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
 
     names = [e["name"] for e in result.eval_sets]
     stats = result.random_stats()
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names) + 1, 3.6), squeeze=False)
+    bars = 1 + sum(1 for m in result.methods if m.method != "random")
+    # wide enough that each bar keeps about 0.4 inch for its rotated label
+    width = max(4.2, 0.4 * bars + 1.2)
+    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names) + 0.5, 4.0), squeeze=False)
     for ax, n in zip(axes[0], names, strict=True):
         labels, values, errors, colors = [], [], [], []
         s = stats.get(n)
         if s:
-            labels.append(f"random\n(n={s['n']})")
+            labels.append(f"random (n={s['n']})")
             values.append(s["mean"])
             errors.append(s["sd"] if s["n"] > 1 else 0.0)
             colors.append("#9e9e9e")
@@ -56,13 +59,17 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
             pad = max(1e-3, 0.15 * (hi - lo))
             ax.set_ylim(lo - pad - (max(errors) if errors else 0), hi + pad + (max(errors) if errors else 0))
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_title(n, fontsize=9)
         ax.set_ylabel("eval loss (lower is better)", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
-        ax.legend(fontsize=7, loc="best")
+    # one legend for every panel, above them, so that it never hides a bar
+    handles, legend_labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, legend_labels, loc="upper center", ncol=len(handles), fontsize=7, frameon=False,
+                   bbox_to_anchor=(0.5, 0.95))
     fig.suptitle(f"{result.budget_rows} of {result.pool_rows} rows per method", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     out = Path(path)
     fig.savefig(out, dpi=90)
     plt.close(fig)
