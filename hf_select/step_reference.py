@@ -63,6 +63,7 @@ class StepDoc:
 
 def _plain(text: str) -> str:
     """Docstring markup to markdown: Sphinx roles to their last name, ````x```` to ```x```, one line."""
+    text = re.sub(r":mod:`([\w.]+)`", r"`\1`", text)
     text = re.sub(r":[a-z]+:`~?\.?([\w.]+)`", lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
     text = text.replace("``", "`")
     return " ".join(text.split())
@@ -107,6 +108,7 @@ def describe_step(name: str) -> StepDoc:
     spec = STEPS[name]
     doc = inspect.getdoc(spec.function) or ""
     reasons, summary = _reasons(doc)
+    summary = summary.replace("the module docstring", f"the docstring of :mod:`{spec.function.__module__}`")
     params: list[ParamDoc] = []
     for p in list(inspect.signature(spec.function).parameters.values())[1:]:
         if p.kind is p.VAR_KEYWORD or p.name == "seed":
