@@ -28,7 +28,8 @@ class _SetAction(argparse._AppendAction):
                  option_string: str | None = None) -> None:
         if str(values).strip() == "help":
             scorer = getattr(namespace, "scorer", None)
-            parser.exit(0, scorer_fields_text([scorer] if scorer in SCORER_FIELDS else None))
+            print(scorer_fields_text([scorer] if scorer in SCORER_FIELDS else None), end="")
+            parser.exit(0)
         super().__call__(parser, namespace, values, option_string)
 
 
