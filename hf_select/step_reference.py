@@ -98,7 +98,7 @@ def describe_step(name: str) -> StepDoc:
 
     Example:
         >>> [p.name for p in describe_step("random").params]
-        ['count', 'fraction', 'seed']
+        ['count', 'fraction', 'seed', 'stratify_by', 'min_share']
     """
     from .selection import quotas
     from .selection.steps import STEPS

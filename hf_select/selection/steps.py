@@ -82,8 +82,8 @@ def docstring_params(doc: str | None) -> dict[str, str]:
     """The parameter meanings of a Google-style docstring's ``Args:`` section (``a, b: text`` documents both).
 
     Example:
-        >>> docstring_params("Keep rows.\n\nArgs:\n    column: the score.\n    min, max: the bounds,\n"
-        ...                  "        inclusive.\n\nReturns:\n    rows.")
+        >>> docstring_params("Keep rows.\\n\\nArgs:\\n    column: the score.\\n    min, max: the bounds,\\n"
+        ...                  "        inclusive.\\n\\nReturns:\\n    rows.")
         {'column': 'the score.', 'min': 'the bounds, inclusive.', 'max': 'the bounds, inclusive.'}
     """
     out: dict[str, str] = {}
