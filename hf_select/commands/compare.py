@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--budget", type=float, default=None,
                    help="Rows per method: a share of the pool (< 1) or a row count (>= 1) (default: 0.1).")
     p.add_argument("--methods", default=None,
-                   help=f"Comma-separated, any of {','.join(COMPARE_METHODS)} (default: all but target).")
+                   help=f"Comma-separated, any of {', '.join(COMPARE_METHODS)} (default: all but target).")
     p.add_argument("--output", required=True, help="Output folder (finished methods in it are reused).")
     p.add_argument("--model", default=None,
                    help=f"Base model fine-tuned on every subset (default: {DEFAULT_LM}).")
