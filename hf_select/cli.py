@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                 ) from err
             raise
         module.register(sub)
+    from .commands.common import use_formatter
+
+    use_formatter(parser)  # every option's help shows its default
     return parser
 
 

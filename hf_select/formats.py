@@ -149,8 +149,9 @@ def detect_format(columns: Iterable[str], column_mapping: Mapping[str, str] | No
     raise DatasetFormatError(
         f"none of the known row formats matches the columns {sorted(columns)}: expected 'messages' "
         "(role/content), 'conversations' (from/value), 'prompt'+'completion', or 'instruction'+'output' "
-        "(also 'question'+'answer', 'instruction'+'response'); pass column_mapping={'your_col': 'instruction', ...} "
-        "for other names."
+        "(also 'question'+'answer', 'instruction'+'response'); for other names map your columns: with hf-select "
+        "score/select/report, --column-mapping your_col=instruction --column-mapping your_answer_col=output; in "
+        "Python or a recipe config, column_mapping={'your_col': 'instruction', 'your_answer_col': 'output'}."
     )
 
 

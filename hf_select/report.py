@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,12 +113,13 @@ def _default_score_columns(scored: Any) -> list[str]:
     return cols
 
 
-def _text_lengths(scored: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _text_lengths(scored: Any, column_mapping: Mapping[str, str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """Characters of the prompt (last user turn) and of the response, NaN for unreadable rows."""
     from .formats import DatasetFormatError, RowError, assistant_turns, detect_format, last_user_text, row_to_messages
 
     try:
-        fmt = detect_format(scored.column_names)
+        fmt = detect_format(scored.column_names, column_mapping)
     except DatasetFormatError:
         return None
     plain = scored.with_format(None)
@@ -128,7 +129,7 @@ def _text_lengths(scored: Any) -> tuple[np.ndarray, np.ndarray] | None:
         keys = list(batch)
         for r in range(len(batch[keys[0]])):
             try:
-                messages = row_to_messages({k: batch[k][r] for k in keys}, fmt)
+                messages = row_to_messages({k: batch[k][r] for k in keys}, fmt, column_mapping)
                 turn = assistant_turns(messages)[0]
                 prompt.append(len(last_user_text(messages, turn)))
                 response.append(len(messages[turn]["content"]))
@@ -169,6 +170,7 @@ def make_report(
     embedding_column: str = "embedding",
     group_columns: Sequence[str] | None = None,
     max_points: int = 20_000,
+    column_mapping: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the plots, ``report.md`` and ``report.json`` for a selection made from ``scored``.
 
@@ -183,6 +185,8 @@ def make_report(
         group_columns: categorical columns for the composition plots; default those named like
             ``source``/``category``/``dataset``/``task``/``domain`` that exist.
         max_points: most points per group in the embedding map (a seeded sample beyond it).
+        column_mapping: your column names -> instruction/output/messages/... (as the scorers take it), for the
+            length plot.
 
     Returns:
         The path of ``report.md``. ``report.json`` beside it lists the PNG files (``figures``) for dataset cards.
@@ -253,7 +257,7 @@ def make_report(
     else:
         notes.append(f"No `{embedding_column}` column: no embedding map.")
 
-    lengths = _text_lengths(scored) if n else None
+    lengths = _text_lengths(scored, column_mapping) if n else None
     if lengths is not None:
         summary["lengths"] = lengths_figure(lengths[0], lengths[1], chosen, out / "lengths.png")
         figures.append(_Figure("lengths.png", "lengths", "Prompt and response lengths before and after selection"))

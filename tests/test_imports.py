@@ -112,3 +112,25 @@ def test_import_hf_select_loads_no_torch_or_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
     assert out.stdout.strip() == "[]"
 
+
+
+def test_cli_help_loads_no_torch_transformers_datasets_or_trl():
+    """Building the parser and printing every subcommand's help (what `hf-select --help` and `hf-select CMD --help`
+    do) imports none of the heavy libraries: they load when a command runs."""
+    code = (
+        "import argparse, contextlib, io, sys\n"
+        "from hf_select.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for argv in [['--help']] + [[name, '--help'] for name in subs] + [['score', 'ifd', '--set', 'help']]:\n"
+        "        try:\n"
+        "            build_parser().parse_args(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(subs), [m for m in ('torch', 'transformers', 'datasets', 'trl') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
+    names, heavy = out.stdout.strip().rsplit("] ", 1)
+    assert "score" in names and "select" in names and "demo" in names
+    assert heavy == "[]", f"--help imported {heavy}; import them inside the command's run function"

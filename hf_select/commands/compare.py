@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
+from ..defaults import DEFAULT_LM
 from ..errors import HFSelectError
+from .catalog import COMPARE_METHODS
 
 
 def register(sub: Any) -> None:
-    from ..compare import METHODS
-
     p = sub.add_parser("compare", help="Does selection beat random? Train on each method's rows and compare.",
                        description="Train the same model with the same TRL SFT settings on the rows each method "
                                    "chooses, on random rows of the same size and on the whole pool; write "
@@ -29,14 +29,17 @@ def register(sub: Any) -> None:
                    help="Files pooled into the rows to select from (each row keeps a 'source' column).")
     p.add_argument("--eval", nargs="+", required=True, metavar="FILE", help="Held-out eval files.")
     p.add_argument("--budget", type=float, default=None,
-                   help="Rows per method: a share of the pool (< 1) or a row count (>= 1). Default 0.1.")
+                   help="Rows per method: a share of the pool (< 1) or a row count (>= 1) (default: 0.1).")
     p.add_argument("--methods", default=None,
-                   help=f"Comma-separated, any of {','.join(METHODS)} (default: all but target).")
+                   help=f"Comma-separated, any of {', '.join(COMPARE_METHODS)} (default: all but target).")
     p.add_argument("--output", required=True, help="Output folder (finished methods in it are reused).")
-    p.add_argument("--model", default=None, help="Base model fine-tuned on every subset.")
-    p.add_argument("--pool-limit", type=int, default=None, help="Use N pool rows, sampled per source.")
-    p.add_argument("--eval-limit", type=int, default=None, help="Use the first N rows of each eval set.")
-    p.add_argument("--random-seeds", type=int, default=None, help="Random subsets drawn (default 3).")
+    p.add_argument("--model", default=None,
+                   help=f"Base model fine-tuned on every subset (default: {DEFAULT_LM}).")
+    p.add_argument("--pool-limit", type=int, default=None,
+                   help="Use N pool rows, sampled per source (default: every row).")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="Use the first N rows of each eval set (default: every row).")
+    p.add_argument("--random-seeds", type=int, default=None, help="Random subsets drawn (default: 3).")
     p.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE",
         help="Any CompareConfig / training field (--set learning_rate=1e-4 --set max_length=512), or a recipe "

@@ -188,13 +188,33 @@ def _print_summary(s: dict[str, Any], echo: Any) -> None:
         echo(f"  report: {r['report']}")
 
 
+def sizes_text(config: DemoConfig | None = None) -> str:
+    """The demo's sizes in one paragraph (``hf-select demo --help`` shows it).
+
+    Example:
+        >>> sizes_text().split(";")[0]
+        'Superfiltering: IFD of 500 demo rows, the top 10% kept'
+    """
+    c = config or DemoConfig()
+    return (f"Superfiltering: IFD of {c.rows} demo rows, the top {c.ifd_fraction:.0%} kept; MoDS: {c.mods_rows} rows "
+            f"(the first of the same rows), {c.seed_count} k-center seed rows, {c.necessity_count} necessary rows, "
+            f"{c.max_new_tokens} generated tokens per answer; held-out loss on {c.eval_rows} clean demo rows; every "
+            f"fine-tune {c.epochs:g} epoch(s) at batch {c.batch_size}, learning rate {c.learning_rate:g}, "
+            f"{c.max_length} tokens per row; seed {c.seed}.")
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="Run Superfiltering and a small MoDS loop on the built-in demo data "
-                                    "(offline, CPU).")
     defaults = DemoConfig()
+    p = sub.add_parser("demo", help="Run Superfiltering and a small MoDS loop on the built-in demo data "
+                                    "(offline, CPU).",
+                       description="Score, select and fine-tune on the built-in demo dataset (15% of its rows "
+                                   "corrupted on purpose) with the offline default models, and print how well IFD "
+                                   "finds the corrupted rows and each model's held-out loss. Sizes: "
+                                   + sizes_text(defaults))
     p.add_argument("--output", default=defaults.output_dir, help="Folder for everything the demo writes.")
     p.add_argument("--rows", type=int, default=defaults.rows, help="Demo rows for Superfiltering.")
-    p.add_argument("--mods-rows", type=int, default=defaults.mods_rows, help="Demo rows for the MoDS loop.")
+    p.add_argument("--mods-rows", type=int, default=defaults.mods_rows,
+                   help="Demo rows for the MoDS loop (at most --rows).")
     p.add_argument("--model", default=defaults.model_name_or_path, help="Scoring, judge and base model.")
     p.add_argument("--embedder", default=defaults.embed_model_name_or_path, help="Sentence embedder for MoDS.")
     p.add_argument("--fresh", action="store_true", help="Recompute every stage instead of reusing earlier ones.")

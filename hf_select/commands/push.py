@@ -13,11 +13,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("push", help="Push a recipe's selected subset and model, with their cards, to the Hub.")
     p.add_argument("folder", help="A recipe's output_dir (or its hub/ folder).")
     p.add_argument("--hub_dataset_id", "--dataset-id", dest="dataset_id", default=None,
-                   help="Dataset repository for the subset, e.g. me/alpaca-mods-4k.")
+                   help="Dataset repository for the subset, e.g. me/alpaca-mods-4k (default: none, the subset is not "
+                        "pushed; give this and/or --hub_model_id).")
     p.add_argument("--hub_model_id", "--model-id", dest="model_id", default=None,
-                   help="Model repository for the fine-tuned model, e.g. me/smollm2-mods.")
+                   help="Model repository for the fine-tuned model, e.g. me/smollm2-mods (default: none, the model is "
+                        "not pushed).")
     p.add_argument("--allow_public", "--public", dest="allow_public", action="store_true",
-                   help="Create public repositories (default: private, the data may be private).")
+                   help="Create public repositories (default: off, private: the data may be private).")
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import HFSelectError
 from ..io import load_rows
+from .common import add_column_mapping
 
 
 def register(sub: Any) -> None:
@@ -15,12 +16,15 @@ def register(sub: Any) -> None:
     p.add_argument("--selection", required=True,
                    help="A folder written by `hf-select select`, or a dataset with a _row_id column.")
     p.add_argument("--output", required=True, help="Folder for report.md, report.json and the PNG files.")
-    p.add_argument("--score-columns", default=None, help="Comma-separated score columns (default: float columns).")
+    p.add_argument("--score-columns", default=None,
+                   help="Comma-separated score columns (default: every float column).")
     p.add_argument("--group-columns", default=None,
-                   help="Comma-separated category columns for the composition plots (default: source, category...).")
+                   help="Comma-separated category columns for the composition plots (default: those of source, "
+                        "category, dataset, task, domain that exist).")
     p.add_argument("--embedding-column", default="embedding", help="Vector column for the PCA map.")
-    p.add_argument("--title", default=None, help="Report title.")
+    p.add_argument("--title", default=None, help="Report title (default: Selection report).")
     p.add_argument("--split", default="train", help="Split to read from a DatasetDict folder or Hub id.")
+    add_column_mapping(p)
     p.set_defaults(func=run)
 
 
@@ -44,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     selection = SelectionResult.load(sel_path) if (sel_path / PROVENANCE_FILE).is_file() else load_rows(sel_path)
     path = make_report(scored, selection, args.output, score_columns=_columns(args.score_columns),
                        title=args.title, embedding_column=args.embedding_column,
-                       group_columns=_columns(args.group_columns))
+                       group_columns=_columns(args.group_columns), column_mapping=args.column_mapping)
     print(f"report written to {path}")
     return 0

@@ -11,27 +11,60 @@ import yaml
 
 from ..errors import HFSelectError
 from ..io import OUTPUT_FORMATS, check_output_path, load_rows, save_rows
-from ..scoring.registry import SCORERS, get_scorer_classes
+from .catalog import SCORER_FIELDS, field_default, scorer_field_names, scorer_fields_text
+from .common import add_column_mapping
+
+
+def _per_scorer(name: str) -> str:
+    """``ifd 1024, quality 1024, ...``: a config field's default for every scorer that has the field."""
+    return ", ".join(f"{s} {field_default(s, name)}" for s in sorted(SCORER_FIELDS) if name in scorer_field_names(s))
+
+
+class _SetAction(argparse._AppendAction):
+    """``--set FIELD=VALUE`` (repeatable); ``--set help`` prints the fields of the scorer named before it (or of
+    every scorer) and exits."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if str(values).strip() == "help":
+            scorer = getattr(namespace, "scorer", None)
+            print(scorer_fields_text([scorer] if scorer in SCORER_FIELDS else None), end="")
+            parser.exit(0)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("score", help="Add score columns (ifd, quality, necessity, indicators, embed) to a dataset.")
-    p.add_argument("scorer", choices=sorted(SCORERS), help="Which score to compute.")
+    p = sub.add_parser(
+        "score", help="Add score columns (ifd, quality, necessity, indicators, embed) to a dataset.",
+        description="Add a scorer's columns to a dataset and print rows per status and the score quantiles. The "
+                    "options below set fields of the scorer's config (IFDConfig, QualityConfig, ...); any other "
+                    "field goes through --set FIELD=VALUE, and `hf-select score SCORER --set help` lists them all "
+                    "with their types, defaults and meanings.")
+    p.add_argument("scorer", choices=sorted(SCORER_FIELDS), help="Which score to compute.")
     p.add_argument("--dataset", required=True, help="json/jsonl/parquet file, save_to_disk folder or Hub id.")
     p.add_argument("--output", required=True, help="Output folder (save_to_disk, or a file inside for jsonl/parquet).")
-    p.add_argument("--model", default=None, help="Model id or folder (the config's model_name_or_path).")
-    p.add_argument("--template", default=None, help="Prompt template: auto, chat, alpaca, vicuna, plain.")
-    p.add_argument("--max-length", type=int, default=None, help="Maximum tokens per row.")
+    p.add_argument("--model", default=None,
+                   help="Model id or folder: the config's model_name_or_path (default: "
+                        + _per_scorer("model_name_or_path").replace("None", "its backend's default") + ").")
+    p.add_argument("--template", default=None,
+                   help="Prompt template: auto, chat, alpaca, vicuna, plain (the config's template; default: "
+                        + _per_scorer("template") + ").")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="Maximum tokens per row: the config's max_length (default: " + _per_scorer("max_length")
+                        + ").")
     p.add_argument("--split", default="train", help="Split to read from a Hub id or a DatasetDict folder.")
     p.add_argument("--format", default="disk", choices=OUTPUT_FORMATS, help="Output format.")
     p.add_argument("--shard-size", type=int, default=2048, help="Rows per resumable shard.")
-    p.add_argument("--limit", type=int, default=None, help="Score only the first N rows.")
+    p.add_argument("--limit", type=int, default=None, help="Score only the first N rows (default: all rows).")
+    add_column_mapping(p)
     p.add_argument(
         "--set",
-        action="append",
+        action=_SetAction,
         default=[],
         metavar="FIELD=VALUE",
-        help="Any other config field, e.g. --set reverse=true --set max_tokens_per_batch=8192.",
+        help="Any other config field (repeatable), e.g. --set reverse=true --set max_tokens_per_batch=8192; values "
+             "are YAML. `--set help` lists the fields with types, defaults and meanings. Fields per scorer: "
+             + "; ".join(f"{s}: {', '.join(scorer_field_names(s))}" for s in sorted(SCORER_FIELDS)) + ".",
     )
     p.set_defaults(func=run)
 
@@ -83,10 +116,13 @@ def summarise(dataset: Any, columns: tuple[str, ...] | list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..scoring.registry import get_scorer_classes
+
     config_class, scorer_class = get_scorer_classes(args.scorer)
     fields = {f.name for f in dataclasses.fields(config_class)}
     kwargs = parse_overrides(args.set, config_class)
-    for flag, field in (("model", "model_name_or_path"), ("template", "template"), ("max_length", "max_length")):
+    for flag, field in (("model", "model_name_or_path"), ("template", "template"), ("max_length", "max_length"),
+                        ("column_mapping", "column_mapping")):
         value = getattr(args, flag)
         if value is not None:
             if field not in fields:

@@ -28,43 +28,80 @@ from typing import Any
 
 import yaml
 
+from ..defaults import DEFAULT_EMBEDDER
 from ..errors import HFSelectError
 from ..io import load_rows
+from .catalog import PRESETS, RECOMMENDED_PRESET
+from .common import add_column_mapping
+
+EXAMPLE_STEPS = """\
+example select.yaml (more in examples/, every step and parameter: --list-steps or docs/STEPS.md):
+  seed: 0
+  steps:
+    - {step: threshold, column: ifd, max: 1.0, strict: true}   # drop rows whose prompt does not help
+    - {step: top, column: ifd, fraction: 0.1}                    # keep the highest IFD: 10% of the rows
+"""
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "select",
         help="Choose rows by score columns (threshold, top, ifd_rule, kcenter, ...) and save subset + provenance.",
+        description="Run selection steps over a scored dataset and save the subset (a save_to_disk folder), the "
+                    "dropped rows with their reasons (dropped/) and provenance.json. Steps come from --config "
+                    "and --step, or a preset (--preset; with none of them: the recommended preset, "
+                    f"{RECOMMENDED_PRESET}). --list-steps prints every step with its parameters.",
+        epilog=EXAMPLE_STEPS,
     )
-    p.add_argument("--config", default=None, help="YAML file: a list of steps, or {steps: [...], seed: N}.")
+    p.add_argument("--config", default=None,
+                   help="YAML file: a list of steps, or {steps: [...], seed: N} (default: no file; see --preset).")
     p.add_argument("--step", action="append", default=[], metavar="YAML",
                    help='A step inline (repeatable, after --config\'s), e.g. --step \'{step: random, count: 100}\'.')
-    p.add_argument("--dataset", default=None, help="Scored dataset: save_to_disk folder, json/jsonl/parquet file.")
-    p.add_argument("--output", default=None, help="Output folder (subset, dropped/ and provenance.json).")
+    p.add_argument("--dataset", default=None,
+                   help="Scored dataset: save_to_disk folder, json/jsonl/parquet file (required to select).")
+    p.add_argument("--output", default=None,
+                   help="Output folder (subset, dropped/ and provenance.json; required to select).")
     p.add_argument("--preset", default=None, metavar="NAME",
-                   help="Run a preset instead of --config/--step: one of recommended, " + ", ".join(_preset_names())
-                        + " (default when no step is given: recommended).")
-    p.add_argument("--fraction", type=float, default=None, help="Preset budget: share of the rows (default 0.1).")
-    p.add_argument("--count", type=int, default=None, help="Preset budget: number of rows (instead of --fraction).")
+                   help="Run a preset instead of --config/--step: one of recommended, " + ", ".join(sorted(PRESETS))
+                        + f" (default when no step is given: recommended = {RECOMMENDED_PRESET}).")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="Preset budget: share of all rows (default: 0.1 unless --count is given).")
+    p.add_argument("--count", type=int, default=None,
+                   help="Preset budget: number of rows, instead of --fraction (default: none).")
     p.add_argument("--list-presets", action="store_true", help="Print every preset's steps and exit.")
-    p.add_argument("--seed", type=int, default=None, help="Seed for the random steps (overrides the config's seed).")
+    p.add_argument("--list-steps", nargs="*", default=None, metavar="STEP",
+                   help="Print every selection step (or only the STEPs named) with its parameters, their types, "
+                        "defaults and meanings, and exit (default: off).")
+    p.add_argument("--seed", type=int, default=None,
+                   help="Seed for the random steps (overrides the config's seed; default: the config's, else 0).")
     p.add_argument("--split", default="train", help="Split to read from a DatasetDict folder or Hub id.")
     p.add_argument("--target", default=None, metavar="FILE",
                    help="Target rows (json/jsonl/parquet file or save_to_disk folder) for the target_similarity "
-                        "step(s): rows with an 'embedding' column are used as they are, others are embedded.")
+                        "step(s): rows with an 'embedding' column are used as they are, others are embedded "
+                        "(default: none).")
     p.add_argument("--target-embedder", default=None, metavar="MODEL",
                    help="Embedder for --target rows without embeddings (default: the offline default sentence "
-                        "embedder); use the model the pool's embedding column was made with.")
+                        f"embedder, {DEFAULT_EMBEDDER}); use the model the pool's embedding column was made with.")
     p.add_argument("--target-text", default="instruction", choices=("instruction", "prompt", "row", "response"),
-                   help="Which text of the --target rows to embed (as EmbedConfig.text; default instruction).")
+                   help="Which text of the --target rows to embed (as EmbedConfig.text).")
+    add_column_mapping(p)
     p.set_defaults(func=run)
 
 
-def _preset_names() -> list[str]:
-    from ..selection.presets import PRESETS
+def _with_column_mapping(steps: list[Any], mapping: dict[str, str] | None) -> list[Any]:
+    """Give ``--column-mapping`` to every step that reads texts (takes ``column_mapping``) and names none itself."""
+    if not mapping:
+        return steps
+    from ..selection.steps import STEPS
 
-    return sorted(PRESETS)
+    out = []
+    for step in steps:
+        raw = step.to_dict() if hasattr(step, "to_dict") else step
+        spec = STEPS.get(raw.get("step")) if isinstance(raw, dict) else None
+        if spec is not None and "column_mapping" in spec.params and raw.get("column_mapping") is None:
+            raw = {**raw, "column_mapping": dict(mapping)}
+        out.append(raw)
+    return out
 
 
 def _list_presets() -> int:
@@ -175,9 +212,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_presets:
         return _list_presets()
+    if args.list_steps is not None:
+        from ..step_reference import reference_text
+
+        try:
+            print(reference_text(args.list_steps), end="")
+        except KeyError as err:
+            raise HFSelectError(f"--list-steps: {err.args[0]}") from err
+        return 0
     for flag in ("dataset", "output"):
         if not getattr(args, flag):
-            raise HFSelectError(f"--{flag} is required (or --list-presets to see the presets)")
+            raise HFSelectError(f"--{flag} is required (or --list-presets / --list-steps to see the presets / steps)")
     steps: list[Any] = []
     seed = None
     if args.preset is not None and (args.config is not None or args.step):
@@ -197,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_rows(args.dataset, split=args.split)
     if args.config is None and not args.step:
         steps = _preset_steps(args, len(dataset), dataset.column_names)
+    steps = _with_column_mapping(steps, getattr(args, "column_mapping", None))
     if getattr(args, "target", None):
         steps = _attach_target(steps, lambda: target_embeddings(args.target, args.target_embedder, args.target_text))
     result = select(dataset, {"steps": steps, "seed": 0 if seed is None else seed})

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from .fusion import fused_diverse
 from .gates import consistency_gate
 from .kcenter import k_center_greedy
 from .length import length_stratified_top
+from .step_help import PARAM_HELP
 from .target import target_similarity
 
 # -- the step registry ------------------------------------------------------------------------------------------------
@@ -55,6 +57,7 @@ class StepSpec:
     takes_seed: bool
     any_params: bool
     renamed: Mapping[str, str] = field(default_factory=dict)  # old parameter name -> new (still accepted, warned)
+    param_help: Mapping[str, str] = field(default_factory=dict)  # parameter -> its meaning (docstring "Args:" + own)
 
     @property
     def help(self) -> str:
@@ -75,10 +78,49 @@ def available_steps() -> list[str]:
     return sorted(STEPS)
 
 
-def register_step(name: str, function: Callable[..., StepResult] | None = None, *, overwrite: bool = False) -> Any:
+def docstring_params(doc: str | None) -> dict[str, str]:
+    """The parameter meanings of a Google-style docstring's ``Args:`` section (``a, b: text`` documents both).
+
+    Example:
+        >>> docstring_params("Keep rows.\\n\\nArgs:\\n    column: the score.\\n    min, max: the bounds,\\n"
+        ...                  "        inclusive.\\n\\nReturns:\\n    rows.")
+        {'column': 'the score.', 'min': 'the bounds, inclusive.', 'max': 'the bounds, inclusive.'}
+    """
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Args:"), None)
+    if start is None:
+        return out
+    base = len(lines[start]) - len(lines[start].lstrip())
+    entry_indent: int | None = None
+    current: list[str] = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= base:
+            break
+        entry_indent = indent if entry_indent is None else entry_indent
+        head = re.match(r"([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*)\s*:\s+(.*)", line.strip())
+        if indent == entry_indent and head:
+            current = [n.strip() for n in head.group(1).split(",")]
+            for n in current:
+                out[n] = head.group(2).strip()
+        elif current:
+            for n in current:
+                out[n] = f"{out[n]} {line.strip()}"
+    return out
+
+
+def register_step(name: str, function: Callable[..., StepResult] | None = None, *, overwrite: bool = False,
+                  param_help: Mapping[str, str] | None = None) -> Any:
     """Register a selection step (usable as a decorator). The function takes the dataset first, its parameters as
     keywords (and ``seed`` if it needs randomness) and returns a :class:`StepResult`. A function wrapped in
     :func:`~hf_select.selection.base.renamed_params` keeps accepting its old parameter names in step lists too.
+
+    The meaning of each parameter (``hf-select select --list-steps``, docs/STEPS.md) comes from the function's
+    docstring ``Args:`` section, or from ``param_help`` (parameter -> meaning) for parameters it does not document;
+    a parameter documented in both is an error (one source each).
 
     Example:
         >>> @register_step("even_rows")  # doctest: +SKIP
@@ -93,6 +135,12 @@ def register_step(name: str, function: Callable[..., StepResult] | None = None, 
             raise ValueError(f"a selection step named {name!r} is already registered; pass overwrite=True")
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())[1:]
+        meanings = docstring_params(inspect.getdoc(fn))
+        twice = sorted(set(meanings) & set(param_help or {}))
+        if twice:
+            raise ValueError(f"step {name!r}: parameter(s) {twice} are documented both in the docstring's Args: "
+                             "section and in param_help; keep one")
+        meanings.update(param_help or {})
         STEPS[name] = StepSpec(
             name=name,
             function=fn,
@@ -100,6 +148,7 @@ def register_step(name: str, function: Callable[..., StepResult] | None = None, 
             takes_seed=any(p.name == "seed" for p in params),
             any_params=any(p.kind is p.VAR_KEYWORD for p in params),
             renamed=dict(getattr(fn, "renamed_params", {})),
+            param_help=meanings,
         )
         return fn
 
@@ -131,12 +180,22 @@ def kcenter_step(
     device: str | None = None,
     seed: int = 0,
 ) -> StepResult:
-    """k-center greedy on an embedding column (MoDS). ``initial_column`` (true = already chosen) or
-    ``initial_row_ids`` (``_row_id`` values) mark rows that are centers from the start; they are kept, and ``k``
-    more are picked. Reasons: ``no_embedding``, ``not_selected``.
+    """k-center greedy on an embedding column (MoDS): the first center at random, then repeatedly the row
+    farthest from every chosen center. Reasons: ``no_embedding``, ``not_selected``.
 
-    The budget is ``k`` centers, the name of the k-center problem (and of MoDS); ``count`` is the same parameter
-    under the name every other step uses, or give a ``fraction`` of the step's input rows.
+    Args:
+        k: centers to pick (the k-center problem's name for the budget, and MoDS's).
+        count: the same number under the name every other step uses (give ``k`` or ``count``, not both).
+        fraction: or a share of the step's input rows.
+        column: the embedding column (a vector per row; rows without one are dropped as ``no_embedding``).
+        metric: ``euclidean`` or ``cosine`` distance.
+        initial_column: a column whose true (non-zero) rows are centers from the start: they are kept, and
+            ``k`` more are picked.
+        initial_row_ids: ``_row_id`` values of rows that are centers from the start (as ``initial_column``).
+        precision: the arithmetic of the distance updates, as
+            :func:`~hf_select.selection.kcenter.k_center_greedy` takes it (``mixed``: float32 products with an
+            exact float64 re-check of near-ties, the same picks as ``float64``).
+        device: torch device of the distance updates (default: a GPU when there is one, else the CPU).
     """
     if k is not None and count is not None:
         raise ValueError("kcenter: give k or count (the same number of centers), not both")
@@ -180,7 +239,18 @@ def kmeans_sample_step(
     seed: int = 0,
 ) -> StepResult:
     """Cherry LLM's pre-experienced sample (k-means, score band per cluster, ``per_cluster`` rows each).
-    Reasons: ``no_embedding``, ``nan_score``, ``outside_band``, ``not_sampled``."""
+    Reasons: ``no_embedding``, ``nan_score``, ``outside_band``, ``not_sampled``.
+
+    Args:
+        column: the embedding column clustered (Cherry: the prompts' mean-pooled hidden states).
+        score_column: the score whose percentile band is kept per cluster (Cherry: prompt perplexity); ``None``
+            samples every cluster without a band.
+        n_clusters: k-means clusters (Cherry: 100).
+        per_cluster: rows taken from each cluster (a smaller cluster gives all of its rows).
+        band: the percentiles ``[low, high]`` of each cluster's scores that qualify (Cherry: 25-75).
+        pick: ``even`` (every n-th row of the band, in row order, as Cherry) or ``random``.
+        minibatch: use ``MiniBatchKMeans``; ``None``: only above 50,000 rows.
+    """
     x, rows, missing = _embedding_rows(dataset, column, "kmeans_sample")
     n = len(dataset)
     scores = column_values(dataset, score_column, "kmeans_sample") if score_column else np.zeros(n)
@@ -213,7 +283,16 @@ def facility_location_step(
 ) -> StepResult:
     """Facility location by lazy greedy on a sparse k-NN graph (Superfiltering's diversity step): ``count`` rows or a
     ``fraction`` of the step's input (``k`` is the old name of ``count``: still accepted, with a ``FutureWarning``).
-    Reasons: ``no_embedding``, ``not_selected``."""
+    Reasons: ``no_embedding``, ``not_selected``.
+
+    Args:
+        count: rows to pick.
+        fraction: or a share of the step's input rows.
+        column: the embedding column (rows without a vector are dropped as ``no_embedding``).
+        n_neighbors: neighbours per row in the similarity graph (more: closer to the dense objective, slower).
+        metric: ``cosine`` or ``euclidean`` similarity.
+        device: torch device of the neighbour search (default: a GPU when there is one, else the CPU).
+    """
     x, rows, missing = _embedding_rows(dataset, column, "facility_location")
     n = len(dataset)
     want = resolve_count(n, len(rows), fraction=fraction, count=count, step="facility_location")
@@ -227,7 +306,12 @@ def facility_location_step(
 
 def random_step(dataset: Any, *, count: int | None = None, fraction: float | None = None, seed: int = 0
                 ) -> StepResult:
-    """A seeded uniform random sample: the baseline every selection should beat. Reason: ``not_sampled``."""
+    """A seeded uniform random sample: the baseline every selection should beat. Reason: ``not_sampled``.
+
+    Args:
+        count: rows to draw.
+        fraction: or a share of the step's input rows.
+    """
     n = len(dataset)
     want = resolve_count(n, n, fraction=fraction, count=count, step="random")
     keep = np.zeros(n, bool)
@@ -241,7 +325,17 @@ def longest_step(dataset: Any, *, count: int | None = None, fraction: float | No
     """The rows with the longest responses (a strong simple baseline). Length: ``column`` if given, else
     ``response_tokens`` when present (``measure="auto"``), else the response's characters (always with
     ``measure="chars"``: ``response_tokens`` counts only the tokens a scorer kept under its ``max_length``).
-    Reasons: ``invalid_row``, ``not_longest``."""
+    Reasons: ``invalid_row``, ``not_longest``.
+
+    Args:
+        count: rows to keep.
+        fraction: or a share of the step's input rows.
+        column: a numeric column holding each row's length (e.g. ``response_tokens``); ``None``: see ``measure``.
+        column_mapping: your column names -> instruction/output/messages/... (as the scorers take it), for
+            reading the responses' characters.
+        measure: ``auto`` (``response_tokens`` when the rows have it, else characters) or ``chars`` (always the
+            response's characters).
+    """
     if measure not in ("auto", "chars"):
         raise ValueError(f"longest: measure must be 'auto' or 'chars', got {measure!r}")
     n = len(dataset)
@@ -281,4 +375,4 @@ for _name, _fn in (
     ("fused_diverse", fused_diverse),
     ("target_similarity", target_similarity),
 ):
-    register_step(_name, _fn)
+    register_step(_name, _fn, param_help=PARAM_HELP.get(_name))
