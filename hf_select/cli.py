@@ -52,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from .errors import print_user_error
+    from .io import transforms_outside_inputs
 
     try:
-        code = args.func(args)
+        with transforms_outside_inputs():  # datasets' cache files never land in an input folder
+            code = args.func(args)
     except KeyboardInterrupt:
         print("hf-select: interrupted", file=sys.stderr)
         return 130

@@ -207,6 +207,36 @@ def _json_object(obj: Any) -> dict[str, Any] | None:
 
 
 @contextmanager
+def transforms_outside_inputs() -> Iterator[None]:
+    """Within the block, ``map`` / ``filter`` / ``select`` / ``sort`` of any dataset write their cache files to a
+    temporary folder (removed when the process ends), never next to the dataset's own files.
+
+    A dataset read with ``load_from_disk`` (a ``save_to_disk`` folder) keeps its cache files in that folder, so
+    without this a command that only reads its input (``hf-select select``, ``report``) wrote ``cache-*.arrow`` files
+    into it. Inside the block datasets' caching is off (``datasets.disable_caching``) and it is restored after; the
+    scorers' own resumable shards (:meth:`hf_select.scoring.base.BaseScorer.score`) do not depend on it. Every
+    ``hf-select`` command runs inside it.
+
+    Example:
+        >>> import datasets
+        >>> with transforms_outside_inputs():
+        ...     datasets.is_caching_enabled()
+        False
+        >>> datasets.is_caching_enabled()
+        True
+    """
+    import datasets
+
+    was_enabled = datasets.is_caching_enabled()
+    datasets.disable_caching()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_caching()
+
+
+@contextmanager
 def atomic_folder(output: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging folder beside ``output`` that replaces ``output`` only when the block finishes.
 

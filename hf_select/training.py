@@ -390,6 +390,9 @@ def build_sft_config(config: TrainConfig, output_dir: str | os.PathLike, *, keep
         kwargs.setdefault("use_cpu", True)  # several CPU processes (torchrun): gloo DDP, not one process each
     if precision == "bf16" and not torch.cuda.is_available():
         kwargs.setdefault("use_cpu", True)  # bf16 autocast on a CPU: transformers accepts it only with use_cpu
+    if not torch.cuda.is_available():
+        # Pinned memory only speeds up copies to a CUDA device; without one torch warns on every DataLoader.
+        kwargs.setdefault("dataloader_pin_memory", False)
     # TrainConfig's SFTConfig fields as they are; gradient_checkpointing and save_steps are translated above
     passed = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
               if f.name not in (*OWN_TRAIN_FIELDS, "gradient_checkpointing", "save_steps")}

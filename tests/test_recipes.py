@@ -57,10 +57,20 @@ def _events(output_dir) -> list[tuple[str, str]]:
 
 # -- configs ---------------------------------------------------------------------------------------------------------
 def test_there_is_an_offline_and_a_hub_config_per_recipe():
-    recipes = [_recipe_of(c) for c in CONFIGS]
+    names = [Path(c).name for c in CONFIGS]
     for r in ARG_CLASSES:
-        assert recipes.count(r) == 2, (r, recipes)
+        mine = [n for n, c in zip(names, CONFIGS, strict=True) if _recipe_of(c) == r]
+        assert any("smollm2" in n for n in mine) and any("smollm2" not in n for n in mine), (r, mine)
         assert (ROOT / "recipes" / f"{r}.py").is_file()
+
+
+def test_the_quickstart_config_is_the_readme_one_and_small():
+    config = ROOT / "recipes" / "configs" / "superfilter_smollm2_quickstart.yaml"
+    assert f"recipes/superfilter.py --config recipes/configs/{config.name}" in (ROOT / "README.md").read_text()
+    mod = import_module("hf_select.recipes.superfilter")
+    args = parse_recipe_args(mod.SuperfilterArguments, ["--config", str(config)])
+    assert args.dataset_name == "demo:200" and args.num_train_epochs == 1
+    assert args.max_length <= 256 and args.score_max_length <= 256 and not args.diversity
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[Path(c).name for c in CONFIGS])

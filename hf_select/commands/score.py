@@ -58,6 +58,14 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="Score only the first N rows (default: all rows).")
     add_column_mapping(p)
     p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="Score every row afresh: remove the finished shards an earlier identical run left in the scores "
+        "cache ($HF_SELECT_SCORES_DIR, default ~/.cache/hf_select/scores) instead of reusing them. The new shards "
+        "are kept, so a stopped run still resumes when started again without this flag. Default: reuse, with a "
+        "message saying so.",
+    )
+    p.add_argument(
         "--set",
         action=_SetAction,
         default=[],
@@ -138,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     scorer = scorer_class(config)
     before = set(dataset.column_names)
-    scored = scorer.score(dataset, shard_size=args.shard_size)
+    scored = scorer.score(dataset, shard_size=args.shard_size, cache=not args.no_cache)
     out = save_rows(scored, args.output, args.format, inputs=(args.dataset,))
     new_cols = [c for c in scored.column_names if c not in before or c in scorer.output_columns]
     print(summarise(scored, new_cols))
+    run_info = scorer.last_run
+    if run_info is not None and not run_info.reused:  # a reuse was announced by .score() itself
+        print(f"scores kept in {run_info.folder} (an identical run reuses them; --no-cache scores afresh)")
     print(f"saved {len(scored)} rows to {out}")
     if not math.isfinite(len(scored)):
         return 1

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -120,6 +121,40 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
             os.unlink(tmp)
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoreRun:
+    """What a :meth:`BaseScorer.score` call did: the folder of its shards, and how many of them (and of the rows) it
+    took from an earlier identical run instead of scoring them.
+
+    Example:
+        >>> run = ScoreRun(folder=Path("/tmp/ifd-0123"), shards=2, rows=3000, reused_shards=2, reused_rows=3000)
+        >>> print(run.message("ifd"))  # doctest: +ELLIPSIS
+        hf-select ifd: reusing the scores of an earlier identical run (3000 rows, 2 shards) from /tmp/ifd-0123; ...
+    """
+
+    folder: Path
+    shards: int
+    rows: int
+    reused_shards: int = 0
+    reused_rows: int = 0
+
+    @property
+    def reused(self) -> bool:
+        """Whether any shard came from an earlier run."""
+        return self.reused_shards > 0
+
+    def message(self, name: str) -> str | None:
+        """One line saying what was reused and from where (None when everything was scored now)."""
+        if not self.reused:
+            return None
+        afresh = "to score afresh, pass cache=False (hf-select score --no-cache)"
+        if self.reused_shards == self.shards:
+            return (f"hf-select {name}: reusing the scores of an earlier identical run ({self.rows} rows, "
+                    f"{self.shards} shards) from {self.folder}; {afresh}.")
+        return (f"hf-select {name}: resuming an earlier identical run: {self.reused_rows} of {self.rows} rows "
+                f"({self.reused_shards} of {self.shards} shards) already scored in {self.folder}; {afresh}.")
+
+
 RUN_FILE = "run.json"
 # The files a scoring run writes into its folder: finished shards, half-written ones (a killed run), run.json.
 _OWN_FILE = re.compile(r"^(shard-\d{6}\.parquet|\.shard-\d{6}\.parquet\..+\.tmp|run\.json)$")
@@ -163,6 +198,7 @@ class BaseScorer:
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self._loaded: dict[str, Any] = {}
+        self.last_run: ScoreRun | None = None  # set by every .score() call
 
     # -- pickling / hashing: the model never travels; datasets hash the transform from its config and model ids ----
     def __getstate__(self) -> dict[str, Any]:
@@ -173,6 +209,7 @@ class BaseScorer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
         self._loaded = {}
+        self.last_run = None
 
     def given_model_identity(self) -> str | None:
         """For a model given with ``set_model`` (flag ``given`` in ``_loaded``): a digest of its weights now
@@ -225,8 +262,11 @@ class BaseScorer:
         Args:
             shard_size: rows per shard; each finished shard is written at once (the unit of resumption).
             run_dir: where the shards go; default ``~/.cache/hf_select/scores/<name>-<fingerprint>``.
-            cache: reuse finished shards of an identical earlier call (and keep them for the next one).
-            progress: show a progress bar (main process only).
+            cache: reuse finished shards of an identical earlier call (and keep them for the next one); False
+                removes them and scores every row again (the new shards are kept, so a stopped run still resumes).
+            progress: show a progress bar (main process only), and one line on stderr when earlier shards are
+                reused (:meth:`ScoreRun.message`; logged at INFO level instead when False). ``self.last_run`` says
+                what was reused either way.
             cpu: under a distributed launch on a machine without GPUs, use gloo processes on the CPU.
 
         Example:
@@ -258,15 +298,25 @@ class BaseScorer:
         reuse = self._check_run_folder(folder, info, cache)  # on every process: all refuse together
         if rank == 0:
             clear_run_folder(folder, only_half_written=reuse)
+        shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
+        # Counted before any process starts scoring: the finished shards of an earlier run (none unless reused).
+        done = [i for i in range(num_shards) if reuse and shard_path[i].exists()]
         if state is not None:
             state.wait_for_everyone()
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / RUN_FILE
         if rank == 0 and not meta.exists():
             meta.write_text(json.dumps(info, indent=2))
-        shard_path = [folder / f"shard-{i:06d}.parquet" for i in range(num_shards)]
         mine = [i for i in range(num_shards) if i % world == rank and not shard_path[i].exists()]
-        done_rows = sum(min(shard_size, n - i * shard_size) for i in range(num_shards) if shard_path[i].exists())
+        done_rows = sum(min(shard_size, n - i * shard_size) for i in done)
+        self.last_run = ScoreRun(folder=folder, shards=num_shards, rows=n, reused_shards=len(done),
+                                 reused_rows=done_rows)
+        note = self.last_run.message(self.name)
+        if note and rank == 0:
+            if progress:
+                print(note, file=sys.stderr, flush=True)
+            else:
+                logger.info(note)
         bar = None
         if progress and rank == 0 and mine:
             from tqdm.auto import tqdm
