@@ -227,6 +227,26 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def planned_device(device: str | torch.device | None = None) -> torch.device:
+    """The device :func:`resolve_device` gives, without initialising accelerate's state when nothing has yet (a
+    fingerprint is computed before ``.score(cpu=True)`` sets that state up, and must not set it first).
+
+    Example:
+        >>> planned_device("cpu")
+        device(type='cpu')
+    """
+    if device is not None:
+        return torch.device(device)
+    try:
+        from accelerate import PartialState
+
+        if PartialState._shared_state:
+            return PartialState().device
+    except Exception:  # accelerate missing or in a broken state: the same plain rule as resolve_device
+        pass
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX), so that bf16 matmuls

@@ -60,7 +60,15 @@ from ..formats import (
     resolve_template,
     row_to_messages,
 )
-from ..models import DEFAULT_LM, DTYPES, load_causal_lm, model_identity, resolve_device, resolve_dtype
+from ..models import (
+    DEFAULT_LM,
+    DTYPES,
+    load_causal_lm,
+    model_identity,
+    planned_device,
+    resolve_device,
+    resolve_dtype,
+)
 from .base import BaseScorer
 from .common import ROW_STATUSES, model_limit
 from .config import ScorerConfig, shared
@@ -252,7 +260,7 @@ class IFDScorer(BaseScorer):
         return [ident]
 
     def _auto_cpu_bf16(self) -> bool:
-        device = resolve_device(self.config.device)
+        device = planned_device(self.config.device)
         return device.type == "cpu" and self.config.torch_dtype(device) == torch.bfloat16
 
     def load(self) -> tuple[Any, Any]:
