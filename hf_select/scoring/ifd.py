@@ -29,6 +29,10 @@ at or after the prompt's end (a token that merges the prompt's last character wi
 as ``:"`` does, is context, exactly as the scripts count it), each script's truncation, and its skips as
 statuses. See :data:`SEED_LAYOUTS`.
 
+Both passes of every item are sequences batched by :func:`~hf_select.scoring.lm_loss.sequence_losses` (length-sorted
+and right-padded, or packed with ``IFDConfig.packing``). ``dtype="auto"`` is bfloat16 on a CPU that computes it
+natively (:meth:`IFDConfig.torch_dtype`).
+
 Example:
     >>> from datasets import Dataset
     >>> from hf_select import score_ifd
@@ -255,13 +259,10 @@ class IFDScorer(BaseScorer):
         if given:
             return [given]
         ident = model_identity(None, self.config.model_name_or_path, self.config.revision)
-        if self.config.dtype == "auto" and self._auto_cpu_bf16():
+        device = planned_device(self.config.device)  # not resolve_device: .score(cpu=True) sets accelerate up later
+        if self.config.dtype == "auto" and device.type == "cpu" and self.config.torch_dtype(device) == torch.bfloat16:
             ident += "|auto=bfloat16-on-cpu"  # 'auto' meant fp32 on a CPU before: those cached scores are not reused
         return [ident]
-
-    def _auto_cpu_bf16(self) -> bool:
-        device = planned_device(self.config.device)
-        return device.type == "cpu" and self.config.torch_dtype(device) == torch.bfloat16
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer (``dtype`` resolved by :meth:`IFDConfig.torch_dtype`)."""
