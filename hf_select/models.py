@@ -227,14 +227,60 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on GPUs that support it, float32 elsewhere (CPU scoring is exact and not slower)."""
+def planned_device(device: str | torch.device | None = None) -> torch.device:
+    """The device :func:`resolve_device` gives, without initialising accelerate's state when nothing has yet (a
+    fingerprint is computed before ``.score(cpu=True)`` sets that state up, and must not set it first).
+
+    Example:
+        >>> planned_device("cpu")
+        device(type='cpu')
+    """
+    if device is not None:
+        return torch.device(device)
+    try:
+        from accelerate import PartialState
+
+        if PartialState._shared_state:
+            return PartialState().device
+    except Exception:  # accelerate missing or in a broken state: the same plain rule as resolve_device
+        pass
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX), so that bf16 matmuls
+    are faster than fp32 ones rather than emulated.
+
+    Example:
+        >>> isinstance(cpu_has_native_bf16(), bool)
+        True
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the oneDNN ops
+        return False
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that support it; on a CPU bfloat16 only with ``cpu_bf16`` (a scorer whose ranks
+    were measured to agree with fp32 in bf16, e.g. IFD) and a CPU that computes it natively
+    (:func:`cpu_has_native_bf16`), else float32.
+
+    Example:
+        >>> resolve_dtype("auto", torch.device("cpu"))
+        torch.float32
+        >>> resolve_dtype("float32", torch.device("cpu"), cpu_bf16=True)
+        torch.float32
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_bf16 and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)

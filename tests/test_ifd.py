@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from hf_select import IFDConfig, IFDScorer
 from hf_select.formats import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT
-from hf_select.scoring import ifd as ifd_module
+from hf_select.scoring import lm_loss
 from hf_select.scoring.batching import token_budget_batches
 from tests.conftest import shared_rows
 
@@ -228,9 +228,9 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tiny_lm_path, tmp_pa
 
 def test_oom_halves_the_batch_and_records_unfittable_rows(tiny_lm_path, monkeypatch):
     rows = {"instruction": ["a", "b", "c", "d"], "input": [""] * 4, "output": ["x y", "y z", "z", "w"]}
-    scorer = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path)))
+    scorer = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), dtype="float32"))  # batch-size-exact
     expected = scorer(rows)["ifd"]
-    real = ifd_module.mean_target_losses
+    real = lm_loss.mean_target_losses
     sizes = []
 
     def flaky(model, items, pad, **kw):
@@ -239,15 +239,15 @@ def test_oom_halves_the_batch_and_records_unfittable_rows(tiny_lm_path, monkeypa
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, items, pad, **kw)
 
-    monkeypatch.setattr(ifd_module, "mean_target_losses", flaky)
+    monkeypatch.setattr(lm_loss, "mean_target_losses", flaky)
     out = scorer(rows)
-    assert sizes[0] == 4 and 1 in sizes
+    assert sizes[0] == 8 and 1 in sizes  # both passes of the 4 rows in one batch, then halves down to one sequence
     np.testing.assert_allclose(out["ifd"], expected, rtol=1e-5)
 
     def always(model, items, pad, **kw):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(ifd_module, "mean_target_losses", always)
+    monkeypatch.setattr(lm_loss, "mean_target_losses", always)
     out = scorer(rows)
     assert out["ifd_status"] == ["oom"] * 4 and all(math.isnan(v) for v in out["ifd"])
 

@@ -60,7 +60,8 @@ class OOMAbove:
 
 def test_cuda_oom_shrinks_the_batch_through_the_cli(tiny_lm_path, tmp_path, monkeypatch):
     data = data_file(tmp_path)
-    assert main(score_args(data, tiny_lm_path, tmp_path / "ref")) == 0
+    fp32 = ["--set", "dtype=float32"]  # batches of one must give the batched scores to 1e-5: exact fp32 arithmetic
+    assert main([*score_args(data, tiny_lm_path, tmp_path / "ref"), *fp32]) == 0
     reference = load_from_disk(str(tmp_path / "ref"))
     patched = []
     real_load = ifd_module.load_causal_lm
@@ -72,7 +73,7 @@ def test_cuda_oom_shrinks_the_batch_through_the_cli(tiny_lm_path, tmp_path, monk
 
     monkeypatch.setattr(ifd_module, "load_causal_lm", load_with_small_memory)
     monkeypatch.setenv("HF_SELECT_SCORES_DIR", str(tmp_path / "other-scores"))  # no cache hit: score again
-    assert main(score_args(data, tiny_lm_path, tmp_path / "out")) == 0
+    assert main([*score_args(data, tiny_lm_path, tmp_path / "out"), *fp32]) == 0
     out = load_from_disk(str(tmp_path / "out"))
     sizes = patched[0].sizes
     assert max(sizes) > 1 and 1 in sizes  # a big batch failed, and the retries got down to single rows

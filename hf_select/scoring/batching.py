@@ -42,6 +42,44 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int)
     return batches
 
 
+def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """Pack items into rows of ``width`` tokens, first-fit decreasing: each item, longest first, goes to the first
+    row with room. An item longer than ``width`` gets a row of its own (that row is then wider).
+
+    Example:
+        >>> pack_rows([5, 3, 2, 4, 1], width=6)
+        [[0, 4], [3, 2], [1]]
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, left in enumerate(room):
+            if lengths[i] <= left:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(width - lengths[i])
+    return rows
+
+
+def padded_share(lengths: Sequence[int], batches: Sequence[Sequence[Sequence[int]]]) -> float:
+    """The share of computed positions that are padding: ``batches`` is a list of batches, each a list of rows,
+    each a list of item indices; a batch computes ``rows x its widest row`` positions.
+
+    Example:
+        >>> round(padded_share([4, 2, 2], [[[0], [1]], [[2]]]), 6)  # (4 + 2 + 2) real of (2 x 4 + 2) computed
+        0.2
+    """
+    computed = real = 0
+    for batch in batches:
+        widths = [sum(lengths[i] for i in row) for row in batch]
+        computed += len(batch) * max(widths, default=0)
+        real += sum(widths)
+    return 1 - real / computed if computed else 0.0
+
+
 CPU_TOKEN_BUDGET = 1024
 GPU_TOKEN_BUDGET = 32768
 

@@ -108,7 +108,9 @@ class ScorerConfig:
 
     Subclasses set ``MIN_MAX_LENGTH``, ``TOKEN_BUDGET`` and, for cache-key compatibility, ``KEY_NAMES`` (field ->
     the name :func:`config_to_dict` writes), ``KEY_BUDGET`` (what it writes for ``max_tokens_per_batch=None``),
-    ``KEY_ORDER`` (the field order of the config's text inside another config's dict) and ``KEY_EXTRA``.
+    ``KEY_ORDER`` (the field order of the config's text inside another config's dict), ``KEY_EXTRA`` and
+    ``KEY_OMITTED_AT`` (field -> the value at which :func:`config_to_dict` leaves it out: a field added later,
+    so that the keys written before it existed stay valid).
 
     Example:
         >>> from hf_select import QualityConfig
@@ -135,6 +137,7 @@ class ScorerConfig:
     KEY_BUDGET: ClassVar[int | None] = None
     KEY_ORDER: ClassVar[tuple[str, ...]] = ()
     KEY_EXTRA: ClassVar[dict[str, Any]] = {}
+    KEY_OMITTED_AT: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -253,9 +256,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         (64, 16384, False)
     """
     names = getattr(config, "KEY_NAMES", {})
+    omitted = getattr(config, "KEY_OMITTED_AT", {})
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = _key_value(config, f.name)
+        if f.name in omitted and value == omitted[f.name]:
+            continue
         out[names.get(f.name, f.name)] = value if isinstance(value, _PLAIN) else _key_text(value)
     out.update(getattr(config, "KEY_EXTRA", {}))
     return out

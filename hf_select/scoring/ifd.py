@@ -29,6 +29,10 @@ at or after the prompt's end (a token that merges the prompt's last character wi
 as ``:"`` does, is context, exactly as the scripts count it), each script's truncation, and its skips as
 statuses. See :data:`SEED_LAYOUTS`.
 
+Both passes of every item are sequences batched by :func:`~hf_select.scoring.lm_loss.sequence_losses` (length-sorted
+and right-padded, or packed with ``IFDConfig.packing``). ``dtype="auto"`` is bfloat16 on a CPU that computes it
+natively (:meth:`IFDConfig.torch_dtype`).
+
 Example:
     >>> from datasets import Dataset
     >>> from hf_select import score_ifd
@@ -40,11 +44,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from datasets import Features, Value
 
 from ..formats import (
@@ -58,14 +64,22 @@ from ..formats import (
     resolve_template,
     row_to_messages,
 )
-from ..models import DEFAULT_LM, load_causal_lm, model_identity
+from ..models import (
+    DEFAULT_LM,
+    DTYPES,
+    load_causal_lm,
+    model_identity,
+    planned_device,
+    resolve_device,
+    resolve_dtype,
+)
 from .base import BaseScorer
-from .batching import run_with_oom_retry, token_budget_batches
 from .common import ROW_STATUSES, model_limit
 from .config import ScorerConfig, shared
 from .ifd_seed import RESPONSE_HEADER, SEED_LAYOUTS, seed_spans
-from .lm_loss import mean_target_losses
+from .lm_loss import sequence_losses, supports_packing
 
+logger = logging.getLogger(__name__)
 DIRECT_PREFIXES = ("auto", "bos", "none", "response_header")
 LAYOUTS = ("hf_select", "superfiltering", "cherry")
 REVERSE_PROMPT = (
@@ -88,6 +102,12 @@ class IFDConfig(ScorerConfig):
 
     model_name_or_path: str = shared("model_name_or_path", DEFAULT_LM,
                                      help="Causal LM (Hub id or folder) whose losses define IFD.")
+    dtype: str = shared(
+        "dtype", "auto",
+        help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it and on a CPU that computes bf16 natively "
+        "(AVX512-BF16 or AMX; faster than fp32 with ranks that agree with fp32 scores: benchmarks/RESULTS.md, "
+        "'IFD on CPU'), else float32; 'float32' forces fp32 scoring.",
+    )
     max_length: int = shared("max_length", 1024, help="Maximum tokens of prompt + response (truncated).")
     max_batch_size: int = shared("max_batch_size", 256)
     template: str = field(
@@ -117,6 +137,15 @@ class IFDConfig(ScorerConfig):
             "(joint tokenization, its prompt, truncation and skips)."
         },
     )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack several sequences into each row of max_length tokens (own position ids, attention kept "
+            "inside each sequence) instead of right-padding length-sorted batches; for models that pass the packing "
+            "check (else padded). Worth it with varlen flash attention on a GPU; on a CPU the masked attention over "
+            "the full row costs more than the 1% padding it saves (benchmarks/RESULTS.md, 'IFD on CPU')."
+        },
+    )
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
     fused_head: bool | None = field(
         default=None,
@@ -124,6 +153,7 @@ class IFDConfig(ScorerConfig):
     )
 
     MIN_MAX_LENGTH = 2
+    KEY_OMITTED_AT: ClassVar[dict[str, Any]] = {"packing": False}  # the cache keys of earlier runs stay valid
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,6 +174,15 @@ class IFDConfig(ScorerConfig):
                         f"IFDConfig.{name}={value!r} conflicts with layout={self.layout!r}, which uses "
                         f"{name}={seed[name]!r}; leave {name}='auto' or use layout='hf_select'."
                     )
+
+    def torch_dtype(self, device: Any = None) -> torch.dtype:
+        """The dtype the model is loaded in on ``device`` (default: the configured one), ``auto`` resolved.
+
+        Example:
+            >>> IFDConfig(dtype="float32").torch_dtype("cpu")
+            torch.float32
+        """
+        return resolve_dtype(self.dtype, resolve_device(device or self.device), cpu_bf16=True)
 
     def resolved_direct_prefix(self, template: str = "chat") -> str:
         """The direct pass in use after the resolved ``template``: ``direct_prefix``, with ``auto`` resolved
@@ -217,12 +256,19 @@ class IFDScorer(BaseScorer):
 
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
-        return [given or model_identity(None, self.config.model_name_or_path, self.config.revision)]
+        if given:
+            return [given]
+        ident = model_identity(None, self.config.model_name_or_path, self.config.revision)
+        device = planned_device(self.config.device)  # not resolve_device: .score(cpu=True) sets accelerate up later
+        if self.config.dtype == "auto" and device.type == "cpu" and self.config.torch_dtype(device) == torch.bfloat16:
+            ident += "|auto=bfloat16-on-cpu"  # 'auto' meant fp32 on a CPU before: those cached scores are not reused
+        return [ident]
 
     def load(self) -> tuple[Any, Any]:
-        """Load (once) and return the model and tokenizer."""
+        """Load (once) and return the model and tokenizer (``dtype`` resolved by :meth:`IFDConfig.torch_dtype`)."""
         if "model" not in self._loaded:
-            model, tok = load_causal_lm(self.config.model_name_or_path, **self.config.load_kwargs())
+            kwargs = {**self.config.load_kwargs(), "dtype": self.config.torch_dtype()}
+            model, tok = load_causal_lm(self.config.model_name_or_path, **kwargs)
             self._loaded.update(model=model, tokenizer=tok)
         return self._loaded["model"], self._loaded["tokenizer"]
 
@@ -346,31 +392,20 @@ class IFDScorer(BaseScorer):
         model, tokenizer = self.load()
         limit = model_limit(model, tokenizer, cfg.max_length)
         items, status, rstatus, tokens = self._build_items(batch, n, tokenizer, limit)
-        cond = np.full(len(items), np.nan)
-        direct = np.full(len(items), np.nan)
-        oom_items: set[int] = set()
-        lengths = [len(it.context) + len(it.target) + len(it.direct) + len(it.direct_tokens) for it in items]
-        budget = 2 * cfg.token_budget(model)  # both passes of an item share a batch
+        # Both passes of every item are sequences of their own, batched together by length: a conditioned pass
+        # (prompt + response) is about twice as long as its direct pass, and a batch holding both padded the
+        # shorter one (10% of the computed positions on alpaca rows; benchmarks/RESULTS.md, "IFD on CPU").
+        seqs = [(it.context, it.target) for it in items] + [(it.direct, it.direct_tokens) for it in items]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        for group in token_budget_batches(lengths, budget, cfg.max_batch_size):
-
-            def run(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-                c = mean_target_losses(
-                    model, [(items[i].context, items[i].target) for i in idx], pad, fused_head=cfg.fused_head
-                )
-                d = mean_target_losses(
-                    model, [(items[i].direct, items[i].direct_tokens) for i in idx], pad, fused_head=cfg.fused_head
-                )
-                return c.numpy(), d.numpy()
-
-            def on_oom(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-                oom_items.update(idx)
-                return np.full(len(idx), np.nan), np.full(len(idx), np.nan)
-
-            for idx, (c, d) in run_with_oom_retry(group, run, on_oom):
-                cond[idx] = c
-                direct[idx] = d
-        return self._assemble(n, items, cond, direct, status, rstatus, tokens, oom_items)
+        packed = cfg.packing and supports_packing(model)
+        if cfg.packing and not packed:
+            logger.warning("IFDConfig.packing: %s fails the packing check; scoring right-padded batches instead.",
+                           type(model).__name__)
+        losses, fits = sequence_losses(model, seqs, pad, max_tokens=cfg.token_budget(model),
+                                       max_rows=cfg.max_batch_size, fused_head=cfg.fused_head,
+                                       pack_width=limit if packed else None)
+        failed = {i % len(items) for i in np.flatnonzero(~fits)}
+        return self._assemble(n, items, losses[: len(items)], losses[len(items) :], status, rstatus, tokens, failed)
 
     def _assemble(
         self,
@@ -383,6 +418,7 @@ class IFDScorer(BaseScorer):
         tokens: list[int],
         oom_items: set[int],
     ) -> dict[str, list[Any]]:
+        """The output columns from the per-item losses (``oom_items``: items with a pass that did not fit)."""
         per_row: dict[tuple[int, str], list[tuple[float, float]]] = {}
         for i, it in enumerate(items):
             if i in oom_items:
