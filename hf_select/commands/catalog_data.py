@@ -58,8 +58,10 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
          ('dtype',
           'str',
           "'auto'",
-          "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that supports "
-          'it, else float32).'),
+          "One of ('auto', 'bfloat16', 'float16', 'float32'). 'auto': bfloat16 on a GPU that "
+          'supports it and on a CPU that computes bf16 natively (AVX512-BF16 or AMX; faster than '
+          "fp32 with ranks that agree with fp32 scores: benchmarks/RESULTS.md, 'IFD on CPU'), else "
+          "float32; 'float32' forces fp32 scoring."),
          ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),
          ('max_length', 'int', '1024', 'Maximum tokens of prompt + response (truncated).'),
          ('max_tokens_per_batch',
@@ -97,6 +99,14 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
           'prompt + separately tokenized response (the same tokens in both passes); '
           "'superfiltering' / 'cherry' = that seed script's exact layout (joint tokenization, its "
           'prompt, truncation and skips).'),
+         ('packing',
+          'bool',
+          'False',
+          'Pack several sequences into each row of max_length tokens (own position ids, attention '
+          'kept inside each sequence) instead of right-padding length-sorted batches; for models '
+          'that pass the packing check (else padded). Worth it with varlen flash attention on a '
+          'GPU; on a CPU the masked attention over the full row costs more than the 1% padding it '
+          "saves (benchmarks/RESULTS.md, 'IFD on CPU')."),
          ('reverse', 'bool', 'False', 'Also compute reverse IFD (instruction given response).'),
          ('fused_head',
           'bool | None',
