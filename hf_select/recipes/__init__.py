@@ -8,14 +8,14 @@ TRL's ``SFTTrainer``, measures held-out loss and writes the cards.
 
 They ship in the wheel together with their YAML configs (``hf_select/recipes/configs``) and accelerate configs
 (``hf_select/recipes/accelerate``). From a checkout, ``recipes/<name>.py`` launches the same module; from an
-installed wheel, ``accelerate launch -m hf_select.recipes.mods --config mods_smollm2`` runs it with a shipped config
+installed wheel, ``python -m hf_select.recipes.mods --config mods_smollm2`` runs it with a shipped config
 named by its file stem.
 
 Example:
     >>> config_path("mods_smollm2").name
     'mods_smollm2.yaml'
     >>> sorted(p.stem for p in CONFIGS_DIR.glob("superfilter_*.yaml"))
-    ['superfilter_gpt2_llama3.2_1b', 'superfilter_smollm2']
+    ['superfilter_gpt2_llama3.2_1b', 'superfilter_smollm2', 'superfilter_smollm2_quickstart']
 """
 
 from __future__ import annotations
