@@ -134,7 +134,7 @@ def model_inputs(batch: dict) -> dict:
 
 
 def real_tokens(batch: dict) -> int:
-    if "attention_mask" in batch:
+    if batch.get("attention_mask") is not None:
         return int(batch["attention_mask"].sum())
     return int(batch["input_ids"].numel())  # padding-free (packing): one row of real tokens
 
@@ -220,6 +220,9 @@ def run_plain(case: Case, trl: dict, head: str) -> dict:
     for rows in features:
         batch = model_inputs(collator(rows))
         tokens += real_tokens(batch)
+        # no KV cache in training (TRL passes the same); with a cache, transformers would not read packed rows'
+        # position_ids as separate documents
+        batch["use_cache"] = False
         with autocast:
             if head == "completion":
                 labels = batch.pop("labels")
