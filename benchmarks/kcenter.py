@@ -4,7 +4,8 @@ k-center greedy is compared with the straightforward loop MoDS uses (numpy, one
 ``sklearn.metrics.pairwise_distances`` call per new center, float64, ``argmax`` of the running minimum), on the same
 random embeddings and from the same first center; the picks must be identical.
 
-    python benchmarks/kcenter.py cpu                 # 50,000 x 384, k = 500, CPU (target: >= 2x, same picks)
+    python benchmarks/kcenter.py cpu --threads 2     # 50,000 x 384, k = 500, CPU: the default (block 32), the old
+                                                     # loop (block 1) and the MoDS loop (target: >= 3x, same picks)
     python benchmarks/kcenter.py gpu                 # 1,000,000 x 768, k = 10,000 on CUDA (target: <= 30 s)
     python benchmarks/kcenter.py cpu-1m              # the 1M x 768 case on CPU, both sides extrapolated from a slice
     python benchmarks/kcenter.py facility            # facility location, 100,000 x 384, k = 1,000, CPU
@@ -108,19 +109,60 @@ def row(name: str, where: str, sizes: str, ours: float, ref: float | None, same:
     return f"| {name} | {where} | {sizes} | {ours:.2f} | {ref_s} | {speed} | {same} | `{command}` | {note} |"
 
 
-def bench_cpu(rows: int, dim: int, k: int, precision: str) -> str:
+def matvec_note(x: np.ndarray, block: int, reps: int = 20) -> str:
+    """Seconds of one pass over the embeddings: a matrix-vector product in float32, bf16 and fp16 (what 16-bit
+    storage would buy) and one block of ``block`` columns in float32 (what blocking costs)."""
+    t32 = torch.from_numpy(x)
+    c = t32[:block].clone()
+    out = []
+    for name, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        xx, cc = t32.to(dtype), c[0].to(dtype)
+        torch.mv(xx, cc)
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mv(xx, cc)
+        out.append(f"{name} {(time.perf_counter() - t) / reps * 1e3:.1f} ms")
+    c @ t32.T
+    t = time.perf_counter()
+    for _ in range(max(1, reps // 4)):
+        c @ t32.T
+    blk = (time.perf_counter() - t) / max(1, reps // 4) * 1e3
+    return f"one matrix-vector pass: {', '.join(out)}; one float32 block of {block} columns {blk:.1f} ms"
+
+
+def bench_cpu(rows: int, dim: int, k: int, precision: str, block: int) -> list[str]:
+    """One run, same embeddings: ours with ``block`` (the default), ours with block 1 (the old mixed loop: one
+    matrix-vector product per pick), and the MoDS-style reference from our first center; every pick compared."""
     x = data(rows, dim)
     x64 = x.astype(np.float64)
+    # warm-up outside the timings: sklearn's import and the first call of each side
+    reference_kcenter(x64[:100], 3, 0)
+    for b in (block, 1):
+        k_center_greedy(x[:100], 3, seed=0, device="cpu", precision=precision, block=b)
     t = time.perf_counter()
-    ours = k_center_greedy(x, k, seed=0, device="cpu", precision=precision)
+    ours = k_center_greedy(x, k, seed=0, device="cpu", precision=precision, block=block)
     t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    old = k_center_greedy(x, k, seed=0, device="cpu", precision=precision, block=1)
+    t_old = time.perf_counter() - t
     t = time.perf_counter()
     ref = reference_kcenter(x64, k, ours[0])
     t_ref = time.perf_counter() - t
-    same = "yes" if ours == ref else f"NO (first difference at pick {first_difference(ours, ref)})"
-    cmd = f"python benchmarks/kcenter.py cpu --rows {rows} --dim {dim} --k {k} --precision {precision}{threads_arg()}"
-    return row(f"k-center greedy ({precision})", machine(), f"{rows:,} x {dim}, k = {k:,}", t_ours, t_ref, same,
-               cmd, "reference: numpy + sklearn pairwise_distances, float64")
+
+    def same(picks: list[int]) -> str:
+        return "yes" if picks == ref else f"NO (first difference at pick {first_difference(picks, ref)})"
+
+    cmd = (f"python benchmarks/kcenter.py cpu --rows {rows} --dim {dim} --k {k} --precision {precision}"
+           f" --block {block}{threads_arg()}")
+    where, sizes = machine(), f"{rows:,} x {dim}, k = {k:,}"
+    note = f"reference: numpy + sklearn pairwise_distances, float64; same run: block 1 took {t_old:.2f} s, "
+    note += f"block {block} is {t_old / t_ours:.1f}x that; {matvec_note(x, block)}"
+    return [
+        row(f"k-center greedy ({precision}, block {block}: default)", where, sizes, t_ours, t_ref, same(ours), cmd,
+            note),
+        row(f"k-center greedy ({precision}, block 1: the old loop)", where, sizes, t_old, t_ref, same(old), cmd,
+            f"reference: numpy + sklearn pairwise_distances, float64; same run as the block {block} row"),
+    ]
 
 
 def bench_large(device: str, rows: int, dim: int, k: int, slice_picks: int) -> str:
@@ -212,7 +254,9 @@ def write_results(lines: list[str]) -> None:
         "",
         "Random standard-normal float32 embeddings (seed 0). Seconds are wall-clock for one run; the reference of a",
         "k-center row is the MoDS-style loop (numpy + `sklearn.metrics.pairwise_distances` per new center, float64)",
-        "started from our first center. `mixed` = float32 distances with near-ties re-measured in float64.",
+        "started from our first center. `mixed` = float32 distances with near-ties re-measured in float64;",
+        "`block m` = the distances of up to m likely next centers from one matrix-matrix product (block 1: one",
+        "matrix-vector product per pick, the loop before blocking).",
         "Facility location: ours = k-NN graph + lazy greedy; reference = the same graph + plain greedy.",
         "The machine column gives the 1-minute load average at the start: these 2 cores were shared with other",
         "jobs, so `--threads 1` rows (both sides single-threaded) are the fairer comparison there.",
@@ -236,15 +280,16 @@ def main() -> None:
     p.add_argument("--slice", type=int, default=20, help="picks timed for extrapolated references")
     p.add_argument("--neighbors", type=int, default=32)
     p.add_argument("--precision", default="mixed", choices=["mixed", "float64"])
+    p.add_argument("--block", type=int, default=32, help="k_center_greedy's block (its default: 32)")
     p.add_argument("--write", action="store_true", help="write the rows into benchmarks/RESULTS.md")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for numpy/OpenBLAS and torch alike (default: their defaults)")
     a = p.parse_args()
     lines = []
     if a.what in ("cpu", "all"):
-        lines.append(bench_cpu(a.rows or 50_000, a.dim or 384, a.k or 500, a.precision))
+        lines += bench_cpu(a.rows or 50_000, a.dim or 384, a.k or 500, a.precision, a.block)
         if a.what == "all":
-            lines.append(bench_cpu(50_000, 384, 500, "float64"))
+            lines += bench_cpu(50_000, 384, 500, "float64", a.block)
     if a.what in ("gpu", "all"):
         lines.append(bench_large("cuda", a.rows or 1_000_000, a.dim or 768, a.k or 10_000, max(a.slice, 50)))
     if a.what in ("cpu-1m", "all"):

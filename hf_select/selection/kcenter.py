@@ -1,18 +1,45 @@
 """k-center greedy (MoDS's coverage and necessity stages): repeatedly pick the row farthest from every chosen row.
 
-The first pick is a seeded random row, or, when ``initial`` rows are given, the row farthest from them. Each pick
-costs one matrix-vector product over the embeddings, so memory stays at the embeddings plus a few vectors of
-length N (and a block of ``N x chunk`` when measuring the distances to ``initial``); nothing is ever N x N.
+The first pick is a seeded random row, or, when ``initial`` rows are given, the row farthest from them. Memory stays
+at the embeddings plus a few vectors of length N and one block of at most ``N x block`` dot products; nothing is
+ever N x N.
+
+Blocked distance updates (``block``, default 32). Each pick needs the distance of every row to the new center, and
+computing it as one matrix-vector product reads all N x d embeddings for 2 N d flops: memory-bound. Instead, when
+the picked row's distances are not at hand, the ``m`` rows with the largest current distances (the picked row
+among them) are taken as the likely next centers and their dot products with every row come from one matrix-matrix
+product (one pass over the embeddings for ``m`` columns, at matrix-multiply speed). The following picks use their
+column while the pick is one of those rows, which is the common case: a row outside the block can only become the
+farthest once every block row not yet picked has come closer than it. A pick outside the block starts a new
+block. ``m`` adapts to how many columns the last block served (twice that, between 4 and ``block``), so data where
+few of them are used (tight clusters) pays for small blocks only. The picks do not depend on ``block``: the block
+only changes how the same float32 distances are computed, and every pick is settled exactly as below.
+``block=1`` is the plain one-matrix-vector-product-per-pick loop.
 
 Precision (``precision="mixed"``, the default): the running distances are kept in float32 on the device (CPU or
-CUDA), computed as ``|x|^2 + |c|^2 - 2 x.c`` (one matrix-vector product per pick). Before every pick the rows whose
-float32 distance lies within a worst-case float32 error bound, ``2 (2d + 16) u max|x|^2``, of the largest one are
-re-measured in float64 by differences against every center, and the largest float64 distance wins, exact ties
-going to the lowest row index. So the picks are those of a float64 implementation (such as the MoDS loop with
+CUDA), computed as ``|x|^2 + |c|^2 - 2 x.c``. Before every pick the rows whose float32 distance lies within a
+worst-case float32 error bound, ``2 (2d + 16) u max|x|^2``, of the largest one are re-measured in float64 by
+differences against every center, and the largest float64 distance wins, exact ties going to the lowest row index.
+So the picks are those of a float64 implementation (such as the MoDS loop with
 ``sklearn.metrics.pairwise_distances``), not merely close to them, while the bulk work runs at float32 speed; the
-same seed gives the same picks on CPU and GPU. Should more than 256 rows fall inside the bound at once (exact
-duplicates, or every row already covered), the run switches to float64 for the rest of the picks.
-``precision="float64"`` keeps the running distances in float64 from the start (same rule, float64 bound).
+same seed gives the same picks on CPU and GPU. The bound of a float32 dot product holds for any order of summation
+(blocked, fused multiply-add), so it covers the matrix-matrix product too, provided the product really runs in
+float32: the block product is computed with TF32 and bf16 matrix-multiply modes switched off
+(``torch.backends.*.matmul.fp32_precision = "ieee"``) whatever the caller set, and the setting is restored after.
+Should more than 256 rows fall inside the bound at once (exact duplicates, or every row already covered), the run
+switches to float64 for the rest of the picks. ``precision="float64"`` keeps the running distances in float64 from
+the start (same rule, float64 bound).
+
+Why not 16-bit embeddings. Storing the rows in bf16 or fp16 halves the bytes a matrix-vector product reads, but
+(1) torch 2.13's CPU matrix-vector product in bf16 or fp16 was slower than in float32 on this project's CPU
+(AVX512-BF16; timed under load, so only the order is reliable; ``benchmarks/kcenter.py cpu`` times it again) and
+returns its result in 16 bits, and a 16-bit-in, float32-out product (``out_dtype``) is not implemented on CPU;
+(2) a 16-bit row is off by up to ``u16 |x_i|`` per element (u16 = 2^-8 for bf16, 2^-11 for fp16), so even with
+exact products accumulated in float32 a dot product is off by up to ``(2 u16 + u16^2 + d u32) |x| |c|`` and a
+squared distance by ``2 (2 u16 + u16^2 + (d + 8) u32) max|x|^2``: at d = 384 that is 1.6% of max|x|^2 for bf16 and
+0.2% for fp16, against 0.005% for the float32 bound above, and every row within twice the bound of the largest
+distance needs the float64 re-check. Blocking removes the memory bound without widening that window, so it is the
+one used.
 
 Example:
     >>> import numpy as np
@@ -26,10 +53,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -50,6 +78,8 @@ _MAX_CANDIDATES = 256
 _EXACT_ROWS = 4096
 # Largest distances looked at per pick before searching all rows for near-ties.
 _TOP_PEEK = 16
+# Smallest adaptive block (columns per matrix-matrix product) once blocks have served few picks.
+_MIN_BLOCK = 4
 _U32 = 2.0**-24  # unit roundoff of float32
 _U64 = 2.0**-53  # unit roundoff of float64
 
@@ -100,11 +130,18 @@ class _Distances:
         # float64 norms of the source rows (for cosine normalisation and the error bound).
         norms = torch.empty(self.n, dtype=torch.float64, device=device)
         for lo in range(0, self.n, rows):
-            block = source[lo : lo + rows].to(device=device, dtype=torch.float64)
-            if not torch.isfinite(block).all():
-                bad = lo + int(torch.nonzero(~torch.isfinite(block).all(1))[0])
-                raise ValueError(f"embeddings: row {bad} holds NaN or infinite values")
-            norms[lo : lo + rows] = block.norm(dim=1)
+            block = source[lo : lo + rows].to(device=device)
+            if not block.is_floating_point():
+                block = block.to(torch.float64)
+            # one pass: a NaN or infinite value makes its row's norm non-finite (checked once, below)
+            norms[lo : lo + rows] = torch.linalg.vector_norm(block, dim=1, dtype=torch.float64)
+        finite = torch.isfinite(norms)
+        if not bool(finite.all()):
+            bad = int(torch.nonzero(~finite)[0])
+            if bool(torch.isfinite(source[bad]).all()):
+                raise ValueError(f"embeddings: row {bad} is too large (its squared norm overflows float64); "
+                                 "scale the embeddings down")
+            raise ValueError(f"embeddings: row {bad} holds NaN or infinite values")
         if metric == "cosine":
             zero = torch.nonzero(norms == 0)
             if len(zero):
@@ -152,7 +189,8 @@ class _Distances:
         step = max(1, _BLOCK_ELEMENTS // max(1, self.n))
         for lo in range(0, len(centers), step):
             c = centers[lo : lo + step].to(self.device)
-            block = self.x @ self.x[c].T
+            with _ieee_fp32_matmul():
+                block = self.x @ self.x[c].T
             block.mul_(-2.0).add_(self.sq[:, None]).add_(self.sq[c][None, :])
             torch.minimum(out, block.min(dim=1).values.clamp_min_(0.0), out=out)
         return out
@@ -167,6 +205,68 @@ class _Distances:
         """A squared euclidean distance (of normalised rows for cosine) as the reported distance."""
         sq = max(sq, 0.0)
         return sq / 2.0 if self.metric == "cosine" else math.sqrt(sq)
+
+
+@contextlib.contextmanager
+def _ieee_fp32_matmul() -> Iterator[None]:
+    """Float32 matrix products in real float32 (no TF32, no bf16 passes) inside the block; the caller's settings are
+    restored after. The error bound of the near-tie window assumes float32 arithmetic."""
+    backends = [b for b in (getattr(torch.backends, "cuda", None), getattr(torch.backends, "mkldnn", None))
+                if b is not None and hasattr(getattr(b, "matmul", None), "fp32_precision")]
+    if not backends:  # torch without the per-backend API
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)
+        return
+    old_values = [b.matmul.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.matmul.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, value in zip(backends, old_values, strict=True):
+            b.matmul.fp32_precision = value
+
+
+class _BlockColumns:
+    """Squared distances to a new center, taken from a block of dot products computed for several likely centers in
+    one matrix-matrix product (see the module docstring); ``max_cols=1`` is one matrix-vector product per center."""
+
+    def __init__(self, dist: _Distances, max_cols: int):
+        self.dist = dist
+        self.max_cols = max(1, min(max_cols, _BLOCK_ELEMENTS // max(1, dist.n)))
+        self.cols = self.max_cols
+        self.rows: dict[int, int] = {}
+        self.dots: torch.Tensor | None = None
+        self.dtype = dist.dtype
+        self.served = 0
+        self.blocks = 0
+
+    def sq_to(self, center: int, min_sq: torch.Tensor) -> torch.Tensor:
+        """Squared distance of every row to ``center`` in the working dtype (expansion form). ``min_sq`` (the running
+        distances, ``center`` not yet masked) chooses the rows of a new block when ``center`` is not in this one."""
+        dist = self.dist
+        if self.max_cols == 1:
+            return dist.sq_to(center)
+        if self.dtype != dist.dtype:  # switched to float64: the block is stale
+            self.rows, self.dots, self.dtype = {}, None, dist.dtype
+        if center not in self.rows:
+            if self.dots is not None:
+                self.cols = min(self.max_cols, max(_MIN_BLOCK, 2 * self.served))
+            vals, idx = torch.topk(min_sq, min(self.cols, dist.n))
+            rows = [int(i) for i in idx[vals > -math.inf].cpu() if int(i) != center][: self.cols - 1]
+            rows = [center, *rows]
+            with _ieee_fp32_matmul():
+                self.dots = dist.x[torch.tensor(rows, device=dist.device)] @ dist.x.T
+            self.rows = {r: j for j, r in enumerate(rows)}
+            self.served = 0
+            self.blocks += 1
+        self.served += 1
+        d = torch.add(dist.sq, self.dots[self.rows.pop(center)], alpha=-2.0)
+        return d.add_(dist.sq[center])
 
 
 def _exact_min_dist(dist: _Distances, rows: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -184,14 +284,16 @@ def _exact_min_dist(dist: _Distances, rows: torch.Tensor, centers: torch.Tensor)
 @overload
 def k_center_greedy(
     embeddings: Any, k: int, *, seed: int = 0, initial: Sequence[int] | None = None, metric: str = "euclidean",
-    device: str | torch.device | None = None, precision: str = "mixed", return_radii: Literal[False] = False,
+    device: str | torch.device | None = None, precision: str = "mixed", block: int = 32,
+    return_radii: Literal[False] = False,
 ) -> list[int]: ...
 
 
 @overload
 def k_center_greedy(
     embeddings: Any, k: int, *, seed: int = 0, initial: Sequence[int] | None = None, metric: str = "euclidean",
-    device: str | torch.device | None = None, precision: str = "mixed", return_radii: Literal[True],
+    device: str | torch.device | None = None, precision: str = "mixed", block: int = 32,
+    return_radii: Literal[True],
 ) -> KCenterResult: ...
 
 
@@ -204,6 +306,7 @@ def k_center_greedy(
     metric: str = "euclidean",
     device: str | torch.device | None = None,
     precision: str = "mixed",
+    block: int = 32,
     return_radii: bool = False,
 ) -> list[int] | KCenterResult:
     """Pick ``k`` rows by k-center greedy; returns their indices in pick order.
@@ -219,6 +322,9 @@ def k_center_greedy(
             euclidean picks of the normalised rows).
         device: ``cpu``, ``cuda``, ...; default CUDA when available.
         precision: ``mixed`` (float32, near-ties settled in float64; see the module docstring) or ``float64``.
+        block: most likely centers whose distances one pass over the embeddings computes (a matrix-matrix product;
+            capped so the block holds at most 2^25 values, and adapting down when few of them get picked); ``1``
+            is one matrix-vector product per pick. The picks are the same for every value.
         return_radii: return a :class:`KCenterResult` with the coverage radius after each pick.
 
     Raises:
@@ -237,6 +343,8 @@ def k_center_greedy(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block must be a positive integer (1: one matrix-vector product per pick), got {block!r}")
     source = _to_tensor(embeddings)
     n = source.shape[0]
     init = list(dict.fromkeys(int(i) for i in (initial if initial is not None else [])))
@@ -293,6 +401,7 @@ def k_center_greedy(
         j = int(torch.argmax(exact))  # candidates are in increasing row order: ties go to the lowest row
         return int(cand[j]), float(exact[j]) ** 2
 
+    columns = _BlockColumns(dist, int(block))
     picks_so_far: list[int] = []
     if init:
         first, first_sq = next_pick()
@@ -304,7 +413,7 @@ def k_center_greedy(
         picks_so_far.append(pick)
         centers64[n_centers] = dist.exact_rows(torch.tensor([pick]))[0]
         n_centers += 1
-        torch.minimum(min_sq, dist.sq_to(pick), out=min_sq)
+        torch.minimum(min_sq, columns.sq_to(pick, min_sq), out=min_sq)
         min_sq[pick] = -math.inf
         pick, sq = next_pick()
         result.radii.append(dist.radius(sq))
