@@ -15,7 +15,8 @@ by the same count (``num_items_in_batch``) as TRL's, with ordinary autograd (no 
 TRL's own ``compute_loss`` unchanged: CUDA or other accelerators, several processes (DDP/FSDP wrap the model),
 PEFT models, a custom ``compute_loss_func``, label smoothing, loss types other than ``nll``, MoE auxiliary losses,
 pre-shifted ``shift_labels`` (context parallelism), ``return_outputs=True``, and batches whose completion logits
-would exceed :data:`MAX_LOGITS` values (about 1 GiB in float32).
+would exceed :data:`MAX_LOGITS` values (about 1 GiB in float32), and batches that carry ``_row_id`` (the per-row
+losses of :class:`hf_select.callbacks.PerRowLossCallback` are read by hooks on the model's full forward call).
 
 Example:
     >>> cls = completion_head_trainer_class()
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+
+from .columns import ROW_ID
 
 # Largest number of completion logits (positions x vocabulary) the CPU head builds at once; above, TRL's tiled head.
 MAX_LOGITS = 1 << 28
@@ -40,8 +43,8 @@ def completion_head_applies(trainer: Any, model: Any, inputs: dict[str, Any], re
         >>> completion_head_applies(SimpleNamespace(), None, {}, return_outputs=True)
         False
     """
-    if return_outputs or "labels" not in inputs or "shift_labels" in inputs:
-        return False
+    if return_outputs or "labels" not in inputs or "shift_labels" in inputs or ROW_ID in inputs:
+        return False  # ROW_ID: PerRowLossCallback hooks the model's own forward call
     if getattr(trainer, "compute_loss_func", None) is not None or getattr(trainer, "label_smoother", None) is not None:
         return False
     args = getattr(trainer, "args", None)
