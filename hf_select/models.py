@@ -227,30 +227,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def planned_device(device: str | torch.device | None = None) -> torch.device:
-    """The device :func:`resolve_device` gives, without initialising accelerate's state when nothing has yet (a
-    fingerprint is computed before ``.score(cpu=True)`` sets that state up, and must not set it first).
-
-    Example:
-        >>> planned_device("cpu")
-        device(type='cpu')
-    """
-    if device is not None:
-        return torch.device(device)
-    try:
-        from accelerate import PartialState
-
-        if PartialState._shared_state:
-            return PartialState().device
-    except Exception:  # accelerate missing or in a broken state: the same plain rule as resolve_device
-        pass
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX), so that bf16 matmuls
-    are faster than fp32 ones rather than emulated.
+    """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX) rather than emulating it.
+    That does not make bf16 faster than fp32 here (see :func:`resolve_dtype`); the benchmarks report it.
 
     Example:
         >>> isinstance(cpu_has_native_bf16(), bool)
@@ -262,16 +242,19 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype:
-    """``auto``: bfloat16 on GPUs that support it; on a CPU bfloat16 only with ``cpu_bf16`` (a scorer whose ranks
-    were measured to agree with fp32 in bf16, e.g. IFD) and a CPU that computes it natively
-    (:func:`cpu_has_native_bf16`), else float32.
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that support it, else float32 (on every CPU: see below).
+
+    A CPU that computes bf16 natively (:func:`cpu_has_native_bf16`) is not thereby faster in bf16: on the Intel Xeon
+    (AVX512-BF16) of our 2-core machine, IFD in bf16 ran at 1.02x the per-row fp32 loop against 1.53x for fp32
+    (benchmarks/RESULTS.md, "IFD on CPU"), while an AMD EPYC measured earlier gave bf16 2.2x. So ``auto`` keeps fp32
+    on a CPU, where scores also agree exactly with the seed scripts; ask for ``bfloat16`` where it measures faster.
 
     Example:
         >>> resolve_dtype("auto", torch.device("cpu"))
         torch.float32
-        >>> resolve_dtype("float32", torch.device("cpu"), cpu_bf16=True)
-        torch.float32
+        >>> resolve_dtype("bfloat16", torch.device("cpu"))
+        torch.bfloat16
     """
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -279,8 +262,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, cpu_bf16: b
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and cpu_bf16 and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)

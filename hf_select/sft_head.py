@@ -15,7 +15,8 @@ by the same count (``num_items_in_batch``) as TRL's, with ordinary autograd (no 
 TRL's own ``compute_loss`` unchanged: CUDA or other accelerators, several processes (DDP/FSDP wrap the model),
 PEFT models, a custom ``compute_loss_func``, label smoothing, loss types other than ``nll``, MoE auxiliary losses,
 pre-shifted ``shift_labels`` (context parallelism), ``return_outputs=True``, and batches whose completion logits
-would exceed :data:`MAX_LOGITS` values (about 1 GiB in float32), and batches that carry ``_row_id`` (the per-row
+would exceed :data:`MAX_LOGITS` values (about 1 GiB in float32), bf16/fp16 mixed precision (accelerate's autocast
+wraps the model's forward, which this path does not call), and batches that carry ``_row_id`` (the per-row
 losses of :class:`hf_select.callbacks.PerRowLossCallback` are read by hooks on the model's full forward call).
 
 Example:
@@ -49,6 +50,10 @@ def completion_head_applies(trainer: Any, model: Any, inputs: dict[str, Any], re
         return False
     args = getattr(trainer, "args", None)
     if args is None or getattr(args, "loss_type", "nll") != "nll" or getattr(trainer, "aux_loss_enabled", True):
+        return False
+    if getattr(args, "bf16", False) or getattr(args, "fp16", False):
+        # accelerate applies autocast by wrapping the model's forward; this path calls the backbone directly and
+        # would silently train in fp32 (measured: the same loss as fp32 in benchmarks/sft_cpu.py's bf16 case)
         return False
     if not hasattr(trainer, "_metrics") or not hasattr(trainer, "_total_train_tokens"):
         return False  # a TRL whose bookkeeping differs from the one this was written against

@@ -91,6 +91,12 @@ def test_falls_back_to_trl_where_the_head_does_not_apply(tiny_lm_path, tmp_path,
     trainer.args.loss_type = "dft"
     assert not completion_head_applies(trainer, trainer.model, batch, return_outputs=False)
     trainer.args.loss_type = "nll"
+    for precision in ("bf16", "fp16"):  # autocast lives in the model's wrapped forward, which our head skips
+        setattr(trainer.args, precision, True)
+        assert not completion_head_applies(trainer, trainer.model, batch, return_outputs=False)
+        setattr(trainer.args, precision, False)
+    assert not completion_head_applies(trainer, trainer.model, {**batch, "_row_id": torch.arange(2)}, False)
+    assert completion_head_applies(trainer, trainer.model, batch, return_outputs=False)
 
     calls = []
     parent = type(trainer).__mro__[1]

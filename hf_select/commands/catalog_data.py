@@ -59,9 +59,9 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
           'str',
           "'auto'",
           "One of ('auto', 'bfloat16', 'float16', 'float32'). 'auto': bfloat16 on a GPU that "
-          'supports it and on a CPU that computes bf16 natively (AVX512-BF16 or AMX; faster than '
-          "fp32 with ranks that agree with fp32 scores: benchmarks/RESULTS.md, 'IFD on CPU'), else "
-          "float32; 'float32' forces fp32 scoring."),
+          'supports it, else float32 (also on CPUs with native bf16: on ours bf16 was slower than '
+          "fp32; 'bfloat16' asks for it where it measures faster: benchmarks/RESULTS.md, 'IFD on "
+          "CPU')."),
          ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),
          ('max_length', 'int', '1024', 'Maximum tokens of prompt + response (truncated).'),
          ('max_tokens_per_batch',

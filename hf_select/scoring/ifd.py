@@ -30,8 +30,8 @@ as ``:"`` does, is context, exactly as the scripts count it), each script's trun
 statuses. See :data:`SEED_LAYOUTS`.
 
 Both passes of every item are sequences batched by :func:`~hf_select.scoring.lm_loss.sequence_losses` (length-sorted
-and right-padded, or packed with ``IFDConfig.packing``). ``dtype="auto"`` is bfloat16 on a CPU that computes it
-natively (:meth:`IFDConfig.torch_dtype`).
+and right-padded, or packed with ``IFDConfig.packing``). ``dtype="auto"`` is bfloat16 on a GPU that supports it and
+float32 on a CPU (:func:`hf_select.models.resolve_dtype` says why).
 
 Example:
     >>> from datasets import Dataset
@@ -69,7 +69,6 @@ from ..models import (
     DTYPES,
     load_causal_lm,
     model_identity,
-    planned_device,
     resolve_device,
     resolve_dtype,
 )
@@ -104,9 +103,9 @@ class IFDConfig(ScorerConfig):
                                      help="Causal LM (Hub id or folder) whose losses define IFD.")
     dtype: str = shared(
         "dtype", "auto",
-        help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it and on a CPU that computes bf16 natively "
-        "(AVX512-BF16 or AMX; faster than fp32 with ranks that agree with fp32 scores: benchmarks/RESULTS.md, "
-        "'IFD on CPU'), else float32; 'float32' forces fp32 scoring.",
+        help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it, else float32 (also on CPUs with native "
+        "bf16: on ours bf16 was slower than fp32; 'bfloat16' asks for it where it measures faster: "
+        "benchmarks/RESULTS.md, 'IFD on CPU').",
     )
     max_length: int = shared("max_length", 1024, help="Maximum tokens of prompt + response (truncated).")
     max_batch_size: int = shared("max_batch_size", 256)
@@ -182,7 +181,7 @@ class IFDConfig(ScorerConfig):
             >>> IFDConfig(dtype="float32").torch_dtype("cpu")
             torch.float32
         """
-        return resolve_dtype(self.dtype, resolve_device(device or self.device), cpu_bf16=True)
+        return resolve_dtype(self.dtype, resolve_device(device or self.device))
 
     def resolved_direct_prefix(self, template: str = "chat") -> str:
         """The direct pass in use after the resolved ``template``: ``direct_prefix``, with ``auto`` resolved
@@ -258,11 +257,7 @@ class IFDScorer(BaseScorer):
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
         if given:
             return [given]
-        ident = model_identity(None, self.config.model_name_or_path, self.config.revision)
-        device = planned_device(self.config.device)  # not resolve_device: .score(cpu=True) sets accelerate up later
-        if self.config.dtype == "auto" and device.type == "cpu" and self.config.torch_dtype(device) == torch.bfloat16:
-            ident += "|auto=bfloat16-on-cpu"  # 'auto' meant fp32 on a CPU before: those cached scores are not reused
-        return [ident]
+        return [model_identity(None, self.config.model_name_or_path, self.config.revision)]
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer (``dtype`` resolved by :meth:`IFDConfig.torch_dtype`)."""
