@@ -398,6 +398,28 @@ def write_hub_folders(folder: str | os.PathLike, *, subset: Any, context: Mappin
     return out
 
 
+def fill_dataset_link(path: str | os.PathLike, dataset_id: str) -> bool:
+    """Put the Hub dataset id into a model folder's ``selection_provenance.json`` where it still names
+    :data:`DATASET_PLACEHOLDER` (a recipe run without ``--hub_dataset_id``); returns whether it changed the file.
+
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "selection_provenance.json"
+        >>> _ = f.write_text(json.dumps({"dataset": DATASET_PLACEHOLDER}))
+        >>> fill_dataset_link(f, "me/subset"), json.loads(f.read_text())["dataset"]
+        (True, 'me/subset')
+    """
+    p = Path(path)
+    if not p.is_file():
+        return False
+    data = json.loads(p.read_text())
+    if data.get("dataset") != DATASET_PLACEHOLDER:
+        return False
+    data["dataset"] = dataset_id
+    p.write_text(json.dumps(data, indent=2))
+    return True
+
+
 def push_outputs(folder: str | os.PathLike, *, dataset_id: str | None = None, model_id: str | None = None,
                  allow_public: bool = False, token: str | None = None) -> dict[str, str]:
     """Push ``folder/dataset`` and/or ``folder/model`` (written by :func:`write_hub_folders`) to the Hub.
@@ -437,6 +459,8 @@ def push_outputs(folder: str | os.PathLike, *, dataset_id: str | None = None, mo
         render_dataset_card(ctx, dataset_id=dataset_id, model_link=model_id).save(out / "dataset" / "README.md")
     if model_id:
         render_model_card(ctx, model_id=model_id, dataset_link=dataset_id).save(out / "model" / "README.md")
+    if dataset_id:
+        fill_dataset_link(out / "model" / "selection_provenance.json", dataset_id)
     api = HfApi(token=token)
     urls: dict[str, str] = {}
     for kind, repo_id, sub in (("dataset", dataset_id, "dataset"), ("model", model_id, "model")):

@@ -191,7 +191,11 @@ def test_push_fills_the_placeholders(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hf_select.models, "hub_is_offline", lambda: False)
     monkeypatch.setattr("huggingface_hub.HfApi", Api)
+    provenance = folder / "model" / "selection_provenance.json"  # as a recipe without --hub_dataset_id writes it
+    provenance.parent.mkdir(parents=True, exist_ok=True)
+    provenance.write_text(json.dumps({"method": "mods", "dataset": "<hub-dataset-id>", "provenance": []}))
     hub.push_outputs(folder, dataset_id="me/demo-mods", model_id="me/smollm2-mods", token="hf_x")
+    assert json.loads(provenance.read_text())["dataset"] == "me/demo-mods"
     data_card = (folder / "dataset" / "README.md").read_text()
     model_card = (folder / "model" / "README.md").read_text()
     for text in (data_card, model_card):

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_select.card_text import DATASET_PLACEHOLDER
 from hf_select.recipes.arguments import IFDRuleFields, RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
 from hf_select.selection.gates import median_gate_step
@@ -139,7 +140,7 @@ def run_cherry(args: CherryArguments) -> dict[str, Any]:
 
     # 4. the final model from the base model
     callback = SelectionProvenanceCallback(selection, method="cherry",
-                                           dataset_link=args.hub_dataset_id or "../hub/dataset")
+                                           dataset_link=args.hub_dataset_id or DATASET_PLACEHOLDER)
     model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
                                         model_name_or_path=args.model_name_or_path, callbacks=[callback])
     extra = [{"name": "pre-experienced model",

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_select.card_text import DATASET_PLACEHOLDER
 from hf_select.models import DEFAULT_EMBEDDER
 from hf_select.recipes.arguments import RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
@@ -163,7 +164,7 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
                                 seed=args.seed),
         params={"seed_rows": len(seed), "necessary_rows": len(necessary)})
     callback = SelectionProvenanceCallback(selection, method="mods",
-                                           dataset_link=args.hub_dataset_id or "../hub/dataset")
+                                           dataset_link=args.hub_dataset_id or DATASET_PLACEHOLDER)
     model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
                                         model_name_or_path=args.model_name_or_path, callbacks=[callback])
 

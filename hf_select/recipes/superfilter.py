@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_select.card_text import DATASET_PLACEHOLDER
 from hf_select.models import DEFAULT_EMBEDDER, DEFAULT_LM
 from hf_select.recipes.arguments import IFDRuleFields, RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
@@ -129,7 +130,7 @@ def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
     selection, _ = runner.selection_stage("selection", lambda: select(scored, steps, seed=args.seed),
                                           params={"steps": steps, "seed": args.seed})
     callback = SelectionProvenanceCallback(selection, method="superfiltering",
-                                           dataset_link=args.hub_dataset_id or "../hub/dataset")
+                                           dataset_link=args.hub_dataset_id or DATASET_PLACEHOLDER)
     model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
                                         model_name_or_path=args.model_name_or_path, callbacks=[callback])
     return finish_recipe(runner, args, method="superfiltering", scored=scored, selection=selection,
