@@ -31,8 +31,8 @@ switches to float64 for the rest of the picks. ``precision="float64"`` keeps the
 the start (same rule, float64 bound).
 
 Why not 16-bit embeddings. Storing the rows in bf16 or fp16 halves the bytes a matrix-vector product reads, but
-(1) torch 2.13's CPU matrix-vector product in bf16 or fp16 was slower than in float32 on this project's CPU
-(AVX512-BF16; timed under load, so only the order is reliable; ``benchmarks/kcenter.py cpu`` times it again) and
+(1) torch 2.13's CPU matrix-vector product is no faster in 16 bits on this project's CPU (AVX512-BF16; one pass over
+50,000 x 384 on an idle machine, ``benchmarks/kcenter.py cpu``: float32 3.8 ms, bf16 4.3 ms, fp16 3.8 ms) and
 returns its result in 16 bits, and a 16-bit-in, float32-out product (``out_dtype``) is not implemented on CPU;
 (2) a 16-bit row is off by up to ``u16 |x_i|`` per element (u16 = 2^-8 for bf16, 2^-11 for fp16), so even with
 exact products accumulated in float32 a dot product is off by up to ``(2 u16 + u16^2 + d u32) |x| |c|`` and a
