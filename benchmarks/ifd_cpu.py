@@ -5,17 +5,28 @@ from ``model(input_ids, labels=...)``, two passes per row, in fp32. Every varian
 scorer's own items: the default layout, chat template, direct pass ``auto``), so fp32 variants must agree with the
 loop to rounding and 16-bit ones are judged by Spearman's rho and the largest absolute IFD difference against it.
 
-Variants (``--variants``): ``fp32`` (``dtype="float32"``), ``default`` (``dtype="auto"``: bfloat16 where the CPU
-computes it natively), ``bf16``, ``fp16``, ``fp32_packed`` / ``bf16_packed`` (``packing=True``), ``bf16_compile``
-(the backbone through ``torch.compile``; its first pass, which compiles, is timed apart and the second pass is the
-one reported). Each variant is warmed up on 8 rows first. The padded share of computed positions is counted (not
-timed) for the old pair batching and the current sequence batching.
+Variants (``--variants``): ``fp32`` (``dtype="float32"``), ``fp32_noprefix`` (``prefix_reuse=False``: the shared
+prompt prefix computed in every sequence, as before prefix reuse), ``default`` (``dtype="auto"``), ``bf16``,
+``fp16``, ``fp32_packed`` / ``bf16_packed`` (``packing=True``), ``fp32_compile`` / ``bf16_compile`` (the backbone
+through ``torch.compile(dynamic=True)``; its first pass, which compiles, is timed apart and the second pass is the
+one reported; ``fp32_compile`` without prefix reuse, whose cached prefix made the first pass compile for 450 s
+instead of 59 s on 60 rows), ``int8`` / ``int8_attn`` (the backbone's linear layers, or only its attention
+projections, dynamically quantized to int8 with ``torch.ao.quantization``; measured to show why hf-select does not
+offer it). Each variant is warmed up on 8 rows first. The padded share of computed positions is
+counted (not timed) for the old pair batching and the current sequence batching.
+
+The roofline block (``--roofline``, on by default) bounds what any scorer of these scores can reach here: it counts
+the FLOPs of the loop and of ``score_ifd`` (with and without the shared prefix; ``device_common.FLOP_FORMULA``),
+measures the CPU's matrix-multiply rate at SmolLM2's MLP shape in fp32, bf16 and fp16, and divides: the loop's
+measured time over the scorer's FLOPs at the fastest rate is the largest speed-up possible without changing the
+arithmetic.
 
 Prints a markdown block (the exact command, machine, load average before and after, one row per variant) and,
 unless ``--no-write``, appends it to ``benchmarks/RESULTS.md`` under "IFD on CPU".
 
 Usage:
     python benchmarks/ifd_cpu.py --rows 150 --threads 2                 # idle machine; the reported figure
+    python benchmarks/ifd_cpu.py --rows 150 --repeats 3 --variants fp32 fp32_noprefix fp16 fp32_compile
     python benchmarks/ifd_cpu.py --rows 10 --no-write                   # check that it runs
 """
 
@@ -36,6 +47,10 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "train" / "alpaca_9k.json"
 VARIANTS = {
     "fp32": {"dtype": "float32"},
+    "fp32_noprefix": {"dtype": "float32", "prefix_reuse": False},
+    "fp32_compile": {"dtype": "float32", "prefix_reuse": False},
+    "int8": {"dtype": "float32"},
+    "int8_attn": {"dtype": "float32"},
     "default": {"dtype": "auto"},
     "bf16": {"dtype": "bfloat16"},
     "fp16": {"dtype": "float16"},
@@ -61,6 +76,23 @@ def per_row_loop(model, items) -> np.ndarray:
                 losses.append(model(input_ids=ids, labels=labels).loss.float().item())
             out.append(losses[0] / losses[1])
     return np.array(out)
+
+
+def quantize_int8(backbone, attention_only: bool = False):
+    """The backbone with its linear layers (or only the attention projections) as dynamically quantized int8
+    (per-channel weights, torch's ``x86`` engine); the output head stays fp32. A benchmark variant only."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.backends.quantized.engine = "x86"
+    keep = ("q_proj", "k_proj", "v_proj", "o_proj") if attention_only else None
+    spec = {n: per_channel_dynamic_qconfig for n, mod in backbone.named_modules()
+            if isinstance(mod, torch.nn.Linear) and (keep is None or n.rsplit(".", 1)[-1] in keep)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        return quantize_dynamic(backbone, spec, dtype=torch.qint8)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +147,11 @@ def main() -> None:
                    choices=sorted(VARIANTS))
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="Timed passes of the loop and of each variant (the median is reported, every pass in the "
+                   "note).")
+    p.add_argument("--no-roofline", dest="roofline", action="store_false",
+                   help="Skip the FLOP count and the matrix-multiply rates.")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -138,29 +175,41 @@ def main() -> None:
     forward = [it for it in items if it.kind == "forward"]
     item_rows = [it.row for it in forward]
     per_row_loop(model, forward[:2])  # warm-up
-    t = time.perf_counter()
-    loop = per_row_loop(model, forward)
-    t_loop = time.perf_counter() - t
+    loop_walls = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        loop = per_row_loop(model, forward)
+        loop_walls.append(time.perf_counter() - t)
+    t_loop = float(np.median(loop_walls))
     old_pad, new_pad = padded_shares(ref_scorer, rows, tok, limit)
 
-    results = [("per-row fp32 loop (seed scripts)", "float32", t_loop, loop, None)]
+    loop_note = "passes " + ", ".join(f"{w:.1f}" for w in loop_walls) + " s" if args.repeats > 1 else None
+    results = [("per-row fp32 loop (seed scripts)", "float32", t_loop, loop, loop_note)]
     for name in args.variants:
         scorer = ref_scorer if name == "fp32" else IFDScorer(IFDConfig(**base, **VARIANTS[name]))
         m, _ = scorer.load()
         note = None
-        if name == "bf16_compile":
+        if name.startswith("int8"):
+            m.model = quantize_int8(m.model, attention_only=name == "int8_attn")
+        if name.endswith("_compile"):
             m.model = torch.compile(m.model, dynamic=True)
             t = time.perf_counter()
             scorer(ds[:])  # compiles
             note = f"first pass (compiling) {time.perf_counter() - t:.1f} s"
         else:
             scorer(ds[:8])  # warm-up
-        t = time.perf_counter()
-        out = scorer(ds[:])
-        wall = time.perf_counter() - t
+        walls = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = scorer(ds[:])
+            walls.append(time.perf_counter() - t)
+        wall = float(np.median(walls))
+        if args.repeats > 1:
+            note = "; ".join(filter(None, [note, "passes " + ", ".join(f"{w:.1f}" for w in walls) + " s"]))
         ifd = np.array(out["ifd"], dtype=float)[item_rows]
         results.append((f"score_ifd {name} ({', '.join(f'{k}={v}' for k, v in VARIANTS[name].items())})",
-                        str(m.dtype).split(".")[-1], wall, ifd, note))
+                        ("int8 dynamic + " if name.startswith("int8") else "") + str(m.dtype).split(".")[-1], wall,
+                        ifd, note))
     load_after = os.getloadavg()
 
     cmd = "python benchmarks/ifd_cpu.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -179,10 +228,72 @@ def main() -> None:
         diff = float(np.nanmax(np.abs(ifd - loop))) if len(loop) else float("nan")
         lines.append(f"| {label} | {dtype} | {wall:.1f} | {len(rows) / wall:.2f} | {t_loop / wall:.2f}x | "
                      f"{rho:.4f} | {diff:.2e} | {note or ''} |")
+    if args.roofline:
+        lines += ["", *roofline_lines(model, forward, ref_scorer.template_prefix(tok, limit), t_loop, args.threads)]
     block = "\n".join(lines)
     print(block)
     if not args.no_write:
         append_block(Path(args.results), block)
+
+
+def gemm_rates(threads: int, tokens: int = 1024, hidden: int = 576, inner: int = 1536) -> dict[str, float]:
+    """GFLOP/s of ``F.linear`` at SmolLM2's MLP shape (``tokens x hidden`` by ``hidden x inner``), best of 5 runs of
+    10, per dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    rates = {}
+    for name in ("float32", "bfloat16", "float16"):
+        dtype = getattr(torch, name)
+        a, w = torch.randn(tokens, hidden, dtype=dtype), torch.randn(inner, hidden, dtype=dtype)
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(10):
+                F.linear(a, w)
+            best = min(best, (time.perf_counter() - t) / 10)
+        rates[name] = 2 * tokens * hidden * inner / best / 1e9
+    return rates
+
+
+def roofline_lines(model, items, prefix_ids: list[int], t_loop: float, threads: int) -> list[str]:
+    """The FLOP bound: the loop's time over the scorer's FLOPs at the fastest measured matrix-multiply rate
+    (``prefix_ids``: the template prefix that prefix reuse computes once)."""
+    from device_common import flop_shape, forward_flops
+
+    from hf_select.scoring.prefix import MIN_PREFIX_TOKENS, continuing
+
+    shape = flop_shape(model)
+    cond = [len(it.context) + len(it.target) for it in items]
+    direct = [len(it.direct) + len(it.direct_tokens) for it in items]
+    scored = sum(len(it.target) + len(it.direct_tokens) for it in items)
+    loop = forward_flops(**shape, lengths=cond + direct, head_tokens=sum(cond) + sum(direct))
+    plain = forward_flops(**shape, lengths=cond + direct, head_tokens=scored)
+    contexts = [it.context for it in items] + [it.direct for it in items]
+    members = continuing(prefix_ids, contexts) if len(prefix_ids) >= MIN_PREFIX_TOKENS else []
+    p, cached = len(prefix_ids), set(members)
+    lengths = cond + direct
+    body = sum(2 * shape["n_body"] * (t - (p if i in cached else 0))
+               + 2 * shape["layers"] * shape["attn_width"] * (t * t - (p * p if i in cached else 0))
+               for i, t in enumerate(lengths))
+    reused = body + 2 * shape["hidden"] * shape["vocab"] * scored
+    rates = gemm_rates(threads)
+    best = max(rates, key=rates.get)
+    out = [
+        f"Roofline ({len(items)} rows; FLOPs by `device_common.FLOP_FORMULA`, shared prefix {p} tokens in "
+        f"{len(cached)} of {len(lengths)} sequences): matrix multiply at SmolLM2's MLP shape (1024 x 576 x 1536), "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()) + f". The loop ran at "
+        f"{loop / t_loop / 1e9:.0f} GFLOP/s.",
+        "",
+        "| work | TFLOP | seconds at the fastest rate | at most x the loop |",
+        "|---|---|---|---|",
+    ]
+    for label, flops in (("per-row loop (full logits)", loop), ("score_ifd, prefix computed per sequence", plain),
+                         ("score_ifd, shared prefix computed once", reused)):
+        seconds = flops / (rates[best] * 1e9)
+        out.append(f"| {label} | {flops / 1e12:.2f} | {seconds:.1f} ({best}) | {t_loop / seconds:.2f}x |")
+    return out
 
 
 def append_block(path: Path, block: str) -> None:

@@ -230,7 +230,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX) rather than emulating it.
-    That does not make bf16 faster than fp32 here (see :func:`resolve_dtype`); the benchmarks report it.
+    That does not make bf16 faster than fp32 (see :func:`cpu_bf16_matmul_speedup`); the benchmarks report it.
 
     Example:
         >>> isinstance(cpu_has_native_bf16(), bool)
@@ -242,19 +242,64 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on GPUs that support it, else float32 (on every CPU: see below).
+# bf16 must multiply matrices this much faster than fp32 on a CPU before ``auto`` picks it there.
+CPU_BF16_MIN_SPEEDUP = 1.3
 
-    A CPU that computes bf16 natively (:func:`cpu_has_native_bf16`) is not thereby faster in bf16: on the Intel Xeon
-    (AVX512-BF16) of our 2-core machine, IFD in bf16 ran at 1.02x the per-row fp32 loop against 1.53x for fp32
-    (benchmarks/RESULTS.md, "IFD on CPU"), while an AMD EPYC measured earlier gave bf16 2.2x. So ``auto`` keeps fp32
-    on a CPU, where scores also agree exactly with the seed scripts; ask for ``bfloat16`` where it measures faster.
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_matmul_speedup() -> float:
+    """How much faster this CPU multiplies bfloat16 matrices than float32 ones, at a scoring shape (512 x 576 by
+    576 x 1536, SmolLM2's MLP; best of 3 runs of 5, with torch's current thread count); measured once per process,
+    in about 0.1 s. 0.0 where the CPU does not compute bf16 natively (:func:`cpu_has_native_bf16`).
+
+    The flag alone does not tell: the Intel Xeon of our 2-core machine has AVX512-BF16 and multiplies bf16 at half
+    its fp32 rate (145 against 293 GFLOP/s), while an AMD EPYC with AVX512-BF16 ran IFD in bf16 1.6x as fast as in
+    fp32 (benchmarks/RESULTS.md, "IFD on CPU").
 
     Example:
-        >>> resolve_dtype("auto", torch.device("cpu"))
+        >>> cpu_bf16_matmul_speedup() >= 0.0
+        True
+    """
+    if not cpu_has_native_bf16():
+        return 0.0
+    import time
+
+    import torch.nn.functional as F
+
+    def rate(dtype: torch.dtype) -> float:
+        a, w = torch.randn(512, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
+        F.linear(a, w)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(5):
+                F.linear(a, w)
+            best = min(best, time.perf_counter() - t)
+        return 1.0 / max(best, 1e-9)
+
+    try:
+        return rate(torch.bfloat16) / rate(torch.float32)
+    except RuntimeError:  # a torch build without bf16 matmul on this CPU
+        return 0.0
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that support it and on CPUs where it measures faster, else float32.
+
+    On a CPU, ``auto`` is bfloat16 only when :func:`cpu_bf16_matmul_speedup` is at least
+    :data:`CPU_BF16_MIN_SPEEDUP`: native bf16 (:func:`cpu_has_native_bf16`) is not enough. On the Intel Xeon
+    (AVX512-BF16, no AMX exposed) of our 2-core machine, IFD in bf16 ran at 1.02x the per-row fp32 loop against 1.53x
+    for fp32, while an AMD EPYC measured earlier gave bf16 2.22x against 1.36x (benchmarks/RESULTS.md, "IFD on CPU").
+    bf16 scores rank rows as fp32 ones do (Spearman 0.999 on 150 alpaca rows) but are not seed-exact: ask for
+    ``float32`` to force fp32.
+
+    Example:
+        >>> resolve_dtype("float32", torch.device("cpu"))
         torch.float32
         >>> resolve_dtype("bfloat16", torch.device("cpu"))
         torch.bfloat16
+        >>> resolve_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+        True
     """
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -262,6 +307,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_bf16_matmul_speedup() >= CPU_BF16_MIN_SPEEDUP:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)

@@ -1,6 +1,7 @@
 """IFD batching: sequence batches pad less than pair batches, packed and padded batches give the per-row scores
 (fp32: rtol 1e-5; bf16: rtol 1e-3 on this tiny model), the chunked output head equals full logits, the packing
-check rejects a model that lets attention cross sequences, and ``dtype="auto"`` follows the CPU's bf16 support."""
+check rejects a model that lets attention cross sequences, and ``dtype="auto"`` follows the CPU's measured bf16
+speed."""
 
 from __future__ import annotations
 
@@ -153,14 +154,27 @@ def test_sequence_batches_pad_less_than_pair_batches(tiny_lm_path):
     assert new < 0.03 and new < old / 3, (old, new)
 
 
-def test_dtype_auto_is_fp32_on_every_cpu(tiny_lm_path, monkeypatch):
-    """'auto' keeps fp32 on a CPU even with native bf16 (slower than fp32 on ours); 'bfloat16' still loads bf16."""
-    monkeypatch.setattr(models_module, "cpu_has_native_bf16", lambda: True)
-    assert IFDConfig().torch_dtype("cpu") == torch.float32
+@pytest.mark.parametrize(("speedup", "expected"), [(0.0, torch.float32), (0.5, torch.float32), (1.6, torch.bfloat16)])
+def test_dtype_auto_on_a_cpu_follows_the_measured_bf16_speed(tiny_lm_path, monkeypatch, speedup, expected):
+    """'auto' is bf16 on a CPU only where bf16 matrix multiplies measure faster (native bf16 alone is not enough: on
+    ours it is half as fast); 'float32' and 'bfloat16' are what they say."""
+    monkeypatch.setattr(models_module, "cpu_bf16_matmul_speedup", lambda: speedup)
+    assert IFDConfig().torch_dtype("cpu") == expected
+    assert IFDConfig(dtype="float32").torch_dtype("cpu") == torch.float32
     assert IFDConfig(dtype="bfloat16").torch_dtype("cpu") == torch.bfloat16
     auto = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), device="cpu"))
-    bf16 = IFDScorer(IFDConfig(model_name_or_path=str(tiny_lm_path), device="cpu", dtype="bfloat16"))
-    assert auto.load()[0].dtype == torch.float32 and bf16.load()[0].dtype == torch.bfloat16
+    assert auto.load()[0].dtype == expected
+
+
+def test_cpu_bf16_speedup_is_measured_once_and_zero_without_native_bf16(monkeypatch):
+    models_module.cpu_bf16_matmul_speedup.cache_clear()
+    monkeypatch.setattr(models_module, "cpu_has_native_bf16", lambda: False)
+    assert models_module.cpu_bf16_matmul_speedup() == 0.0
+    models_module.cpu_bf16_matmul_speedup.cache_clear()
+    monkeypatch.undo()
+    first = models_module.cpu_bf16_matmul_speedup()
+    assert first >= 0.0 and models_module.cpu_bf16_matmul_speedup() == first
+    models_module.cpu_bf16_matmul_speedup.cache_clear()
 
 
 def test_packing_at_its_default_leaves_the_cache_key_as_before():

@@ -158,7 +158,8 @@ def test_a_run_dir_of_another_run_is_not_read_back(tiny_lm_path, tmp_path):
     fresh = scorer.score(other, run_dir=tmp_path / "fresh", shard_size=2, progress=False)
     assert list(out["ifd"]) == list(fresh["ifd"])
     wider = scorer.score(other, run_dir=folder, shard_size=3, progress=False)  # another shard size, same folder
-    assert list(wider["ifd"]) == list(fresh["ifd"])
+    # Other shards batch the rows otherwise, which changes fp32 rounding (about 1e-8); stale scores would differ more.
+    assert list(wider["ifd"]) == pytest.approx(list(fresh["ifd"]), rel=1e-6)
 
 
 # -- point 1: a model passed with set_model has its own fingerprint ---------------------------------------------------

@@ -16,7 +16,7 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
             'str',
             "'auto'",
             "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that supports "
-            'it, else float32).'),
+            'it and on a CPU where bf16 measures faster, else float32).'),
            ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),
            ('max_length', 'int', '512', 'Maximum tokens per text (longer texts are truncated).'),
            ('max_tokens_per_batch',
@@ -59,9 +59,10 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
           'str',
           "'auto'",
           "One of ('auto', 'bfloat16', 'float16', 'float32'). 'auto': bfloat16 on a GPU that "
-          'supports it, else float32 (also on CPUs with native bf16: on ours bf16 was slower than '
-          "fp32; 'bfloat16' asks for it where it measures faster: benchmarks/RESULTS.md, 'IFD on "
-          "CPU')."),
+          'supports it and on a CPU whose bf16 matrix multiplies measure at least 1.3x as fast as '
+          'fp32 ones (checked once, in 0.1 s; on our AVX512-BF16 Xeon they are half as fast, so '
+          "fp32), else float32; 'float32' forces fp32 (seed-exact scores). benchmarks/RESULTS.md, "
+          "'IFD on CPU'."),
          ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),
          ('max_length', 'int', '1024', 'Maximum tokens of prompt + response (truncated).'),
          ('max_tokens_per_batch',
@@ -107,6 +108,13 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
           'that pass the packing check (else padded). Worth it with varlen flash attention on a '
           'GPU; on a CPU the masked attention over the full row costs more than the 1% padding it '
           "saves (benchmarks/RESULTS.md, 'IFD on CPU')."),
+         ('prefix_reuse',
+          'bool',
+          'True',
+          "Compute the template's fixed prefix (its system prompt and user header, or the Alpaca "
+          'preamble) once and start each padded batch of prompts that continue it after it, for '
+          'models that pass the reuse check; the same scores to rounding, with fewer positions '
+          "computed (benchmarks/RESULTS.md, 'IFD on CPU'). Not used with packing."),
          ('reverse', 'bool', 'False', 'Also compute reverse IFD (instruction given response).'),
          ('fused_head',
           'bool | None',
@@ -122,7 +130,7 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
                  'str',
                  "'auto'",
                  "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that "
-                 'supports it, else float32).'),
+                 'supports it and on a CPU where bf16 measures faster, else float32).'),
                 ('device',
                  'str | None',
                  'None',
@@ -189,7 +197,7 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
                 'str',
                 "'auto'",
                 "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that "
-                'supports it, else float32).'),
+                'supports it and on a CPU where bf16 measures faster, else float32).'),
                ('device',
                 'str | None',
                 'None',
@@ -247,7 +255,7 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
               'str',
               "'auto'",
               "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that "
-              'supports it, else float32).'),
+              'supports it and on a CPU where bf16 measures faster, else float32).'),
              ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),
              ('max_length',
               'int',

@@ -44,7 +44,8 @@ from .batching import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET, default_token_budget
 SHARED_HELP = {
     "model_name_or_path": "Model id (Hub) or local folder.",
     "revision": "Model revision (branch, tag or commit).",
-    "dtype": f"One of {DTYPES} (auto: bf16 on a GPU that supports it, else float32).",
+    "dtype": f"One of {DTYPES} (auto: bf16 on a GPU that supports it and on a CPU where bf16 measures faster, else "
+    "float32).",
     "device": "Device; default: this process's accelerate device.",
     "max_length": "Most tokens per scored sequence (lowered to the model's own limit).",
     "max_tokens_per_batch": "Token budget of one forward pass (rows x padded length); default (None): the scorer's "

@@ -30,8 +30,11 @@ as ``:"`` does, is context, exactly as the scripts count it), each script's trun
 statuses. See :data:`SEED_LAYOUTS`.
 
 Both passes of every item are sequences batched by :func:`~hf_select.scoring.lm_loss.sequence_losses` (length-sorted
-and right-padded, or packed with ``IFDConfig.packing``). ``dtype="auto"`` is bfloat16 on a GPU that supports it and
-float32 on a CPU (:func:`hf_select.models.resolve_dtype` says why).
+and right-padded, or packed with ``IFDConfig.packing``); the template's fixed prefix (its system prompt and user
+header, or the Alpaca preamble: :meth:`IFDScorer.template_prefix`) is computed once per batch of rows
+(``IFDConfig.prefix_reuse``, :mod:`~hf_select.scoring.prefix`).
+``dtype="auto"`` is bfloat16 on a GPU that supports it and on a CPU whose bf16 matrix multiplies measure faster than
+fp32 ones, else float32 (:func:`hf_select.models.resolve_dtype` says why).
 
 Example:
     >>> from datasets import Dataset
@@ -46,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,10 +80,13 @@ from .common import ROW_STATUSES, model_limit
 from .config import ScorerConfig, shared
 from .ifd_seed import RESPONSE_HEADER, SEED_LAYOUTS, seed_spans
 from .lm_loss import sequence_losses, supports_packing
+from .prefix import common_prefix
 
 logger = logging.getLogger(__name__)
 DIRECT_PREFIXES = ("auto", "bos", "none", "response_header")
 LAYOUTS = ("hf_select", "superfiltering", "cherry")
+# Probe prompts whose common rendered prefix is the template's fixed text (they share no first character).
+PREFIX_PROBES = ("Zebras?", "1 + 1", "(a) or (b)")
 REVERSE_PROMPT = (
     "Here is a response written by an assistant. Write the instruction that the response answers.\n\n"
     "### Response:\n{response}\n\n### Instruction:\n"
@@ -103,9 +109,10 @@ class IFDConfig(ScorerConfig):
                                      help="Causal LM (Hub id or folder) whose losses define IFD.")
     dtype: str = shared(
         "dtype", "auto",
-        help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it, else float32 (also on CPUs with native "
-        "bf16: on ours bf16 was slower than fp32; 'bfloat16' asks for it where it measures faster: "
-        "benchmarks/RESULTS.md, 'IFD on CPU').",
+        help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it and on a CPU whose bf16 matrix multiplies "
+        "measure at least 1.3x as fast as fp32 ones (checked once, in 0.1 s; on our AVX512-BF16 Xeon they are half as "
+        "fast, so fp32), else float32; 'float32' forces fp32 (seed-exact scores). benchmarks/RESULTS.md, 'IFD on "
+        "CPU'.",
     )
     max_length: int = shared("max_length", 1024, help="Maximum tokens of prompt + response (truncated).")
     max_batch_size: int = shared("max_batch_size", 256)
@@ -145,6 +152,15 @@ class IFDConfig(ScorerConfig):
             "the full row costs more than the 1% padding it saves (benchmarks/RESULTS.md, 'IFD on CPU')."
         },
     )
+    prefix_reuse: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the template's fixed prefix (its system prompt and user header, or the Alpaca preamble) "
+            "once and start each padded batch of prompts that continue it after it, for models that pass the reuse "
+            "check; the same scores to rounding, with fewer positions computed (benchmarks/RESULTS.md, 'IFD on "
+            "CPU'). Not used with packing."
+        },
+    )
     reverse: bool = field(default=False, metadata={"help": "Also compute reverse IFD (instruction given response)."})
     fused_head: bool | None = field(
         default=None,
@@ -152,7 +168,8 @@ class IFDConfig(ScorerConfig):
     )
 
     MIN_MAX_LENGTH = 2
-    KEY_OMITTED_AT: ClassVar[dict[str, Any]] = {"packing": False}  # the cache keys of earlier runs stay valid
+    # Fields added later leave the cache keys of earlier runs valid at their defaults.
+    KEY_OMITTED_AT: ClassVar[dict[str, Any]] = {"packing": False, "prefix_reuse": True}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -273,6 +290,26 @@ class IFDScorer(BaseScorer):
             tokenizer.pad_token = tokenizer.eos_token
         self._loaded.update(model=model, tokenizer=tokenizer, given=True)
         return self
+
+    def template_prefix(self, tokenizer: Any, max_length: int | None = None) -> list[int]:
+        """The tokens every conditioned context starts with under this config's template and layout: the common
+        prefix of three probe prompts without an input (a chat template's system prompt and user header, the Alpaca
+        preamble). ``IFDConfig.prefix_reuse`` computes it once per batch of rows; it depends on the template alone.
+
+        Example:
+            >>> scorer = IFDScorer(IFDConfig())
+            >>> tok = scorer.load()[1]  # doctest: +SKIP
+            >>> len(scorer.template_prefix(tok))  # SmolLM2's system prompt and user header  # doctest: +SKIP
+            24
+        """
+        key = ("template_prefix", id(tokenizer), max_length)
+        if key not in self._loaded:
+            probe = IFDScorer(replace(self.config, column_mapping=None, reverse=False, turns="last"))
+            n = len(PREFIX_PROBES)
+            batch = {"instruction": list(PREFIX_PROBES), "input": [""] * n, "output": ["Yes."] * n}
+            items = [it for it in probe._build_items(batch, n, tokenizer, max_length)[0] if it.kind == "forward"]
+            self._loaded[key] = common_prefix([it.context for it in items]) if len(items) == n else []
+        return self._loaded[key]
 
     # -- building items -----------------------------------------------------------------------------------------
     def _bos(self, tokenizer: Any) -> int:
@@ -396,9 +433,10 @@ class IFDScorer(BaseScorer):
         if cfg.packing and not packed:
             logger.warning("IFDConfig.packing: %s fails the packing check; scoring right-padded batches instead.",
                            type(model).__name__)
+        shared = self.template_prefix(tokenizer, limit) if cfg.prefix_reuse and not packed else None
         losses, fits = sequence_losses(model, seqs, pad, max_tokens=cfg.token_budget(model),
                                        max_rows=cfg.max_batch_size, fused_head=cfg.fused_head,
-                                       pack_width=limit if packed else None)
+                                       pack_width=limit if packed else None, shared_prefix=shared)
         failed = {i % len(items) for i in np.flatnonzero(~fits)}
         return self._assemble(n, items, losses[: len(items)], losses[len(items) :], status, rstatus, tokens, failed)
 

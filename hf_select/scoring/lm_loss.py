@@ -25,6 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from .batching import pack_rows, run_with_oom_retry, token_budget_batches
+from .prefix import (
+    MIN_PREFIX_TOKENS,
+    SharedPrefix,
+    continuing,
+    encode_prefix,
+    hidden_after_prefix,
+    supports_prefix_reuse,
+)
 
 # Rows of hidden states sent through the output head at once (bounds the fp32 logits to chunk x vocab).
 LOGIT_CHUNK = 2048
@@ -117,8 +125,13 @@ def build_batch(items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_
     )
 
 
-def _backbone(model: Any, batch: LossBatch, device: torch.device, fused: bool) -> torch.Tensor:
-    """Last hidden states (``fused``) or logits of the batch."""
+def _backbone(model: Any, batch: LossBatch, device: torch.device, fused: bool,
+              prefix: SharedPrefix | None = None) -> torch.Tensor:
+    """Last hidden states (``fused``) or logits of the batch; after the cached ``prefix`` when one is given."""
+    if prefix is not None:
+        if batch.mask is None:
+            raise ValueError("a shared prefix needs right-padded rows, not packed ones")
+        return hidden_after_prefix(model, prefix, batch.ids.to(device), batch.mask.to(device))
     kwargs: dict[str, Any] = {"input_ids": batch.ids.to(device, non_blocking=True), "use_cache": False}
     if batch.mask is not None:
         kwargs["attention_mask"] = batch.mask.to(device, non_blocking=True)
@@ -181,12 +194,15 @@ def mean_target_losses(
     logit_chunk: int = LOGIT_CHUNK,
     rows: Sequence[Sequence[int]] | None = None,
     width: int | None = None,
+    prefix: SharedPrefix | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of each item's target tokens given its context; a float64 CPU tensor, one per item.
 
     Every context must hold at least one token and every target at least one token. ``rows`` packs the items,
     several to a row (see :func:`build_batch`; :func:`~hf_select.scoring.batching.pack_rows` makes them); only
-    for models where :func:`supports_packing` holds.
+    for models where :func:`supports_packing` holds. ``prefix``: every item's context continues this cached prefix
+    (:mod:`~hf_select.scoring.prefix`; the contexts given here leave it out); right-padded rows and the fused head
+    only, for models where :func:`~hf_select.scoring.prefix.supports_prefix_reuse` holds.
     """
     if not items:
         return torch.zeros(0, dtype=torch.float64)
@@ -198,8 +214,10 @@ def mean_target_losses(
     item_t = torch.from_numpy(batch.item).to(device)
     if fused_head is None:
         fused_head = supports_fused_head(model)
+    if prefix is not None and not fused_head:
+        raise ValueError("a shared prefix needs the fused output head (fused_head=True)")
     if fused_head:
-        picked = _backbone(model, batch, device, fused=True)[rows_t, pos_t]
+        picked = _backbone(model, batch, device, fused=True, prefix=prefix)[rows_t, pos_t]
         head = model.get_output_embeddings()
         cap = _softcap(model)
         losses = torch.empty(picked.shape[0], dtype=torch.float32, device=device)
@@ -226,6 +244,7 @@ def sequence_losses(
     max_rows: int,
     fused_head: bool | None = None,
     pack_width: int | None = None,
+    shared_prefix: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mean_target_losses` of any number of ``(context, target)`` sequences, batched by token budget.
 
@@ -233,6 +252,9 @@ def sequence_losses(
     or, with ``pack_width``, the sequences packed into rows of ``pack_width`` tokens (first-fit decreasing), as many
     rows per batch as ``max_tokens`` holds. A batch that runs out of memory is halved and retried; a sequence (or
     packed row) that does not fit alone gets NaN. Returns the losses (float64) and a mask of the sequences that fit.
+    ``shared_prefix`` (token ids; right-padded batches only): computed once, and the sequences whose contexts continue
+    it are batched from after it (:mod:`~hf_select.scoring.prefix`), where the model passes the reuse check and the
+    prefix holds at least ``MIN_PREFIX_TOKENS`` tokens.
 
     Example:
         >>> losses, fits = sequence_losses(model, [([1, 5], [6]), ([2], [7, 8])], 0, max_tokens=1024,
@@ -265,13 +287,29 @@ def sequence_losses(
                     losses[idx] = part
         return losses, fits
 
+    prefix: SharedPrefix | None = None
+    cached: list[int] = []
+    fused = supports_fused_head(model) if fused_head is None else fused_head
+    long_enough = shared_prefix is not None and len(shared_prefix) >= MIN_PREFIX_TOKENS
+    if long_enough and fused and supports_prefix_reuse(model):
+        cached = continuing(shared_prefix, [c for c, _ in seqs])
+        prefix = encode_prefix(model, shared_prefix) if cached else None
+    cut = len(prefix) if prefix is not None else 0
+
     def run(idx: list[int]) -> np.ndarray:
         return mean_target_losses(model, [seqs[i] for i in idx], pad_token_id, fused_head=fused_head).numpy()
 
-    for group in token_budget_batches(lengths, max_tokens, max_rows):
-        for idx, part in run_with_oom_retry(group, run, on_oom):
-            if part is None:
-                fits[idx] = False
-            else:
-                losses[idx] = part
+    def run_after_prefix(idx: list[int]) -> np.ndarray:
+        return mean_target_losses(model, [(seqs[i][0][cut:], seqs[i][1]) for i in idx], pad_token_id,
+                                  fused_head=True, prefix=prefix).numpy()
+
+    in_prefix = set(cached)
+    parts = [(run_after_prefix, cached, cut), (run, [i for i in range(len(seqs)) if i not in in_prefix], 0)]
+    for fn, subset, skip in parts:
+        for group in token_budget_batches([lengths[i] - skip for i in subset], max_tokens, max_rows):
+            for idx, part in run_with_oom_retry([subset[g] for g in group], fn, on_oom):
+                if part is None:
+                    fits[idx] = False
+                else:
+                    losses[idx] = part
     return losses, fits

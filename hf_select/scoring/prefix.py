@@ -1,0 +1,154 @@
+"""Shared-prefix reuse: the keys and values of a prefix that many sequences start with are computed once.
+
+Every conditioned IFD sequence begins with its template's fixed text: SmolLM2's chat template puts a 24-token
+system prompt and the user header in front of each instruction, and the Alpaca preamble of the Cherry LLM layout is
+about as long. A causal model's hidden states at those positions do not depend on what follows, so
+:func:`encode_prefix` runs the prefix through the model once, and each batch then computes only the rest of the
+sequences that :func:`continuing` finds, attending to the cached prefix (fp32 scores agree with the plain way to
+rounding: tests/test_prefix.py). On 150 alpaca rows the prefix was 15% of the positions the backbone computes
+(benchmarks/RESULTS.md, "IFD on CPU").
+
+The prefix is the template's (the IFD scorer takes the :func:`common_prefix` of a few probe prompts), never the
+data's: whether a row is computed after the cache, and after how many tokens, depends on that row alone, so its
+scores do not depend on the shard size or on the other rows of its batch.
+
+A model gets this only when :func:`supports_prefix_reuse` holds: it checks once per model object that a probe
+sequence's hidden states after the cached prefix equal those of the whole sequence, so a model whose cache behaves
+otherwise (recurrent layers, sliding windows, custom code) is scored the plain way, never wrongly.
+
+Example:
+    >>> continuing(common_prefix([[1, 2, 3, 9], [1, 2, 3, 8]]), [[1, 2, 3, 4, 5], [5, 6], [1, 2, 3]])
+    [0]
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# Shortest prefix worth a cache (fewer saved positions do not pay for the extra forward and cache copies).
+MIN_PREFIX_TOKENS = 4
+_PREFIX_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix all ``seqs`` share.
+
+    Example:
+        >>> common_prefix([[7, 7, 1], [7, 7, 2, 3], [7, 7]])
+        [7, 7]
+        >>> common_prefix([[1, 2], [3]])
+        []
+    """
+    if not seqs:
+        return []
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for other in seqs[1:]:
+        k = 0
+        while k < n and other[k] == first[k]:
+            k += 1
+        n = k
+    return list(first[:n])
+
+
+def continuing(prefix: Sequence[int], contexts: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of the ``contexts`` that start with ``prefix`` and hold at least one token after it (the hidden state
+    in front of a context's first target token must be computed with the target).
+
+    Example:
+        >>> continuing([7, 7], [[7, 7, 1], [7, 7], [1, 7, 7, 2], [7, 7, 2, 3]])
+        [0, 3]
+    """
+    p, head = len(prefix), list(prefix)
+    return [i for i, c in enumerate(contexts) if len(c) > p and list(c[:p]) == head]
+
+
+@dataclass
+class SharedPrefix:
+    """A prefix's tokens and, per decoder layer, its cached keys and values (batch of one)."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def cache(self, rows: int) -> Any:
+        """A fresh ``DynamicCache`` holding the prefix for ``rows`` sequences (the forward pass appends to it)."""
+        from transformers import DynamicCache
+
+        data = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=data)
+
+
+@torch.inference_mode()
+def encode_prefix(model: Any, ids: Sequence[int]) -> SharedPrefix:
+    """Run ``ids`` through ``model``'s backbone once and keep the keys and values of every layer."""
+    device = next(model.parameters()).device
+    out = model.base_model(input_ids=torch.tensor([list(ids)], device=device), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    return SharedPrefix(list(ids), [(layer.keys, layer.values) for layer in cache.layers])
+
+
+def _cache_argument(module: Any) -> str:
+    """The name under which ``module.forward`` takes a cache: ``cache`` (transformers >= 5.24) or, before that,
+    ``past_key_values``."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def supports_prefix_reuse(model: Any) -> bool:
+    """True when hidden states computed after a cached prefix equal those of the whole sequence (checked once per
+    model object, on a random probe; any error or mismatch means no)."""
+    if model in _PREFIX_CHECKED:
+        return _PREFIX_CHECKED[model]
+    ok = False
+    try:
+        ok = _probe(model)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError, IndexError):
+        ok = False
+    _PREFIX_CHECKED[model] = ok
+    return ok
+
+
+@torch.inference_mode()
+def _probe(model: Any) -> bool:
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "is_encoder_decoder", False) or model.get_output_embeddings() is None:
+        return False
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return False
+    device = next(model.parameters()).device
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.randint(1, vocab, (2, 20), generator=gen)
+    seq[:, :12] = seq[0, :12]  # two rows sharing a 12-token prefix, then different (and right-padded) tails
+    mask = torch.ones_like(seq)
+    mask[1, 17:] = 0
+    whole = base(input_ids=seq.to(device), attention_mask=mask.to(device), use_cache=False).last_hidden_state
+    prefix = encode_prefix(model, seq[0, :12].tolist())
+    tail = hidden_after_prefix(model, prefix, seq[:, 12:].to(device), mask[:, 12:].to(device))
+    tol = 1e-3 if next(model.parameters()).dtype == torch.float32 else 3e-2
+    ref = whole[:, 12:].float()
+    err = (tail.float() - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)
+    return bool(err[0].max() < tol and err[1, :5].max() < tol)
+
+
+def hidden_after_prefix(model: Any, prefix: SharedPrefix, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Last hidden states of right-padded ``ids`` (rows x width) that each continue ``prefix``."""
+    rows, width = ids.shape
+    p = len(prefix)
+    full_mask = torch.cat([torch.ones(rows, p, dtype=mask.dtype, device=mask.device), mask], dim=1)
+    positions = torch.arange(p, p + width, device=ids.device).expand(rows, -1)
+    cache = {_cache_argument(model.base_model): prefix.cache(rows)}
+    out = model.base_model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True, **cache)
+    return out.last_hidden_state
