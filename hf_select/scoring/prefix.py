@@ -9,8 +9,8 @@ rounding: tests/test_prefix.py). On 150 alpaca rows the prefix was 15% of the po
 (benchmarks/RESULTS.md, "IFD on CPU").
 
 The prefix is the template's (the IFD scorer takes the :func:`common_prefix` of a few probe prompts), never the
-data's: whether a row is computed after the cache, and after how many tokens, depends on that row alone, so its
-scores do not depend on the shard size or on the other rows of its batch.
+data's: whether a row is computed after the cache, and after how many tokens, depends on that row alone, not on the
+other rows of its batch. (Other batch shapes still change fp32 rounding, by about 1e-8, with or without reuse.)
 
 A model gets this only when :func:`supports_prefix_reuse` holds: it checks once per model object that a probe
 sequence's hidden states after the cached prefix equal those of the whole sequence, so a model whose cache behaves
