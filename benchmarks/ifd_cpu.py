@@ -272,17 +272,15 @@ def roofline_lines(model, items, prefix_ids: list[int], t_loop: float, threads: 
     plain = forward_flops(**shape, lengths=cond + direct, head_tokens=scored)
     contexts = [it.context for it in items] + [it.direct for it in items]
     members = continuing(prefix_ids, contexts) if len(prefix_ids) >= MIN_PREFIX_TOKENS else []
-    p, cached = len(prefix_ids), set(members)
+    p, cached = len(prefix_ids), len(members)
     lengths = cond + direct
-    body = sum(2 * shape["n_body"] * (t - (p if i in cached else 0))
-               + 2 * shape["layers"] * shape["attn_width"] * (t * t - (p * p if i in cached else 0))
-               for i, t in enumerate(lengths))
-    reused = body + 2 * shape["hidden"] * shape["vocab"] * scored
+    # The cached prefix's own work, once per sequence that continues it, is what reuse saves.
+    reused = plain - forward_flops(**shape, lengths=[p] * cached, head_tokens=0)
     rates = gemm_rates(threads)
     best = max(rates, key=rates.get)
     out = [
         f"Roofline ({len(items)} rows; FLOPs by `device_common.FLOP_FORMULA`, shared prefix {p} tokens in "
-        f"{len(cached)} of {len(lengths)} sequences): matrix multiply at SmolLM2's MLP shape (1024 x 576 x 1536), "
+        f"{cached} of {len(lengths)} sequences): matrix multiply at SmolLM2's MLP shape (1024 x 576 x 1536), "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()) + f". The loop ran at "
         f"{loop / t_loop / 1e9:.0f} GFLOP/s.",
         "",

@@ -250,7 +250,8 @@ CPU_BF16_MIN_SPEEDUP = 1.3
 def cpu_bf16_matmul_speedup() -> float:
     """How much faster this CPU multiplies bfloat16 matrices than float32 ones, at a scoring shape (512 x 576 by
     576 x 1536, SmolLM2's MLP; best of 3 runs of 5, with torch's current thread count); measured once per process,
-    in about 0.1 s. 0.0 where the CPU does not compute bf16 natively (:func:`cpu_has_native_bf16`).
+    in about 0.3 s (0.26 s here, oneDNN's first call included). 0.0 where the CPU does not compute bf16 natively
+    (:func:`cpu_has_native_bf16`).
 
     The flag alone does not tell: the Intel Xeon of our 2-core machine has AVX512-BF16 and multiplies bf16 at half
     its fp32 rate (145 against 293 GFLOP/s), while an AMD EPYC with AVX512-BF16 ran IFD in bf16 1.6x as fast as in

@@ -60,7 +60,7 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
           "'auto'",
           "One of ('auto', 'bfloat16', 'float16', 'float32'). 'auto': bfloat16 on a GPU that "
           'supports it and on a CPU whose bf16 matrix multiplies measure at least 1.3x as fast as '
-          'fp32 ones (checked once, in 0.1 s; on our AVX512-BF16 Xeon they are half as fast, so '
+          'fp32 ones (checked once, in 0.3 s; on our AVX512-BF16 Xeon they are half as fast, so '
           "fp32), else float32; 'float32' forces fp32 (seed-exact scores). benchmarks/RESULTS.md, "
           "'IFD on CPU'."),
          ('device', 'str | None', 'None', "Device; default: this process's accelerate device."),

@@ -110,7 +110,7 @@ class IFDConfig(ScorerConfig):
     dtype: str = shared(
         "dtype", "auto",
         help=f"One of {DTYPES}. 'auto': bfloat16 on a GPU that supports it and on a CPU whose bf16 matrix multiplies "
-        "measure at least 1.3x as fast as fp32 ones (checked once, in 0.1 s; on our AVX512-BF16 Xeon they are half as "
+        "measure at least 1.3x as fast as fp32 ones (checked once, in 0.3 s; on our AVX512-BF16 Xeon they are half as "
         "fast, so fp32), else float32; 'float32' forces fp32 (seed-exact scores). benchmarks/RESULTS.md, 'IFD on "
         "CPU'.",
     )

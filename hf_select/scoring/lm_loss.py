@@ -31,6 +31,7 @@ from .prefix import (
     continuing,
     encode_prefix,
     hidden_after_prefix,
+    hidden_states_match,
     supports_prefix_reuse,
 )
 
@@ -176,12 +177,8 @@ def _probe_packing(model: Any) -> bool:
     alone = hidden([(b[:1], b[1:])], packed=False)
     packed = hidden([(a[:1], a[1:]), (b[:1], b[1:])], packed=True)
     other = hidden([(a2[:1], a2[1:]), (b[:1], b[1:])], packed=True)
-    tol = 1e-3 if next(model.parameters()).dtype == torch.float32 else 3e-2
-
-    def close(x: torch.Tensor, y: torch.Tensor) -> bool:  # per token: |x - y| / |y|
-        return bool(((x - y).norm(dim=-1) / y.norm(dim=-1).clamp_min(1e-6)).max() < tol)
-
-    return close(packed, alone) and close(other, alone)
+    dtype = next(model.parameters()).dtype
+    return hidden_states_match(packed, alone, dtype) and hidden_states_match(other, alone, dtype)
 
 
 @torch.inference_mode()
