@@ -299,7 +299,9 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
         data, template_path=str(templates_dir() / MODEL_TEMPLATE),
         **_safe_vars(context, model_title=model_title, base_model_url=_hub_url(base, "model"), dataset=dataset,
                      eval_loss=ev.get("loss"), eval_rows=ev.get("rows"), eval_dataset=ev.get("dataset"),
-                     eval_loss_base=ev.get("loss_base"), model_ref=model["id"], model_url=model["url"]),
+                     eval_loss_base=ev.get("loss_base"), eval_tokens=ev.get("tokens_scored"),
+                     eval_max_length=ev.get("max_length"), eval_truncated=ev.get("rows_truncated"),
+                     eval_unscored=ev.get("unscored") or {}, model_ref=model["id"], model_url=model["url"]),
     )
 
 

@@ -337,33 +337,79 @@ def status_counts(dataset: Any, scorer: Any) -> dict[str, int]:
     return out
 
 
+def _content_fingerprint(path: str | os.PathLike | None) -> Any:
+    """A file's resolved path and the SHA-256 of its content (a rewritten eval file with other rows recomputes the
+    stage; an identical copy does not); anything that is not a file (``demo:N``, a Hub id, None) as it is.
+
+    Example:
+        >>> _content_fingerprint("demo:50"), _content_fingerprint(None)
+        ('demo:50', None)
+    """
+    import hashlib
+
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return str(path)
+    digest = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return [str(p.resolve()), digest.hexdigest()]
+
+
 def eval_stage(runner: StageRunner, args: RecipeArguments, model_dir: str | os.PathLike, *, name: str = "eval",
                dataset: str | None = None, limit: int | None = None,
                base_model: bool | None = None) -> dict[str, Any] | None:
-    """Stage ``eval``: held-out loss of a model (and optionally the base model) on ``--eval_dataset`` (or
-    ``dataset``), through :func:`hf_select.training.evaluate_loss`."""
+    """Stage ``eval``: held-out completion loss of a model (and optionally the base model) on ``--eval_dataset`` (or
+    ``dataset``), through :func:`hf_select.heldout.heldout_loss` at ``eval_max_length`` (not the training
+    ``max_length``). The meta holds ``dataset``, ``loss``, ``rows`` (eval rows read) and every other
+    :class:`~hf_select.heldout.HeldoutResult` field; with the base model, ``loss_base`` and ``heldout_base``.
+
+    The key holds everything that changes the numbers: the model folder, the eval file and its content hash (and the
+    MT-Bench questions file's), ``eval_limit``, ``eval_max_length``, the precision (and the dtype it resolves to
+    here), the batch size and token budget, ``chat_template_path`` and whether (and which) base model is scored."""
     source = dataset or args.eval_dataset
     limit = limit if limit is not None else args.eval_limit
     base_model = args.eval_base_model if base_model is None else base_model
     if not source:
         logger.warning("no --eval_dataset: the final model's held-out loss is not computed")
         return None
-    from .training import evaluate_loss, load_eval_dataset
+    from .heldout import heldout_loss
+    from .training import load_eval_dataset, resolve_precision
+
+    kw: dict[str, Any] = {"max_length": args.eval_max_length, "precision": args.precision,
+                          "max_batch_size": args.per_device_eval_batch_size, "max_tokens_per_batch": None,
+                          "chat_template_path": args.chat_template_path, "name": str(source)}
 
     def compute(folder: Path) -> dict[str, Any]:
         rows = load_eval_dataset(source, questions=args.eval_questions, limit=limit)
-        kw = {"max_length": args.max_length, "batch_size": args.per_device_eval_batch_size,
-              "precision": args.precision, "chat_template_path": args.chat_template_path, "seed": args.seed}
-        result = evaluate_loss(str(model_dir), rows, **kw)
-        out = {"dataset": source, "loss": result.loss, "rows": result.rows}
+        result = heldout_loss(str(model_dir), rows, **kw)
+        out = {"dataset": source, **result.to_dict()}
         if base_model:
-            out["loss_base"] = evaluate_loss(args.model_name_or_path, rows, **kw).loss
+            base = heldout_loss(args.model_name_or_path, rows, **kw)
+            out["loss_base"] = base.loss
+            out["heldout_base"] = base.to_dict()
         if runner.is_main:
             (folder / "eval.json").write_text(json.dumps(out, indent=2))
         return out
 
-    params = {"model_dir": str(model_dir), "eval_dataset": source, "eval_limit": limit,
-              "max_length": args.max_length, "base": base_model}
+    import torch
+
+    from .scoring.batching import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+
+    questions = args.eval_questions
+    if questions is None and Path(str(source)).is_file():
+        beside = Path(str(source)).with_name("mt_bench_questions.jsonl")  # read when the file holds MT-Bench answers
+        questions = str(beside) if beside.is_file() else None
+    params = {"metric": "heldout_loss", "model_dir": str(model_dir), "eval_dataset": source,
+              "eval_file": _content_fingerprint(source), "eval_questions": _content_fingerprint(questions),
+              "eval_limit": limit, "eval_max_length": args.eval_max_length, "precision": args.precision,
+              "dtype": resolve_precision(args.precision), "eval_batch_size": args.per_device_eval_batch_size,
+              "eval_tokens_per_batch": GPU_TOKEN_BUDGET if torch.cuda.is_available() else CPU_TOKEN_BUDGET,
+              "chat_template_path": _content_fingerprint(args.chat_template_path), "base": base_model,
+              "base_model": args.model_name_or_path if base_model else None}
     return runner.run(name, compute, params=params).meta
 
 

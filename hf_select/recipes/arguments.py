@@ -85,6 +85,12 @@ class RecipeArguments(TrainConfig):
     eval_base_model: bool = field(
         default=False, metadata={"help": "Also report the base model's held-out loss (for comparison)."}
     )
+    eval_max_length: int = field(
+        default=2048,
+        metadata={"help": "Most tokens per row of the held-out loss (prompt + completion; a longer completion is "
+                          "scored on the tokens that fit), separate from the training max_length, capped at the "
+                          "model's limit (max_position_embeddings)."},
+    )
     template: str = field(
         default="auto", metadata={"help": "Prompt template of the scorers: auto, chat, alpaca, vicuna, plain."}
     )
@@ -118,6 +124,9 @@ class RecipeArguments(TrainConfig):
                 raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {value}")
         if self.score_max_length < 8:
             raise ValueError(f"{type(self).__name__}.score_max_length must be >= 8, got {self.score_max_length}")
+        if self.eval_max_length < 8:
+            raise ValueError(f"{type(self).__name__}.eval_max_length must be >= 8, got {self.eval_max_length}: it is "
+                             "the held-out loss's length limit (default 2048)")
 
     def _read_renamed_fields(self) -> None:
         """An old name given (and differing from the new one) moves to the new name with a warning; both given
