@@ -7,12 +7,11 @@ import dataclasses
 import math
 from typing import Any
 
-import yaml
-
 from ..errors import HFSelectError
 from ..io import OUTPUT_FORMATS, check_output_path, load_rows, save_rows
 from .catalog import SCORER_FIELDS, field_default, scorer_field_names, scorer_fields_text
 from .common import add_column_mapping
+from .field_values import coerce_field
 
 
 def _per_scorer(name: str) -> str:
@@ -71,14 +70,16 @@ def register(sub: Any) -> None:
         default=[],
         metavar="FIELD=VALUE",
         help="Any other config field (repeatable), e.g. --set reverse=true --set max_tokens_per_batch=8192; values "
-             "are YAML. `--set help` lists the fields with types, defaults and meanings. Fields per scorer: "
+             "are read as the field's type (1e-4 a float, yes/no a bool, a,b a list, YAML for a mapping). `--set "
+             "help` lists the fields with types, defaults and meanings. Fields per scorer: "
              + "; ".join(f"{s}: {', '.join(scorer_field_names(s))}" for s in sorted(SCORER_FIELDS)) + ".",
     )
     p.set_defaults(func=run)
 
 
 def parse_overrides(pairs: list[str], config_class: type) -> dict[str, Any]:
-    """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}``, checked against the config's fields."""
+    """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}``, checked against the config's fields and read as their
+    types (:func:`~hf_select.commands.field_values.coerce_field`: ``--set mtld_threshold=7e-1`` is a float)."""
     names = {f.name for f in dataclasses.fields(config_class)} | set(getattr(config_class, "RENAMED", {}))
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -88,7 +89,7 @@ def parse_overrides(pairs: list[str], config_class: type) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if key not in names:
             raise HFSelectError(f"--set {key}: {config_class.__name__} has no such field; fields: {sorted(names)}")
-        out[key] = yaml.safe_load(value)
+        out[key] = coerce_field(config_class, key, value)
     return out
 
 
