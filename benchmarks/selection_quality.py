@@ -1,16 +1,23 @@
-"""Selection quality: does a chosen 10% train a better model than a random 10%, the longest 10%, or the whole pool?
+"""Selection quality: does a chosen subset train a better model than random rows of the same token budget?
 
-Every method keeps the same number of rows of one pool; every subset fine-tunes SmolLM2-135M-Instruct with the same
-TRL SFT settings (fixed seed); the metric is the mean completion-token loss on held-out answers nobody selected from.
-Random is drawn with several seeds (their spread is the noise floor: "beats random" = more than 2 sd below the random
-mean). It is :func:`hf_select.compare.run_compare` (the same as ``hf-select compare``) with one of three profiles:
+Every method keeps rows, in its own order, until their supervised completion tokens (as the trainer sees them)
+reach the same budget; every subset fine-tunes SmolLM2-135M-Instruct with the same TRL SFT settings; the metric is
+the held-out loss (sum of completion-token losses / completion tokens) on eval sets of different answer styles that
+nobody selected from, read whole (up to ``eval_max_length`` tokens). Random is drawn 5 times, each draw with its own
+rows and training seed; a method "beats" random when its loss is below the 95% prediction interval of one new random
+draw (:mod:`hf_select.compare.stats`). It is :func:`hf_select.compare.run_compare` (the same as ``hf-select
+compare``) with one of these profiles:
 
 - ``cpu`` (default): the powered run for a 2-core CPU. Pool: 3,000 rows sampled per source from
-  ``alpaca_9k.json``, ``dolly_3k.json``, ``code_alpaca_2k.json`` and ``alpaca_gpt4_1k.json``; budget 10% (300
-  rows); 5 random seeds; eval: 300 AlpacaEval GPT-4 answers (evenly spaced over its five prompt sources) and the
-  chosen answers of the first 100 ShareGPT DPO conversations; target set of the ``target`` method: 100 other
-  AlpacaEval rows (disjoint from the eval rows). SFT: 1 epoch, learning rate 1e-4, max_length 128, batch 8, fp32;
-  scoring in bf16 weights. Every method of ``hf-select compare``.
+  ``alpaca_9k.json``, ``dolly_3k.json``, ``code_alpaca_2k.json`` and ``alpaca_gpt4_1k.json`` (rows asking an eval
+  question are left out first, and counted); budget 20,000 supervised tokens at max_length 512; 5 random draws;
+  eval sets in three answer styles: 100 AlpacaEval GPT-4 answers (evenly spaced, even positions), 150 human-written
+  Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 150 GSM8K math solutions; ``target`` set: 100
+  other AlpacaEval rows (odd positions: never an eval row). Methods: the baselines (random, longest, their
+  per-source forms) and every preset; ``longest_gated`` trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
+  batch 8, fp32; shared scoring at score_max_length 1024.
+- ``quick``: the harness in about 20 minutes: 1,000 pool rows, 4,000 tokens, 3 random draws, the four baselines,
+  smaller eval sets (40 / 60 / 60 rows).
 - ``demo``: selection only (no training) on the built-in demo pool (1,000 rows, 15% corrupted on purpose): the
   share of corrupted rows each method chooses, by kind.
 - ``gpu``: the 14,242-row pool (alpaca_9k + dolly_3k + code_alpaca_2k), every method, for one H100/H200.
@@ -18,10 +25,12 @@ mean). It is :func:`hf_select.compare.run_compare` (the same as ``hf-select comp
 The eval and target files are derived from ``../shared/data`` into ``<output>/data/`` (never into the repository).
 At the end it writes ``compare.json``/``compare.md``/``compare.png`` under ``--output``, copies the chart to
 ``--chart`` and appends the table and the exact command to the "Selection quality" section of ``--results``.
-Finished methods are reused when the script runs again on the same ``--output``.
+Finished stages are reused when the script runs again on the same ``--output`` (a stopped run resumes).
 
 Usage:
-    python benchmarks/selection_quality.py                       # the powered CPU run (about 90 min, 2 cores)
+    python benchmarks/selection_quality.py --dry-run             # the cpu profile's plan and estimated minutes
+    python benchmarks/selection_quality.py                       # the powered CPU run (about 2 h, 2 cores)
+    python benchmarks/selection_quality.py --profile quick       # the harness (about 20 min)
     python benchmarks/selection_quality.py --profile demo        # corrupted share per method (minutes)
     python benchmarks/selection_quality.py --profile gpu         # the 14k pool on one GPU
 """
@@ -44,30 +53,41 @@ DATA = REPO.parent / "shared" / "data"
 TRAIN = DATA / "train"
 ALPACA_EVAL = DATA / "eval" / "alpaca_eval_gpt4_805.json"
 SHAREGPT = DATA / "chat" / "sharegpt_dpo_300.json"
+DOLLY = TRAIN / "dolly_3k.json"
+GSM8K = TRAIN / "gsm8k_train.jsonl"
 MT_BENCH = DATA / "eval" / "mt_bench_reference_gpt4.jsonl"
 # cheapest and most telling first: the baselines, then the presets over one shared scoring, then the methods
 # that train extra models or score again (a run that is stopped keeps every finished method)
-ALL_METHODS = ("random,longest,fusion,superfiltering,ifd_gated,ifd_length,ifd_quota,target,full,ifd,instructmining,"
-               "mods,cherry")
+ALL_METHODS = ("random,longest,random_per_source,longest_per_source,longest_gated,fusion,superfiltering,ifd_gated,"
+               "ifd_length,ifd_quota,target,full,ifd,instructmining,mods,cherry")
+# the token-budget methods: baselines and presets (the recipe methods take a row budget)
+TOKEN_METHODS = ("random,longest,random_per_source,longest_per_source,longest_gated,fusion,superfiltering,ifd_gated,"
+                 "ifd_length,ifd_quota,target")
 PROFILES = {
     "cpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
-                pool_limit=3000, eval=["alpaca_eval:300", "sharegpt:100"], target="alpaca_eval_target:100",
-                methods=ALL_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=128,
-                precision="fp32", score_dtype="bfloat16",
-                method_sets=["mods.necessity_max_new_tokens=48", "mods.quality_fraction=0.5"]),
+                pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
+                methods=TOKEN_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512,
+                budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision="fp32",
+                score_dtype="float32", repeat_methods="longest_gated", method_sets=[]),
+    "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
+                  pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,
+                  methods="random,longest,random_per_source,longest_per_source", random_seeds=3, epochs=1.0,
+                  learning_rate=1e-4, batch_size=8, max_length=256, budget_tokens=4000, eval_max_length=1024,
+                  score_max_length=1024, precision="fp32", score_dtype="float32", method_sets=[]),
     "demo": dict(pool=["demo:1000"], pool_limit=None, eval=["demo:200"], target=None,
-                 methods="random,longest,superfiltering,ifd_gated,ifd_length,ifd_quota,fusion", random_seeds=5,
-                 epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256, method_sets=[], train=False),
+                 methods="random,longest,superfiltering,ifd_gated,ifd_length,ifd_quota,fusion,longest_gated",
+                 random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256, method_sets=[],
+                 train=False),
     "gpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json"], pool_limit=None,
-                eval=["alpaca_eval:805", "mt_bench"], target="alpaca_eval_target:100", methods=ALL_METHODS,
-                random_seeds=5, epochs=2.0, learning_rate=1e-4, batch_size=32, max_length=1024, method_sets=[]),
+                eval=["alpaca_eval:805", "dolly:300", "gsm8k:300", "mt_bench"], target="alpaca_eval_target:100",
+                methods=ALL_METHODS, random_seeds=5, epochs=2.0, learning_rate=1e-4, batch_size=32, max_length=1024,
+                eval_max_length=2048, score_max_length=1024, repeat_methods="longest_gated", method_sets=[]),
 }
 SECTION = "## Selection quality: chosen 10% vs random 10% vs the full pool"
 SECTION_INTRO = """\
-Does a well-chosen 10% of the pool train a better model than a random 10%, the longest 10% or the whole pool?
+Does a well-chosen subset of the pool train a better model than random rows, the longest rows or the whole pool?
 `benchmarks/selection_quality.py` runs `hf_select.compare.run_compare` (the same as `hf-select compare`); its
-docstring gives each profile's pool, eval sets and training settings. A method "beats random" when its loss is more
-than 2 standard deviations below the random mean.
+docstring gives each profile's pool, eval sets and training settings.
 """
 
 
@@ -77,14 +97,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="Pool, evals and settings (see above).")
     p.add_argument("--output", default=None, help="Comparison folder (default: runs/selection_quality_<profile>).")
     p.add_argument("--methods", default=None, help="Comma-separated methods (default: the profile's).")
-    p.add_argument("--budget", type=float, default=0.1, help="Share of the pool (< 1) or rows (>= 1) per method.")
+    p.add_argument("--budget", type=float, default=0.1,
+                   help="Share of the pool (< 1) or rows (>= 1) per method, where the profile has no token budget.")
+    p.add_argument("--budget-tokens", type=int, default=None,
+                   help="Supervised tokens per method (default: the profile's; 0 = use the row budget).")
+    p.add_argument("--dry-run", action="store_true", help="Print the plan and its estimated minutes, then stop.")
     p.add_argument("--pool-limit", type=int, default=None, help="Pool rows, sampled per source (default: profile).")
     p.add_argument("--random-seeds", type=int, default=None)
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None, help="Tokens per training/eval row (and when scoring).")
+    p.add_argument("--max-length", type=int, default=None, help="Tokens per training row.")
     p.add_argument("--precision", default=None, help="fp32 | bf16 (default: bf16 where the CPU/GPU supports it).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -117,10 +141,23 @@ def bf16_available() -> bool:
         return False
 
 
+def _spaced(n_rows: int, k: int, start: int = 0, stride: int = 1) -> list[int]:
+    """``k`` positions evenly spaced over ``start, start + stride, ...`` below ``n_rows``."""
+    positions = list(range(start, n_rows, stride))
+    k = min(k, len(positions))
+    return [positions[(i * len(positions)) // k] for i in range(k)]
+
+
 def derived_file(spec: str, folder: Path) -> str:
-    """The eval/target files of a profile: ``alpaca_eval:N`` (N AlpacaEval rows evenly spaced over the file, even
-    positions only), ``alpaca_eval_target:N`` (N rows at odd positions: never an eval row), ``sharegpt:N`` (the
-    first N ShareGPT DPO conversations, answered by their chosen reply), ``mt_bench`` and ``demo:N`` as they are."""
+    """The eval/target files of a profile:
+
+    - ``alpaca_eval:N``: N AlpacaEval GPT-4 answers evenly spaced over the file, even positions only;
+    - ``alpaca_eval_target:N``: N rows at odd positions (never an eval row);
+    - ``dolly:N``: N human-written Dolly rows evenly spaced over ``dolly_3k.json`` (the comparison leaves them out
+      of the pool: ``eval_overlap``);
+    - ``gsm8k:N``: N GSM8K math questions with their worked solutions, evenly spaced;
+    - ``sharegpt:N``: the first N ShareGPT DPO conversations, answered by their chosen reply;
+    - ``mt_bench`` and ``demo:N`` as they are."""
     name, _, n = spec.partition(":")
     if name in ("demo", "mt_bench"):
         return spec if name == "demo" else str(MT_BENCH)
@@ -128,11 +165,18 @@ def derived_file(spec: str, folder: Path) -> str:
     out = folder / f"{name}_{n}.json"
     if name == "alpaca_eval" or name == "alpaca_eval_target":
         rows = json.loads(ALPACA_EVAL.read_text(encoding="utf-8"))
-        positions = list(range(0 if name == "alpaca_eval" else 1, len(rows), 2))
-        k = min(int(n), len(positions))
-        picked = [positions[(i * len(positions)) // k] for i in range(k)]
+        picked = _spaced(len(rows), int(n), start=0 if name == "alpaca_eval" else 1, stride=2)
         data = [{"instruction": rows[i]["instruction"], "input": "", "output": rows[i]["output"],
                  "source": rows[i]["dataset"]} for i in picked]
+    elif name == "dolly":
+        rows = json.loads(DOLLY.read_text(encoding="utf-8"))
+        data = [{"instruction": rows[i]["instruction"], "input": rows[i].get("input") or "",
+                 "output": rows[i]["output"], "source": rows[i].get("category") or "dolly"}
+                for i in _spaced(len(rows), int(n))]
+    elif name == "gsm8k":
+        rows = [json.loads(line) for line in GSM8K.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = [{"instruction": rows[i]["question"], "input": "", "output": rows[i]["answer"], "source": "gsm8k"}
+                for i in _spaced(len(rows), int(n))]
     elif name == "sharegpt":
         data = json.loads(SHAREGPT.read_text(encoding="utf-8"))[: int(n)]
     else:
@@ -151,14 +195,22 @@ def build_config(args: argparse.Namespace):
     data = Path(output) / "data"
     pool = [str(TRAIN / f) if not f.startswith("demo") else f for f in prof["pool"]]
     evals = [derived_file(e, data) for e in prof["eval"]]
-    # On these CPUs bf16 autocast made SFT slower (fp32 125 vs bf16 58 tokens/s per core), while bf16 weights
-    # made scoring faster: the cpu profile trains in fp32 and scores in bf16.
+    # On these CPUs bf16 autocast made SFT slower (fp32 125 vs bf16 58 tokens/s per core): the cpu profiles
+    # train in fp32; their scoring follows the measured rule of dtype auto (fp32 where bf16 is slow).
     precision = args.precision or prof.get("precision") or ("bf16" if bf16_available() else "fp32")
     score_dtype = prof.get("score_dtype") or ("bfloat16" if precision == "bf16" else "float32")
     value = lambda name, key: getattr(args, name) if getattr(args, name) is not None else prof[key]  # noqa: E731
     extra = [f"target={derived_file(prof['target'], data)}"] if prof.get("target") else []
     if not prof.get("train", True):
         extra.append("train=false")
+    budget_tokens = args.budget_tokens if args.budget_tokens is not None else prof.get("budget_tokens")
+    if budget_tokens:
+        extra.append(f"budget_tokens={budget_tokens}")
+    for key in ("eval_max_length", "score_max_length", "repeat_methods"):
+        if prof.get(key):
+            extra.append(f"{key}={prof[key]}")
+    if args.dry_run:
+        extra.append("dry_run=true")
     ns = argparse.Namespace(
         pool=pool, eval=evals, budget=args.budget, methods=args.methods or prof["methods"], output=output,
         model=args.model, pool_limit=value("pool_limit", "pool_limit"), eval_limit=None,
@@ -168,7 +220,6 @@ def build_config(args: argparse.Namespace):
              f"per_device_train_batch_size={value('batch_size', 'batch_size')}",
              f"per_device_eval_batch_size={2 * value('batch_size', 'batch_size')}",
              f"max_length={value('max_length', 'max_length')}",
-             f"score_max_length={value('max_length', 'max_length')}",
              f"precision={precision}", f"score_dtype={score_dtype}",
              f"seed={args.seed}", "logging_steps=10", *extra, *prof["method_sets"], *args.set],
     )
@@ -195,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    needed = [ALPACA_EVAL, SHAREGPT, *(TRAIN / f for f in PROFILES[args.profile]["pool"] if not f.startswith("demo"))]
+    needed = [ALPACA_EVAL, SHAREGPT, DOLLY, GSM8K,
+              *(TRAIN / f for f in PROFILES[args.profile]["pool"] if not f.startswith("demo"))]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"selection_quality: the shared data is missing: {missing}", file=sys.stderr)
@@ -209,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/selection_quality.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     result = run_compare(config)
+    if config.dry_run:
+        return 0
     print(result.markdown())
     if args.chart and result.files.get("chart"):
         shutil.copyfile(result.files["chart"], args.chart)

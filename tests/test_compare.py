@@ -114,6 +114,7 @@ def test_recipe_arguments_map_the_budget(tmp_path):
 
 
 def test_verdict_against_the_random_spread():
+    """The prediction interval for one new draw, by hand: t(0.975, 2) = 4.302653 at n = 3."""
     def run(label, method, loss, seed=None):
         return MethodResult(method=method, label=label, seed=seed, rows=10, eval_loss={"e": loss})
 
@@ -122,15 +123,40 @@ def test_verdict_against_the_random_spread():
         pool_mean_response_tokens=None, budget_rows=10, eval_sets=[{"name": "e", "path": "e.json"}],
         base_loss={"e": 2.0},
         methods=[run("r0", "random", 1.90, 0), run("r1", "random", 1.92, 1), run("r2", "random", 1.94, 2),
-                 run("good", "ifd", 1.85), run("same", "longest", 1.93), run("bad", "full", 1.99)],
+                 run("good", "ifd", 1.80), run("same", "longest", 1.85), run("bad", "full", 2.04)],
     )
     stats = result.random_stats()["e"]
     assert stats["mean"] == pytest.approx(1.92) and stats["sd"] == pytest.approx(0.02) and stats["n"] == 3
-    assert result.verdict(result.methods[3], "e").startswith("beats random (-3.5 sd)")
-    assert result.verdict(result.methods[4], "e").startswith("within 2 sd")
-    assert result.verdict(result.methods[5], "e").startswith("worse than random")
+    half = 4.302653 * 0.02 * (1 + 1 / 3) ** 0.5  # 0.0994
+    good = result.judge("ifd", "e")
+    assert good.outcome == "beats" and good.margin == pytest.approx(0.12)
+    assert good.half_width == pytest.approx(half, rel=1e-5)
+    assert result.judge("longest", "e").outcome == "ties"  # 0.07 below the mean: inside the interval
+    assert result.judge("full", "e").outcome == "loses"
+    assert result.verdict(result.methods[3], "e") == f"beats (+0.1200 > ±{half:.4f})"
+    assert result.verdict_count() == (3, 0.15)
     table = result.markdown()
-    assert "1.9200 ± 0.0200" in table and "beats random" in table
+    assert "1.9200 ± 0.0200" in table and "beats (+0.1200" in table and "3 verdicts" in table
+
+
+def test_verdict_needs_three_draws_and_judges_a_repeated_method_by_its_mean():
+    def run(method, loss, seed):
+        return MethodResult(method=method, label=f"{method} (seed {seed})", seed=seed, eval_loss={"e": loss})
+
+    two = CompareResult(output_dir="x", config={}, pool_rows=10, pool_composition={}, pool_mean_response_chars=1.0,
+                        pool_mean_response_tokens=None, budget_rows=2, eval_sets=[{"name": "e"}], base_loss={},
+                        methods=[run("random", 1.0, 0), run("random", 1.1, 1), run("longest", 0.1, 0)])
+    assert two.verdict("longest", "e") == "n/a (needs >= 3 random draws, has 2)"
+    assert two.verdict_count() == (0, 0.0)
+    randoms = [run("random", v, s) for s, v in enumerate([1.0, 1.1, 1.2, 1.05, 1.15])]
+    mine = [run("longest", v, s) for s, v in enumerate([0.9, 1.0, 0.95])]
+    result = CompareResult(output_dir="x", config={}, pool_rows=10, pool_composition={}, pool_mean_response_chars=1.0,
+                           pool_mean_response_tokens=None, budget_rows=2, eval_sets=[{"name": "e"}], base_loss={},
+                           methods=[*randoms, *mine])
+    v = result.judge("longest", "e")
+    sd = (sum((x - 1.1) ** 2 for x in [1.0, 1.1, 1.2, 1.05, 1.15]) / 4) ** 0.5
+    assert v.method_runs == 3 and v.margin == pytest.approx(0.15)
+    assert v.half_width == pytest.approx(2.776445 * sd * (1 / 3 + 1 / 5) ** 0.5, rel=1e-5)
 
 
 # -- end to end on a tiny model -----------------------------------------------------------------------------------
@@ -200,7 +226,8 @@ def test_outputs_written(compared):
     _, _, result = compared  # the files on disk are the second run's
     with open(result.files["markdown"]) as fh:
         md = fh.read()
-    assert "random (mean ± sd of 2 seeds)" in md and "| longest | 6 |" in md
+    assert "| random (2 runs) | 2 | 6 |" in md and "| longest | 1 | 6 |" in md
+    assert "n/a (needs >= 3 random draws, has 2)" in md  # no verdict without its basis
     with open(result.files["chart"], "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     again = load_compare(result.output_dir)
@@ -221,7 +248,7 @@ def test_cli_compare_runs_and_reuses(compared, files, tiny_lm_path, capsys):
         argv += ["--set", s]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "random (mean ± sd of 2 seeds)" in out and "compare.png" in out
+    assert "| random (2 runs) |" in out and "compare.png" in out and "compare plan: 3 fine-tunes" in out
 
 
 def test_cli_bad_pool_is_one_line_and_exit_2(files, tmp_path, capsys):

@@ -320,6 +320,8 @@ PRESETS = {'fusion': 'IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned
 RECOMMENDED_PRESET = 'longest_gated'
 COMPARE_METHODS = ('random',
  'longest',
+ 'random_per_source',
+ 'longest_per_source',
  'ifd',
  'cherry',
  'mods',

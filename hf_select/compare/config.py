@@ -22,11 +22,14 @@ from typing import Any
 from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
 from ..training import TrainConfig
 
-BASE_METHODS = ("random", "longest", "ifd", "cherry", "mods", "instructmining", "full")
+BASE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "ifd", "cherry", "mods",
+                "instructmining", "full")
 METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "longest_gated",
                           "target")
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "target")  # 'target' needs a target set
-SIMPLE_METHODS = ("random", "longest", "full")
+# baselines without scores: selection -> train -> eval over the pool's rows
+SIMPLE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "full")
+EVAL_OVERLAP_CHOICES = ("drop", "error")
 # method -> its recipe module in hf_select.recipes
 RECIPES = {"ifd": "superfilter", "cherry": "cherry", "mods": "mods", "instructmining": "instruct_mining"}
 # Recipe fields that the comparison sets itself: the same for every method, so not per-method options.
@@ -62,7 +65,15 @@ class CompareConfig(TrainConfig):
                           "mt_bench_reference_gpt4.jsonl with mt_bench_questions.jsonl beside it)."},
     )
     budget: float = field(
-        default=0.1, metadata={"help": "Rows each method keeps: a share of the pool (< 1) or a number of rows (>= 1)."}
+        default=0.1,
+        metadata={"help": "Rows each method keeps: a share of the pool (< 1) or a number of rows (>= 1); unused when "
+                          "budget_tokens is set."},
+    )
+    budget_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Supervised completion tokens each method keeps (counted as the trainer sees them: chat "
+                          "template applied, cut at max_length): rows are kept in the method's own order until "
+                          "their tokens reach it. Replaces the row budget; recipe methods take rows only."},
     )
     methods: list[str] = field(
         default_factory=lambda: list(DEFAULT_METHODS),
@@ -70,8 +81,16 @@ class CompareConfig(TrainConfig):
                           "comma-separated string); default: all but 'target', which needs a target set."},
     )
     random_seeds: int = field(
-        default=3, metadata={"help": "Random subsets drawn (seeds seed, seed+1, ...); their spread is the noise."}
+        default=5,
+        metadata={"help": "Random draws (seeds seed, seed+1, ...): each draws its rows and trains with its own seed, "
+                          "so their spread holds both; verdicts need >= 3."},
     )
+    repeat_methods: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Methods trained again with repeat_seeds training seeds (seed, seed+1, ...), judged by "
+                          "their mean and shown with their own spread (e.g. the recommended preset)."},
+    )
+    repeat_seeds: int = field(default=3, metadata={"help": "Training seeds of each repeat_methods method."})
     model_name_or_path: str = field(
         default=DEFAULT_LM, metadata={"help": "Base model fine-tuned on every subset (and scoring IFD by default)."}
     )
@@ -86,6 +105,16 @@ class CompareConfig(TrainConfig):
     eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N rows of each eval set."})
     eval_questions: str | None = field(
         default=None, metadata={"help": "MT-Bench questions file, when not beside the references."}
+    )
+    eval_max_length: int = field(
+        default=2048,
+        metadata={"help": "Tokens per eval row (prompt + answer), separate from training's max_length and capped at "
+                          "the model's limit: the held-out loss reads whole answers."},
+    )
+    eval_overlap: str = field(
+        default="drop",
+        metadata={"help": "Pool rows whose prompt is an eval row's prompt: 'drop' them from the pool (counted per "
+                          "eval set in the table) or stop with an 'error'."},
     )
     template: str = field(
         default="auto",
@@ -141,6 +170,12 @@ class CompareConfig(TrainConfig):
                           "longest and full only."},
     )
 
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Print the plan (fine-tunes, tokens, estimated minutes from a short timing) and stop "
+                          "before any scoring or training."},
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
@@ -175,6 +210,28 @@ class CompareConfig(TrainConfig):
                              "you want (never the eval set itself)")
         if isinstance(self.budget, bool) or not self.budget > 0:
             raise ValueError(f"{name}.budget must be a share in (0, 1) or a row count >= 1, got {self.budget!r}")
+        if self.budget_tokens is not None:
+            if isinstance(self.budget_tokens, bool) or int(self.budget_tokens) != self.budget_tokens \
+                    or self.budget_tokens < 1:
+                raise ValueError(f"{name}.budget_tokens must be a whole number of tokens >= 1, got "
+                                 f"{self.budget_tokens!r}")
+            self.budget_tokens = int(self.budget_tokens)
+            recipes = [m for m in self.methods if m in RECIPES]
+            if recipes:
+                raise ValueError(f"{name}.budget_tokens applies to the baselines and the step methods; {recipes} "
+                                 "take a row budget (their recipes train inside): leave them out, or compare their "
+                                 "presets (ifd -> superfiltering) or a row budget")
+        if self.eval_overlap not in EVAL_OVERLAP_CHOICES:
+            raise ValueError(f"{name}.eval_overlap must be one of {EVAL_OVERLAP_CHOICES}, got {self.eval_overlap!r}")
+        if self.eval_max_length < 8:
+            raise ValueError(f"{name}.eval_max_length must be >= 8, got {self.eval_max_length}")
+        self.repeat_methods = _as_list(self.repeat_methods)
+        bad = [m for m in self.repeat_methods if m not in self.methods or m in ("random", "full")]
+        if bad:
+            raise ValueError(f"{name}.repeat_methods {bad}: each must be one of the compared methods other than "
+                             "random (drawn random_seeds times already) and full")
+        if self.repeat_seeds < 1:
+            raise ValueError(f"{name}.repeat_seeds must be >= 1, got {self.repeat_seeds}")
         if self.budget >= 1:
             if float(self.budget) != int(self.budget):
                 raise ValueError(f"{name}.budget >= 1 is a row count and must be a whole number, got {self.budget}")
@@ -223,6 +280,23 @@ class CompareConfig(TrainConfig):
         return dataclasses.asdict(self)
 
 
+def run_seeds(config: CompareConfig, method: str) -> list[int | None]:
+    """The runs of one method: a seed per random draw (rows and training), the training seeds of a repeated
+    method (its first run keeps the comparison's seed and folder: None), else one run (None).
+
+    Example:
+        >>> cfg = CompareConfig(pool=["a"], eval=["e"], output_dir="/tmp/c", methods="random,longest,fusion",
+        ...                     random_seeds=3, repeat_methods=["longest"], seed=7)
+        >>> run_seeds(cfg, "random"), run_seeds(cfg, "longest"), run_seeds(cfg, "fusion")
+        ([7, 8, 9], [None, 8, 9], [None])
+    """
+    if method == "random":
+        return [config.seed + i for i in range(config.random_seeds)]
+    if method in config.repeat_methods:
+        return [None] + [config.seed + i for i in range(1, config.repeat_seeds)]
+    return [None]
+
+
 def recipe_base_args(config: CompareConfig, folder: str | os.PathLike, pool_dir: str) -> dict[str, Any]:
     """The recipe argument values every method of ``config`` shares: the training fields, the pool folder as the
     dataset, ``folder`` as the output, and the comparison's model, eval, scoring and resume settings.
@@ -235,7 +309,8 @@ def recipe_base_args(config: CompareConfig, folder: str | os.PathLike, pool_dir:
     """
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
     values.update(dataset_name=pool_dir, output_dir=str(Path(folder)), model_name_or_path=config.model_name_or_path,
-                  eval_questions=config.eval_questions, eval_limit=config.eval_limit, template=config.template,
+                  eval_questions=config.eval_questions, eval_limit=config.eval_limit,
+                  eval_max_length=config.eval_max_length, template=config.template,
                   score_max_length=config.score_max_length, report=config.report, resume=config.resume)
     return values
 
@@ -252,11 +327,13 @@ def _load_mapping(value: str, name: str) -> dict[str, Any] | None:
     """A mapping from a YAML/JSON string or a path to a YAML/JSON file."""
     import yaml
 
+    from ..commands.field_values import load_yaml
+
     text = value
     if value.strip() and Path(value).is_file():
         text = Path(value).read_text(encoding="utf-8")
     try:
-        loaded = yaml.safe_load(text) if text.strip() else None
+        loaded = load_yaml(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise ValueError(f"{name} is not valid YAML/JSON: {err}") from err
     if loaded is not None and not isinstance(loaded, Mapping):

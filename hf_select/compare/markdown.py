@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .pool import corrupted_share, mean_or_none
 
 if TYPE_CHECKING:
-    from .results import CompareResult, MethodResult
+    from .results import CompareResult
 
 
 def _composition_text(composition: Mapping[str, float], order: Sequence[str]) -> str:
@@ -45,8 +45,28 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _mean_sd_text(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.4f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _avg(values: Sequence[float | int | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    mean = sum(vals) / len(vals)
+    return f"{mean:.0f}" if len(vals) == 1 or float(mean).is_integer() else f"{mean:.1f}"
+
+
 def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
-    """The comparison table in markdown (random as mean ± sd over its seeds, with a verdict per method).
+    """The comparison table in markdown: one row per method (random and repeated methods as the mean ± sd of their
+    runs), what each trained on (rows, rows trained, supervised tokens, rows truncated), its loss per eval set with
+    the change against the base model and the verdict against random.
 
     Example:
         >>> print(render_markdown(result))  # doctest: +SKIP
@@ -55,47 +75,45 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
     names = [e["name"] for e in result.eval_sets] if trained else []
     labelled = bool(result.pool_corrupted)
     order = list(result.pool_composition)
-    lines = [f"{'#' * heading_level} Selection quality: {result.budget_rows} of {result.pool_rows} pool rows per "
-             "method", "", _settings_text(result) if trained else
+    budget = (f"{result.budget_tokens} supervised tokens" if result.budget_tokens
+              else f"{result.budget_rows} of {result.pool_rows} rows")
+    lines = [f"{'#' * heading_level} Selection quality: {budget} per method ({result.pool_rows} pool rows)", "",
+             _settings_text(result) if trained else
              "Selection only (train=False): what each method chose, without fine-tuning; no losses.", ""]
+    if trained:
+        lines += _eval_lines(result) + [""]
 
     def tail(composition: str, lengths: str, corrupted: str, seconds: str) -> list[str]:
         """The last columns: composition, lengths, corrupted share (labelled pools only), time."""
         return [composition, lengths] + ([corrupted] if labelled else []) + [seconds]
 
-    header = ["method", "rows"]
+    header = ["method", "runs", "rows", "rows trained", "supervised tokens", "rows truncated"]
     for n in names:
-        header += [f"loss {n}", "Δ base"]
-    header += [f"vs random ({n})" for n in names]
+        header += [f"loss {n}", "Δ base", f"vs random ({n})"]
     header += tail("composition (" + ", ".join(order) + ")", "mean response chars / tokens",
                    "corrupted (swapped/truncated/emptied/wrong)", "time (s)")
     lines += [_row(header), "|" + "---|" * len(header)]
+    blank = ["-", "-", "-"] * len(names)
     if trained:
-        base_cells = ["base model (no training)", "0"]
+        base_cells = ["base model (no training)", "-", "0", "0", "0", "0"]
         for n in names:
-            base_cells += [f"{result.base_loss[n]:.4f}" if n in result.base_loss else "-", "0"]
-        lines.append(_row(base_cells + ["-"] * len(names) + tail("-", "-", "-", "-")))
-    lines.append(_row([f"(pool: {result.pool_rows} rows)", "-"] + ["-", "-"] * len(names) + ["-"] * len(names)
+            base_cells += [f"{result.base_loss[n]:.4f}" if n in result.base_loss else "-", "0", "-"]
+        lines.append(_row(base_cells + tail("-", "-", "-", "-")))
+    pool_tokens = result.pool_tokens or {}
+    lines.append(_row([f"(pool: {result.pool_rows} rows)", "-", str(result.pool_rows),
+                       str(pool_tokens.get("rows_trained", "-")), str(pool_tokens.get("supervised_tokens", "-")),
+                       str(pool_tokens.get("rows_truncated", "-"))] + blank
                       + tail(_composition_text(result.pool_composition, order),
                              _lengths_text(result.pool_mean_response_chars, result.pool_mean_response_tokens),
                              _corrupted_text(result.pool_corrupted), "-")))
-    for m in result.methods:
-        if m.method == "random":
-            if m is result.runs("random")[0]:
-                lines.append(_random_row(result, names, tail, order))
-        elif m.status != "ok":
-            lines.append(_row([m.label, "-"] + ["-", "-"] * len(names) + ["-"] * len(names)
-                              + tail(f"error: {m.error}".replace("|", "/"), "-", "-", f"{m.compute_seconds:.0f}")))
-        else:
-            lines.append(_row(_method_cells(result, m, names)
-                              + tail(_composition_text(m.composition, order),
-                                     _lengths_text(m.mean_response_chars, m.mean_response_tokens),
-                                     _corrupted_text(m.corrupted), f"{m.compute_seconds:.0f}")))
-    randoms = [r for r in result.runs("random") if r.status == "ok"]
-    if randoms and trained:
-        lines += ["", "Random seeds: " + "; ".join(
-            f"seed {r.seed}: " + ", ".join(f"{n} {r.eval_loss[n]:.4f}" for n in names if n in r.eval_loss)
-            for r in randoms) + "."]
+    for method in dict.fromkeys(m.method for m in result.methods):
+        lines.append(_method_row(result, method, names, order, tail))
+    for method in dict.fromkeys(m.method for m in result.methods):
+        runs = [r for r in result.runs(method) if r.status == "ok"]
+        if len(runs) > 1 and trained:
+            lines += ["", f"{method} runs: " + "; ".join(
+                f"seed {r.train_seed}: " + ", ".join(f"{n} {r.eval_loss[n]:.4f}" for n in names if n in r.eval_loss)
+                for r in runs) + "."]
     lines += _diagnostics_lines(result)
     total = sum(m.compute_seconds for m in result.methods)
     shared = f", {result.scores_seconds:.0f} s in the shared scoring of the pool" if result.scores_seconds else ""
@@ -105,57 +123,78 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
 
 
 def _settings_text(result: CompareResult) -> str:
-    """The paragraph under the heading: the base model, the SFT settings every method shares, the metric."""
+    """The paragraph under the heading: the base model, the SFT settings every method shares, the budget, the
+    metric and the verdict rule."""
     cfg = result.config
+    verdicts, expected = result.verdict_count()
+    budget = (f"every method keeps rows in its own order until their supervised completion tokens (chat template "
+              f"applied, cut at max_length {_g(cfg.get('max_length'))}, as the trainer sees them) reach "
+              f"{result.budget_tokens}" if result.budget_tokens else
+              f"every method keeps {result.budget_rows} rows (an equal row budget: methods may train on unequal "
+              "tokens, see the columns)")
     return (
         f"Base model `{cfg.get('model_name_or_path', '?')}`; TRL SFT with the same settings for every method: "
         f"learning rate {_g(cfg.get('learning_rate'))} ({cfg.get('lr_scheduler_type', '?')}, warmup "
         f"{_g(cfg.get('warmup_steps'))}), {_g(cfg.get('num_train_epochs'))} epochs, batch "
         f"{_g(cfg.get('per_device_train_batch_size'))} x {_g(cfg.get('gradient_accumulation_steps'))} accumulation, "
-        f"max_length {_g(cfg.get('max_length'))}, seed {_g(cfg.get('seed'))}, completion-only loss, the model's chat "
-        "template. Metric: mean completion-token loss (lower is better) on "
-        + ", ".join(f"`{e['name']}` ({e.get('rows', '?')} completions)" for e in result.eval_sets)
-        + ". Verdict: the method's loss against the random subsets' mean, in their standard deviations "
-          "(beats random = more than 2 sd lower)."
+        f"max_length {_g(cfg.get('max_length'))}, completion-only loss, the model's chat template. Budget: {budget}. "
+        f"Random: {_g(cfg.get('random_seeds'))} draws, each with its own rows and its own training seed. Metric: "
+        "held-out loss = sum of completion-token losses / completion tokens scored (lower is better), at up to "
+        f"{_g(cfg.get('eval_max_length'))} tokens per eval row. Verdict: the method's mean loss against a 95% "
+        "prediction interval for one new random draw, mean ± t(0.975, n-1) · sd · sqrt(1/k + 1/n) (n draws, k runs "
+        "of the method); the cell gives the margin (random mean - method loss; positive = lower loss) and the "
+        f"interval's half-width. This table makes {verdicts} verdicts; about {expected:g} of them are expected to be "
+        "'beats' or 'loses' by chance alone."
     )
 
 
-def _random_row(result: CompareResult, names: Sequence[str], tail: Any, order: Sequence[str]) -> str:
-    """One row for all random seeds: mean ± sd of their losses, their mean composition, lengths and corrupted
-    share, their summed time."""
-    runs = [r for r in result.runs("random") if r.status == "ok"]
+def _eval_lines(result: CompareResult) -> list[str]:
+    """One line per eval set: rows, rows and tokens scored, rows truncated or not scored (by reason), and pool rows
+    left out because they ask the eval set's questions."""
+    lines = ["Eval sets (as the base model's eval read them):", ""]
+    for e in result.eval_sets:
+        unscored = e.get("unscored") or {}
+        missing = {k: (len(v) if isinstance(v, list) else v) for k, v in unscored.items()}
+        missing_text = ", ".join(f"{k} {v}" for k, v in missing.items() if v) or "none"
+        overlap = (result.eval_overlap or {}).get(e["name"])
+        lines.append(
+            f"- `{e['name']}`: {e.get('rows', '?')} rows, {e.get('rows_scored', '?')} scored on "
+            f"{e.get('tokens_scored', '?')} of {e.get('tokens_total', '?')} completion tokens, "
+            f"{e.get('rows_truncated', '?')} truncated at {e.get('max_length', '?')} tokens, not scored: "
+            f"{missing_text}; pool rows asking its questions, left out of the pool: "
+            f"{overlap if overlap is not None else '?'}."
+        )
+    return lines
+
+
+def _method_row(result: CompareResult, method: str, names: Sequence[str], order: Sequence[str], tail: Any) -> str:
+    """One row for all runs of a method: mean (± sd) of their losses, mean rows and tokens, mean composition,
+    lengths and corrupted share, summed time; its verdicts."""
+    runs = [r for r in result.runs(method) if r.status == "ok"]
+    all_runs = result.runs(method)
+    label = method if len(all_runs) == 1 else f"{method} ({len(all_runs)} runs)"
     if not runs:
-        errors = "; ".join(r.error or "" for r in result.runs("random"))
-        return f"| random | - | error: {errors} |"
-    stats = result.random_stats()
-    cells = [f"random (mean ± sd of {len(runs)} seeds)", f"{runs[0].rows}"]
+        errors = "; ".join(r.error or "" for r in all_runs).replace("|", "/")
+        return _row([label, str(len(all_runs)), "-", "-", "-", "-"] + ["-", "-", "-"] * len(names)
+                    + tail(f"error: {errors}", "-", "-", f"{sum(r.compute_seconds for r in all_runs):.0f}"))
+    cells = [label, f"{len(runs)}" + (f" ({len(all_runs) - len(runs)} failed)" if len(runs) < len(all_runs) else ""),
+             _avg([r.rows for r in runs]), _avg([r.rows_trained for r in runs]),
+             _avg([r.supervised_tokens for r in runs]), _avg([r.rows_truncated for r in runs])]
     for n in names:
-        s = stats.get(n)
-        if s is None:
-            cells += ["-", "-"]
-            continue
-        sd = f" ± {s['sd']:.4f}" if s["n"] > 1 else ""
-        cells += [f"{s['mean']:.4f}{sd}", f"{s['mean'] - result.base_loss.get(n, float('nan')):+.4f}"]
-    cells += ["(reference)"] * len(names)
+        losses = [r.eval_loss[n] for r in runs if n in r.eval_loss]
+        deltas = [r.delta_vs_base[n] for r in runs if n in r.delta_vs_base]
+        cells += [_mean_sd_text(losses), f"{sum(deltas) / len(deltas):+.4f}" if deltas else "-",
+                  "(reference)" if method == "random" else (result.verdict(method, n) if losses else "-")]
     comp = {k: round(sum(r.composition.get(k, 0) for r in runs) / len(runs), 1)
             for k in dict.fromkeys(k for r in runs for k in r.composition)}
     chars = [r.mean_response_chars for r in runs if r.mean_response_chars is not None]
     toks = [r.mean_response_tokens for r in runs if r.mean_response_tokens is not None]
-    shares = [corrupted_share(r.corrupted) or 0.0 for r in runs]
+    shares = [corrupted_share(r.corrupted) for r in runs]
+    corrupted = (_corrupted_text(runs[0].corrupted) if len(runs) == 1 else
+                 f"{100 * sum(x or 0.0 for x in shares) / len(shares):.1f}% (mean)")
     return _row(cells + tail(_composition_text(comp, order),
                              _lengths_text(mean_or_none(chars), mean_or_none(toks) if toks else None),
-                             f"{100 * sum(shares) / len(shares):.1f}% (mean)",
-                             f"{sum(r.compute_seconds for r in runs):.0f}"))
-
-
-def _method_cells(result: CompareResult, m: MethodResult, names: Sequence[str]) -> list[str]:
-    """A finished method's label, rows, loss and change against the base model per eval set, and its verdicts."""
-    cells = [m.label, f"{m.rows}"]
-    for n in names:
-        loss = m.eval_loss.get(n)
-        cells += [f"{loss:.4f}" if loss is not None else "-",
-                  f"{m.delta_vs_base[n]:+.4f}" if n in m.delta_vs_base else "-"]
-    return cells + [result.verdict(m, n) for n in names]
+                             corrupted, f"{sum(r.compute_seconds for r in all_runs):.0f}"))
 
 
 def _diagnostics_lines(result: CompareResult) -> list[str]:

@@ -1,5 +1,5 @@
-"""The comparison's chart (``compare.png``): each method's eval loss per eval set, against the random subsets'
-mean ± sd band and the base model's loss.
+"""The comparison's chart (``compare.png``): each method's eval loss per eval set (the mean of its runs, with their
+sd), against the random draws' 95% prediction interval for one new draw and the base model's loss.
 """
 
 from __future__ import annotations
@@ -8,12 +8,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .stats import MIN_DRAWS, mean_sd, t_quantile
+
 if TYPE_CHECKING:
     from .results import CompareResult
 
 
 def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
-    """Bar chart of each method's eval loss per eval set, with the random mean ± sd band and the base model line.
+    """Bar chart of each method's eval loss per eval set, with the random draws' prediction interval (the band a
+    method must leave to beat or lose to random, :mod:`hf_select.compare.stats`) and the base model line.
 
     Example:
         >>> plot_compare(result, "compare.png")  # doctest: +SKIP
@@ -25,7 +28,8 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
 
     names = [e["name"] for e in result.eval_sets]
     stats = result.random_stats()
-    bars = 1 + sum(1 for m in result.methods if m.method != "random")
+    methods = [m for m in dict.fromkeys(r.method for r in result.methods) if m != "random"]
+    bars = 1 + len(methods)
     # wide enough that each bar keeps about 0.4 inch for its rotated label
     width = max(4.2, 0.4 * bars + 1.2)
     fig, axes = plt.subplots(1, len(names), figsize=(width * len(names) + 0.5, 4.0), squeeze=False)
@@ -37,20 +41,21 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
             values.append(s["mean"])
             errors.append(s["sd"] if s["n"] > 1 else 0.0)
             colors.append("#9e9e9e")
-        for m in result.methods:
-            if m.method == "random" or m.status != "ok" or n not in m.eval_loss:
+        for method in methods:
+            losses = result.losses(method, n)
+            if not losses:
                 continue
-            labels.append(m.label)
-            values.append(m.eval_loss[n])
-            errors.append(0.0)
-            colors.append("#1f77b4" if m.method != "full" else "#2ca02c")
+            mean, sd = mean_sd(losses)
+            labels.append(method if len(losses) == 1 else f"{method} (n={len(losses)})")
+            values.append(mean)
+            errors.append(sd if len(losses) > 1 else 0.0)
+            colors.append("#1f77b4" if method != "full" else "#2ca02c")
         x = list(range(len(values)))
-        ax.bar(x, values, color=colors)
-        if s and s["n"] > 1:
-            ax.errorbar([0], [s["mean"]], yerr=[s["sd"]], color="black", capsize=4, lw=1.2)
-            ax.axhspan(s["mean"] - s["sd"], s["mean"] + s["sd"], color="#9e9e9e", alpha=0.25,
-                       label="random mean ± sd")
-            ax.axhline(s["mean"] - 2 * s["sd"], color="#616161", ls=":", lw=1, label="random mean - 2 sd")
+        ax.bar(x, values, color=colors, yerr=errors, capsize=3)
+        if s and s["n"] >= MIN_DRAWS and s["sd"] > 0:
+            half = t_quantile(0.975, s["n"] - 1) * s["sd"] * (1 + 1 / s["n"]) ** 0.5
+            ax.axhspan(s["mean"] - half, s["mean"] + half, color="#9e9e9e", alpha=0.25,
+                       label="95% prediction interval of one random draw")
         if n in result.base_loss:
             ax.axhline(result.base_loss[n], color="#d62728", ls="--", lw=1, label="base model")
         shown = values + ([result.base_loss[n]] if n in result.base_loss else [])
@@ -68,7 +73,9 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
     if handles:
         fig.legend(handles, legend_labels, loc="upper center", ncol=len(handles), fontsize=7, frameon=False,
                    bbox_to_anchor=(0.5, 0.95))
-    fig.suptitle(f"{result.budget_rows} of {result.pool_rows} rows per method", fontsize=10)
+    budget = (f"{result.budget_tokens} supervised tokens" if result.budget_tokens
+              else f"{result.budget_rows} of {result.pool_rows} rows")
+    fig.suptitle(f"{budget} per method", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     out = Path(path)
     fig.savefig(out, dpi=90)

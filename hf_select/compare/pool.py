@@ -65,12 +65,43 @@ def stratified_indices(sources: Sequence[str], limit: int, seed: int = 0) -> lis
     return sorted(chosen)
 
 
-def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def prompt_key(messages: Sequence[Mapping[str, Any]]) -> str:
+    """What makes two rows "the same question": the text of every turn before the last assistant turn, lower-cased,
+    whitespace collapsed.
+
+    Example:
+        >>> prompt_key([{"role": "user", "content": "Name  a Colour."}, {"role": "assistant", "content": "Red"}])
+        'user: name a colour.'
+    """
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+    return "\n".join(f"{m['role']}: {' '.join(str(m['content']).lower().split())}" for m in messages[:last])
+
+
+def eval_prompt_keys(path: str, *, questions: str | None = None) -> set[str]:
+    """The :func:`prompt_key` of every row of an eval set (as the eval stages read it)."""
+    from ..formats import RowError, detect_format, row_to_messages
+    from ..training import load_eval_dataset
+
+    ds = load_eval_dataset(path, questions=questions)
+    fmt = detect_format(ds.column_names)
+    keys: set[str] = set()
+    for row in ds:
+        try:
+            keys.add(prompt_key(row_to_messages(row, fmt)))
+        except RowError:
+            continue
+    return keys
+
+
+def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0,
+               exclude: Mapping[str, set[str]] | None = None) -> tuple[Any, dict[str, Any]]:
     """One dataset from several files, with a ``source`` column (the row's own, else the file's stem).
 
     When every row is a single instruction -> response (Alpaca-like), the pool has ``instruction``, ``input``,
     ``output`` and ``source``; otherwise every row becomes ``messages`` + ``source``. Rows that cannot be read as a
-    conversation are dropped and counted per reason. ``limit`` samples rows per source in proportion to its size.
+    conversation are dropped and counted per reason. ``exclude`` maps an eval set's name to its
+    :func:`prompt_key` set: pool rows asking an eval question are removed before sampling and counted per eval set
+    (``info["eval_overlap"]``). ``limit`` samples rows per source in proportion to its size.
 
     Raises:
         HFSelectError: a file that is missing, empty or has no known row format, or an empty pool.
@@ -110,6 +141,17 @@ def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0)
                 continue
             source = str(row[SOURCE_COLUMN]) if has_source and row[SOURCE_COLUMN] is not None else stem
             records.append((source, messages, row.get(CORRUPTION_COLUMN) if labelled else None))
+    overlap = {name: 0 for name in exclude or {}}
+    if exclude:
+        kept = []
+        for record in records:
+            key = prompt_key(record[1])
+            hits = [name for name, keys in exclude.items() if key in keys]
+            for name in hits:
+                overlap[name] += 1
+            if not hits:
+                kept.append(record)
+        records = kept
     if not records:
         raise HFSelectError(f"the pool {list(files)} has no usable rows (dropped: {dropped}).")
     sources = [s for s, _, _ in records]
@@ -128,7 +170,7 @@ def build_pool(files: Sequence[str], *, limit: int | None = None, seed: int = 0)
             row[CORRUPTION_COLUMN] = label or "none"
     pool = Dataset.from_list(rows)
     return pool, {"format": "alpaca" if alpaca else "messages", "composition": count_by(pool[SOURCE_COLUMN]),
-                  "dropped": dropped}
+                  "dropped": dropped, "eval_overlap": overlap}
 
 
 def response_texts(dataset: Any) -> list[str]:

@@ -5,20 +5,19 @@ comparison: the random baseline's mean and spread, the verdict of every method a
 Example:
     >>> from hf_select.compare import CompareResult, MethodResult
     >>> runs = [MethodResult("random", f"random (seed {s})", seed=s, eval_loss={"e": v})
-    ...         for s, v in enumerate([1.0, 1.2])]
+    ...         for s, v in enumerate([1.0, 1.2, 1.1])]
     >>> picked = MethodResult("ifd", "ifd", eval_loss={"e": 0.5})
     >>> result = CompareResult(output_dir="cmp", config={}, pool_rows=100, pool_composition={"a": 100},
     ...                        pool_mean_response_chars=50.0, pool_mean_response_tokens=None, budget_rows=10,
     ...                        eval_sets=[{"name": "e"}], base_loss={"e": 1.5}, methods=[*runs, picked])
     >>> result.verdict(picked, "e")
-    'beats random (-4.2 sd)'
+    'beats (+0.6000 > ±0.5735)'
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 
 from ..errors import HFSelectError
 from .markdown import render_markdown
+from .stats import Verdict, expected_false_verdicts, mean_sd
+from .stats import verdict as judge
 
 
 @dataclass
@@ -52,6 +53,11 @@ class MethodResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     corrupted: dict[str, int] = field(default_factory=dict)
     traceback: str | None = None
+    rows_trained: int | None = None
+    supervised_tokens: int | None = None
+    rows_truncated: int | None = None
+    train_seed: int | None = None
+    eval_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,41 +81,52 @@ class CompareResult:
     files: dict[str, str] = field(default_factory=dict)
     pool_corrupted: dict[str, int] = field(default_factory=dict)
     scores_seconds: float = 0.0
+    budget_tokens: int | None = None
+    pool_tokens: dict[str, int] = field(default_factory=dict)
+    eval_overlap: dict[str, int] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
 
     def runs(self, method: str) -> list[MethodResult]:
-        """The results of one method (several for ``random``)."""
+        """The results of one method (several for ``random`` and for repeated methods)."""
         return [m for m in self.methods if m.method == method]
 
+    def losses(self, method: str, eval_name: str) -> list[float]:
+        """The finished runs' losses of ``method`` on one eval set."""
+        return [m.eval_loss[eval_name] for m in self.runs(method) if m.status == "ok" and eval_name in m.eval_loss]
+
     def random_stats(self) -> dict[str, dict[str, float]]:
-        """Per eval set: mean, sample standard deviation and count of the random subsets' losses."""
+        """Per eval set: mean, sample standard deviation and count of the random draws' losses."""
         out: dict[str, dict[str, float]] = {}
-        ok = [m for m in self.runs("random") if m.status == "ok"]
         for spec in self.eval_sets:
-            values = [m.eval_loss[spec["name"]] for m in ok if spec["name"] in m.eval_loss]
+            values = self.losses("random", spec["name"])
             if values:
-                mean = sum(values) / len(values)
-                sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1
-                      else float("nan"))
+                mean, sd = mean_sd(values)
                 out[spec["name"]] = {"mean": mean, "sd": sd, "n": len(values)}
         return out
 
-    def verdict(self, result: MethodResult, eval_name: str) -> str:
-        """``beats random`` when the loss is below the random mean by more than 2 sd, ``worse than random`` when
-        above by more than 2 sd, else ``within 2 sd``; with the distance in sd."""
-        stats = self.random_stats().get(eval_name)
-        loss = result.eval_loss.get(eval_name)
-        if result.status != "ok" or loss is None:
+    def judge(self, method: str, eval_name: str) -> Verdict:
+        """The :class:`~hf_select.compare.stats.Verdict` of ``method`` (all its finished runs) on one eval set."""
+        return judge(self.losses("random", eval_name), self.losses(method, eval_name))
+
+    def verdict(self, result: MethodResult | str, eval_name: str) -> str:
+        """The verdict's table cell: ``beats`` / ``ties`` / ``loses`` random, with the margin (random mean - the
+        method's mean loss) and the prediction interval's half-width it is compared with
+        (:mod:`hf_select.compare.stats`); ``-`` for a failed run."""
+        method = result if isinstance(result, str) else result.method
+        if not isinstance(result, str) and (result.status != "ok" or eval_name not in result.eval_loss):
             return "-"
-        if not stats or stats["n"] < 2:
-            return "n/a (needs >= 2 random seeds)"
-        if not stats["sd"] > 0:
-            return "n/a (the random losses do not vary)"
-        z = (loss - stats["mean"]) / stats["sd"]
-        if z < -2:
-            return f"beats random ({z:+.1f} sd)"
-        if z > 2:
-            return f"worse than random ({z:+.1f} sd)"
-        return f"within 2 sd ({z:+.1f} sd)"
+        return self.judge(method, eval_name).text()
+
+    def judged_methods(self) -> list[str]:
+        """The methods with a verdict: every finished method but random, in table order."""
+        return list(dict.fromkeys(m.method for m in self.methods if m.method != "random" and m.status == "ok"))
+
+    def verdict_count(self) -> tuple[int, float]:
+        """How many verdicts the table makes (methods x eval sets, ``n/a`` left out), and how many of them are
+        expected to be "beats" or "loses" by chance alone."""
+        count = sum(1 for m in self.judged_methods() for e in self.eval_sets
+                    if self.judge(m, e["name"]).outcome != "n/a")
+        return count, expected_false_verdicts(count)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,10 +134,12 @@ class CompareResult:
             "pool_composition": self.pool_composition, "pool_mean_response_chars": self.pool_mean_response_chars,
             "pool_mean_response_tokens": self.pool_mean_response_tokens, "budget_rows": self.budget_rows,
             "eval_sets": self.eval_sets, "base_loss": self.base_loss, "random": self.random_stats(),
-            "verdicts": {m.label: {e["name"]: self.verdict(m, e["name"]) for e in self.eval_sets}
-                         for m in self.methods if m.method != "random"},
+            "verdicts": {m: {e["name"]: self.judge(m, e["name"]).to_dict() for e in self.eval_sets}
+                         for m in self.judged_methods()},
             "methods": [m.to_dict() for m in self.methods], "seconds": self.seconds, "files": self.files,
             "pool_corrupted": self.pool_corrupted, "scores_seconds": self.scores_seconds,
+            "budget_tokens": self.budget_tokens, "pool_tokens": self.pool_tokens, "eval_overlap": self.eval_overlap,
+            "plan": self.plan,
         }
 
     def markdown(self) -> str:
@@ -152,5 +171,7 @@ def load_compare(output_dir: str | os.PathLike) -> CompareResult:
         pool_mean_response_tokens=data["pool_mean_response_tokens"], budget_rows=data["budget_rows"],
         eval_sets=data["eval_sets"], base_loss=data["base_loss"], methods=methods, seconds=data.get("seconds", 0.0),
         files=data.get("files", {}), pool_corrupted=data.get("pool_corrupted", {}),
-        scores_seconds=data.get("scores_seconds", 0.0),
+        scores_seconds=data.get("scores_seconds", 0.0), budget_tokens=data.get("budget_tokens"),
+        pool_tokens=data.get("pool_tokens") or {}, eval_overlap=data.get("eval_overlap") or {},
+        plan=data.get("plan") or {},
     )

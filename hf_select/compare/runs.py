@@ -22,15 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HFSelectError
-from .config import BASE_METHODS, SIMPLE_METHODS, CompareConfig, recipe_args
+from ..training import TrainConfig
+from .budget import TokenCounts, check_budget, rows_for_tokens, subset_tokens, tokens_stage
+from .config import BASE_METHODS, SIMPLE_METHODS, CompareConfig, recipe_args, run_seeds
 from .diagnostics import SCORE_STAGES, recipe_diagnostics, step_diagnostics
 from .markdown import render_markdown
+from .plan import make_plan
 from .plot import plot_compare
 from .pool import (
     SOURCE_COLUMN,
     build_pool,
     corrupted_counts,
     count_by,
+    eval_prompt_keys,
     eval_rows,
     eval_specs,
     file_fingerprint,
@@ -44,6 +48,8 @@ from .steps import method_needs, method_steps, score_pool
 logger = logging.getLogger(__name__)
 
 POOL_MARKER = "compare_pool.json"
+# what the eval stages measured of each eval set (the base model's run), shown beside the table
+EVAL_META_KEYS = ("rows", "rows_scored", "tokens_scored", "tokens_total", "rows_truncated", "unscored", "max_length")
 
 
 @dataclass
@@ -61,6 +67,7 @@ class _Shared:
     lengths: dict[str, list[float]]
     base_loss: dict[str, float]
     step_methods: list[str]
+    counts: TokenCounts | None = None
     scored: Any = None
     scores_meta: dict[str, Any] = field(default_factory=dict)
     scores_error: str | None = None
@@ -85,11 +92,22 @@ def run_compare(config: CompareConfig) -> CompareResult:
     start = time.time()
     out = Path(config.output_dir)
     runner = StageRunner(out, resume=config.resume)
+    specs = eval_specs(config.eval)
+    for spec in specs:  # fail early, once, on an unreadable eval set
+        eval_rows(spec["path"], questions=config.eval_questions, limit=config.eval_limit)
     pool_params = {"files": [file_fingerprint(f) for f in config.pool], "limit": config.pool_limit,
-                   "seed": config.pool_seed}
+                   "seed": config.pool_seed, "eval_overlap": config.eval_overlap,
+                   "evals": [file_fingerprint(s["path"]) for s in specs], "questions": config.eval_questions}
 
     def make_pool(folder: Path) -> dict[str, Any]:
-        pool, info = build_pool(config.pool, limit=config.pool_limit, seed=config.pool_seed)
+        exclude = {s["name"]: eval_prompt_keys(s["path"], questions=config.eval_questions) for s in specs}
+        pool, info = build_pool(config.pool, limit=config.pool_limit, seed=config.pool_seed, exclude=exclude)
+        hits = {name: n for name, n in info["eval_overlap"].items() if n}
+        if hits and config.eval_overlap == "error":
+            raise HFSelectError(f"the pool asks the questions of eval sets {hits} (rows per eval set); remove them "
+                                "from the pool files, or set eval_overlap='drop' to leave them out of the pool")
+        if hits:
+            logger.warning("compare: %s pool rows ask an eval set's question and were left out of the pool", hits)
         pool.save_to_disk(str(folder / "data"))
         return {"rows": len(pool), **info}
 
@@ -97,18 +115,35 @@ def run_compare(config: CompareConfig) -> CompareResult:
     pool = load_stage_dataset(pool_info.path)
     pool_dir = str(pool_info.path / "data")
     k = config.budget_rows(len(pool))
-    specs = eval_specs(config.eval)
-    for spec in specs:  # fail early, once, on an unreadable eval set
-        eval_rows(spec["path"], questions=config.eval_questions, limit=config.eval_limit)
     lengths = response_lengths(pool, config.model_name_or_path)
-    logger.info("compare: pool of %d rows (%s), budget %d rows, methods %s", len(pool),
-                pool_info.meta.get("composition"), k, config.methods)
+    try:
+        counts: TokenCounts | None = tokens_stage(runner, pool, pool_info.key, config)
+    except HFSelectError as err:
+        if config.budget_tokens is not None:
+            raise
+        logger.warning("compare: no supervised token counts (%s)", err)
+        counts = None
+    if config.budget_tokens is not None and counts is not None:
+        check_budget(config.budget_tokens, counts)
+    logger.info("compare: pool of %d rows (%s), budget %s, methods %s", len(pool),
+                pool_info.meta.get("composition"),
+                f"{config.budget_tokens} tokens" if config.budget_tokens else f"{k} rows", config.methods)
+    plan = make_plan(config, pool, counts, specs, k)
+    print(plan.text(), flush=True)
+    if config.dry_run:
+        return CompareResult(output_dir=str(out), config=json.loads(json.dumps(config.to_dict(), default=str)),
+                             pool_rows=len(pool), pool_composition=dict(pool_info.meta.get("composition") or {}),
+                             pool_mean_response_chars=mean_or_none(lengths["chars"]),
+                             pool_mean_response_tokens=mean_or_none(lengths["tokens"]), budget_rows=k,
+                             eval_sets=specs, base_loss={}, methods=[], budget_tokens=config.budget_tokens,
+                             plan=plan.to_dict())
 
-    base_loss, base_rows = _base_losses(config, out / "base", pool_dir, specs) if config.train else ({}, {})
+    base_loss, base_meta = _base_losses(config, out / "base", pool_dir, specs) if config.train else ({}, {})
     for spec in specs:
-        spec["rows"] = base_rows.get(spec["name"])
+        meta = base_meta.get(spec["name"]) or {}
+        spec.update({key: meta.get(key) for key in EVAL_META_KEYS if key in meta})
     shared = _Shared(config=config, out=out, pool=pool, pool_dir=pool_dir, pool_key=pool_info.key, budget=k,
-                     eval_specs=specs, lengths=lengths, base_loss=base_loss,
+                     eval_specs=specs, lengths=lengths, base_loss=base_loss, counts=counts,
                      step_methods=[m for m in config.methods if m not in BASE_METHODS])
     partial = CompareResult(
         output_dir=str(out), config=json.loads(json.dumps(config.to_dict(), default=str)), pool_rows=len(pool),
@@ -116,12 +151,15 @@ def run_compare(config: CompareConfig) -> CompareResult:
         pool_mean_response_chars=mean_or_none(lengths["chars"]),
         pool_mean_response_tokens=mean_or_none(lengths["tokens"]), budget_rows=k, eval_sets=specs,
         base_loss=base_loss, methods=[], pool_corrupted=corrupted_counts(pool, range(len(pool))),
-        scores_seconds=_stage_seconds(out / "scores"),
+        scores_seconds=_stage_seconds(out / "scores"), budget_tokens=config.budget_tokens,
+        pool_tokens=subset_tokens(range(len(pool)), counts) if counts is not None else {},
+        eval_overlap=dict(pool_info.meta.get("eval_overlap") or {}), plan=plan.to_dict(),
     )
     if shared.step_methods:
         _score_step_methods(shared)
+        partial.scores_seconds = _stage_seconds(out / "scores")
     for method in config.methods:
-        for seed in [config.seed + i for i in range(config.random_seeds)] if method == "random" else [None]:
+        for seed in run_seeds(config, method):
             partial.methods.append(_run_method(shared, method, seed))
             partial.seconds = round(time.time() - start, 2)
             write_json(partial, out)
@@ -137,8 +175,11 @@ def run_compare(config: CompareConfig) -> CompareResult:
 
 
 def method_folder(out: Path, method: str, seed: int | None) -> Path:
-    """Where one method's stages live: ``out/<method>``, ``out/random/seed<N>`` for a random seed."""
-    return out / method / f"seed{seed}" if method == "random" else out / method
+    """Where one method's stages live: ``out/<method>``, ``out/random/seed<N>`` for a random draw,
+    ``out/<method>__seed<N>`` for another training seed of a repeated method."""
+    if seed is None:
+        return out / method
+    return out / method / f"seed{seed}" if method == "random" else out / f"{method}__seed{seed}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -152,6 +193,7 @@ def _score_step_methods(shared: _Shared) -> None:
     needs = set().union(*(method_needs(m, config.step_methods) for m in shared.step_methods))
     t0 = time.time()
     try:
+        _check_pool_marker(shared.out / "scores", shared.pool_key)  # scores of another pool are stale
         shared.scored, shared.scores_meta = score_pool(config, shared.out / "scores", shared.pool_dir, needs)
     except Exception as err:
         shared.scores_error = f"scoring the pool failed: {_one_line(err)}"[:500]
@@ -160,26 +202,32 @@ def _score_step_methods(shared: _Shared) -> None:
 
 
 def _run_method(shared: _Shared, method: str, seed: int | None) -> MethodResult:
-    """One method (one random seed) into its folder; its failure is recorded in the result, never raised."""
+    """One run of a method (a random draw, or one training seed of a repeated method) into its folder; its failure
+    is recorded in the result, never raised."""
     config, k = shared.config, shared.budget
-    label = f"random (seed {seed})" if method == "random" else method
+    label = method if seed is None else f"{method} (seed {seed})"
     folder = method_folder(shared.out, method, seed)
+    train_seed = config.seed if seed is None else seed
     logger.info("compare: %s ...", label)
     t0 = time.time()
-    result = MethodResult(method=method, label=label, seed=seed, output_dir=str(folder))
+    result = MethodResult(method=method, label=label, seed=seed, output_dir=str(folder), train_seed=train_seed)
     try:
         _check_pool_marker(folder, shared.pool_key)
         if method in SIMPLE_METHODS:
-            run = _run_simple(method, seed, folder, shared.pool_dir, k, config, shared.eval_specs)
+            run = _run_simple(method, train_seed, folder, shared, k)
         elif method in shared.step_methods:
             if shared.scored is None:
                 raise HFSelectError(shared.scores_error or "the shared scores are missing")
-            steps = method_steps(method, k, custom=config.step_methods, target=shared.scores_meta.get("target"),
-                                 options=(config.preset_options or {}).get(method))
-            run = _run_selection(method, None, folder, shared.scored, steps, config, shared.eval_specs)
+
+            def steps_for(rows: int) -> list[dict[str, Any]]:
+                return method_steps(method, rows, custom=config.step_methods,
+                                    target=shared.scores_meta.get("target"),
+                                    options=(config.preset_options or {}).get(method))
+
+            run = _run_selection(train_seed, folder, shared.scored, steps_for, shared, k)
         else:
             run = run_recipe(method, folder, shared.pool_dir, len(shared.pool), k, config, shared.eval_specs)
-        _fill(result, run, shared.pool, shared.lengths, shared.base_loss)
+        _fill(result, run, shared)
         if method in SCORE_STAGES:
             result.diagnostics = recipe_diagnostics(method, folder, shared.pool, shared.lengths, run["selection"])
         elif method in shared.step_methods:
@@ -195,19 +243,19 @@ def _run_method(shared: _Shared, method: str, seed: int | None) -> MethodResult:
     return result
 
 
-def _base_losses(config: CompareConfig, folder: Path, pool_dir: str,
-                 specs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
-    """The base model's loss and the completions scored, per eval set (stages ``eval_<name>`` under
-    ``output_dir/base``)."""
+def _base_losses(config: CompareConfig, folder: Path, pool_dir: str, specs: Sequence[Mapping[str, Any]]
+                 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """The base model's loss and what its eval stages measured (rows and tokens scored, rows not scored), per eval
+    set (stages ``eval_<name>`` under ``output_dir/base``)."""
     from ..stages import StageRunner
 
     metas = eval_stages(StageRunner(folder, resume=config.resume), recipe_args(config, folder, pool_dir),
                         config.model_name_or_path, specs, limit=config.eval_limit)
-    return eval_losses(metas), {name: int(meta["rows"]) for name, meta in metas.items()}
+    return eval_losses(metas), {name: dict(meta) for name, meta in metas.items()}
 
 
 def _check_pool_marker(folder: Path, pool_key: str) -> None:
-    """A method folder made from another pool is stale: its stages would be reused by name. Remove it."""
+    """A folder made from another pool is stale: its stages would be reused by name. Remove it."""
     marker = folder / POOL_MARKER
     if folder.exists():
         stored = json.loads(marker.read_text()).get("pool_key") if marker.is_file() else None
@@ -218,58 +266,94 @@ def _check_pool_marker(folder: Path, pool_key: str) -> None:
     marker.write_text(json.dumps({"pool_key": pool_key}))
 
 
-def _run_simple(method: str, seed: int | None, folder: Path, pool_dir: str, k: int, config: CompareConfig,
-                specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """random / longest / full with the recipes' machinery: data -> selection -> train -> eval stages."""
+SIMPLE_STEPS: dict[str, Any] = {
+    "random": lambda rows: [{"step": "random", "count": rows}],
+    "longest": lambda rows: [{"step": "longest", "measure": "chars", "count": rows}],
+    "random_per_source": lambda rows: [{"step": "random", "count": rows, "stratify_by": "source"}],
+    "longest_per_source": lambda rows: [{"step": "longest", "measure": "chars", "count": rows,
+                                         "stratify_by": "source"}],
+    "full": None,
+}
+
+
+def _run_simple(method: str, seed: int, folder: Path, shared: _Shared, k: int) -> dict[str, Any]:
+    """The baselines (random, longest, their per-source forms, full) over the pool's rows: data -> selection ->
+    train -> eval stages."""
     from ..stages import StageRunner, data_stage
 
-    args = recipe_args(config, folder, pool_dir)
-    runner = StageRunner(folder, resume=config.resume)
+    args = recipe_args(shared.config, folder, shared.pool_dir)
+    runner = StageRunner(folder, resume=shared.config.resume)
     data = data_stage(runner, args)
-    steps: list[dict[str, Any]] = {
-        "random": [{"step": "random", "count": k}],
-        "longest": [{"step": "longest", "count": k}],
-        "full": [],
-    }[method]
-    return _run_selection(method, seed, folder, data, steps, config, specs, runner=runner, args=args)
+    return _run_selection(seed, folder, data, SIMPLE_STEPS[method], shared, k, runner=runner, args=args)
 
 
-def _run_selection(method: str, seed: int | None, folder: Path, data: Any, steps: Sequence[Mapping[str, Any]],
-                   config: CompareConfig, specs: Sequence[Mapping[str, Any]], *, runner: Any = None,
-                   args: Any = None) -> dict[str, Any]:
-    """selection -> train -> eval stages under ``folder`` for ``steps`` over ``data`` (the pool's rows, or the
-    shared scored pool). With ``config.train`` off, only the selection stage runs."""
+def _run_selection(seed: int, folder: Path, data: Any, steps_for: Any, shared: _Shared, k: int, *,
+                   runner: Any = None, args: Any = None) -> dict[str, Any]:
+    """selection -> train -> eval stages under ``folder`` over ``data`` (the pool's rows, or the shared scored pool).
+
+    ``steps_for(rows)`` gives the method's steps for a row count (None: every row, the full pool). With a token
+    budget the row count is the smallest whose selection reaches ``budget_tokens`` supervised tokens
+    (:func:`~hf_select.compare.budget.rows_for_tokens`), else ``k``. ``seed`` is the selection's seed (random
+    steps) and the training seed. With ``config.train`` off, only the selection stage runs."""
     from ..selection import select
     from ..stages import StageRunner
 
+    config = shared.config
     if args is None:
         args = recipe_args(config, folder, str(folder))
     runner = runner or StageRunner(folder, resume=config.resume)
-    steps = [dict(s) for s in steps]
-    sel_seed = config.seed if seed is None else seed
-    selection, _ = runner.selection_stage("selection", lambda: select(data, steps, seed=sel_seed),
-                                          params={"steps": steps, "seed": sel_seed, "input": data._fingerprint})
+    tokens = config.budget_tokens if steps_for is not None else None
+
+    def make() -> Any:
+        if steps_for is None:
+            return select(data, [], seed=seed)
+        if tokens is None:
+            return select(data, steps_for(k), seed=seed)
+        counts = shared.counts
+        rows, _ = rows_for_tokens(lambda n: select(data, steps_for(n), seed=seed).row_ids, counts.supervised,
+                                  tokens, max_rows=len(data))
+        result = select(data, steps_for(rows), seed=seed)
+        got = subset_tokens(result.row_ids, counts)["supervised_tokens"]
+        if got < tokens:
+            logger.warning("compare: %s keeps every row its steps allow (%d rows), %d of the %d budget tokens",
+                           folder.name, rows, got, tokens)
+        return result
+
+    template = steps_for(k if tokens is None else 1) if steps_for is not None else []
+    params = {"steps": [dict(s) for s in template], "seed": seed, "input": data._fingerprint,
+              "budget_tokens": tokens, "max_length": config.max_length if tokens is not None else None}
+    selection, _ = runner.selection_stage("selection", make, params=params)
     if not config.train:
-        return {"selection": selection, "model_dir": None, "eval": {}, "train_loss": None,
+        return {"selection": selection, "model_dir": None, "eval": {}, "eval_meta": {}, "train_loss": None,
                 "reused": all(i.reused for i in runner.infos)}
-    model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),
+    train_config = TrainConfig.from_object(args.train_config(), seed=seed)
+    model_dir, train = runner.sft_stage("train", selection.dataset, train_config,
                                         model_name_or_path=args.model_name_or_path)
-    losses = eval_losses(eval_stages(runner, args, model_dir, specs, limit=config.eval_limit))
-    return {"selection": selection, "model_dir": str(model_dir), "eval": losses,
+    metas = eval_stages(runner, args, model_dir, shared.eval_specs, limit=config.eval_limit)
+    return {"selection": selection, "model_dir": str(model_dir), "eval": eval_losses(metas),
+            "eval_meta": {name: dict(meta) for name, meta in metas.items()},
             "train_loss": train.meta.get("train_loss"), "reused": all(i.reused for i in runner.infos)}
 
 
-def _fill(result: MethodResult, run: Mapping[str, Any], pool: Any, lengths: Mapping[str, list[float]],
-          base_loss: Mapping[str, float]) -> None:
+def _fill(result: MethodResult, run: Mapping[str, Any], shared: _Shared) -> None:
     """Copy what a method's run chose and measured into ``result``."""
+    pool, lengths = shared.pool, shared.lengths
     ids = run["selection"].row_ids
     sources = pool[SOURCE_COLUMN]
     result.rows = len(ids)
+    if shared.counts is not None:
+        got = subset_tokens(ids, shared.counts)
+        result.rows_trained = got["rows_trained"]
+        result.supervised_tokens = got["supervised_tokens"]
+        result.rows_truncated = got["rows_truncated"]
     result.composition = count_by(sources[i] for i in ids)
     result.mean_response_chars = mean_or_none([lengths["chars"][i] for i in ids])
     result.mean_response_tokens = mean_or_none([lengths["tokens"][i] for i in ids]) if lengths["tokens"] else None
     result.eval_loss = {k: round(v, 6) for k, v in run["eval"].items()}
-    result.delta_vs_base = {k: round(v - base_loss[k], 6) for k, v in run["eval"].items() if k in base_loss}
+    result.delta_vs_base = {k: round(v - shared.base_loss[k], 6) for k, v in run["eval"].items()
+                            if k in shared.base_loss}
+    result.eval_meta = {name: {key: meta.get(key) for key in EVAL_META_KEYS if key in meta}
+                        for name, meta in (run.get("eval_meta") or {}).items()}
     result.train_loss = run.get("train_loss")
     result.model_dir = run["model_dir"]
     result.reused = bool(run["reused"])

@@ -308,6 +308,9 @@ def random_step(dataset: Any, *, count: int | None = None, fraction: float | Non
                 ) -> StepResult:
     """A seeded uniform random sample: the baseline every selection should beat. Reason: ``not_sampled``.
 
+    The sample is the first ``count`` rows of one seeded permutation, so with the same seed a larger count keeps
+    every row a smaller one kept (a token budget grows a random draw row by row, like any ranked selection).
+
     Args:
         count: rows to draw.
         fraction: or a share of the step's input rows.
@@ -315,7 +318,7 @@ def random_step(dataset: Any, *, count: int | None = None, fraction: float | Non
     n = len(dataset)
     want = resolve_count(n, n, fraction=fraction, count=count, step="random")
     keep = np.zeros(n, bool)
-    keep[np.random.default_rng(seed).choice(n, size=want, replace=False)] = True
+    keep[np.random.default_rng(seed).permutation(n)[:want]] = True
     return StepResult.from_mask(keep, {"not_sampled": ~keep})
 
 
