@@ -10,12 +10,13 @@ compare``) with one of these profiles:
 
 - ``cpu`` (default): the powered run for a 2-core CPU. Pool: 3,000 rows sampled per source from
   ``alpaca_9k.json``, ``dolly_3k.json``, ``code_alpaca_2k.json`` and ``alpaca_gpt4_1k.json`` (rows asking an eval
-  question are left out first, and counted); budget 20,000 supervised tokens at max_length 512; 5 random draws;
-  eval sets in three answer styles: 100 AlpacaEval GPT-4 answers (evenly spaced, even positions), 150 human-written
-  Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 150 GSM8K math solutions; ``target`` set: 100
+  question are left out first, and counted); budget 15,000 supervised tokens at max_length 512; 5 random draws;
+  eval sets in three answer styles: 60 AlpacaEval GPT-4 answers (evenly spaced, even positions), 120 human-written
+  Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 120 GSM8K math solutions; ``target`` set: 100
   other AlpacaEval rows (odd positions: never an eval row). Methods: the baselines (random, longest, their
   per-source forms) and every preset; ``longest_gated`` trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
-  batch 8, fp32; shared scoring at score_max_length 1024.
+  batch 8, bf16 autocast where this CPU's bf16 measures faster (else fp32); shared scoring at score_max_length 1024
+  (dtype auto: the same measured rule).
 - ``quick``: the harness in about 20 minutes: 1,000 pool rows, 4,000 tokens, 3 random draws, the four baselines,
   smaller eval sets (40 / 60 / 60 rows).
 - ``demo``: selection only (no training) on the built-in demo pool (1,000 rows, 15% corrupted on purpose): the
@@ -65,15 +66,15 @@ TOKEN_METHODS = ("random,longest,random_per_source,longest_per_source,longest_ga
                  "ifd_length,ifd_quota,target")
 PROFILES = {
     "cpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
-                pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
+                pool_limit=3000, eval=["alpaca_eval:60", "dolly:120", "gsm8k:120"], target="alpaca_eval_target:100",
                 methods=TOKEN_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512,
-                budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision="fp32",
-                score_dtype="float32", repeat_methods="longest_gated", method_sets=[]),
+                budget_tokens=15000, eval_max_length=2048, score_max_length=1024, precision=None,
+                score_dtype="auto", repeat_methods="longest_gated", method_sets=[]),
     "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                   pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,
                   methods="random,longest,random_per_source,longest_per_source", random_seeds=3, epochs=1.0,
                   learning_rate=1e-4, batch_size=8, max_length=256, budget_tokens=4000, eval_max_length=1024,
-                  score_max_length=1024, precision="fp32", score_dtype="float32", method_sets=[]),
+                  score_max_length=1024, precision=None, score_dtype="auto", method_sets=[]),
     "demo": dict(pool=["demo:1000"], pool_limit=None, eval=["demo:200"], target=None,
                  methods="random,longest,superfiltering,ifd_gated,ifd_length,ifd_quota,fusion,longest_gated",
                  random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256, method_sets=[],
@@ -130,15 +131,16 @@ def machine() -> str:
 
 
 def bf16_available() -> bool:
-    """bf16 autocast is fast here: a GPU with bf16, or a CPU with native bf16 instructions (AVX512-BF16 / AMX)."""
+    """bf16 is fast here: a GPU with bf16, or a CPU whose bf16 matrix multiplies measure at least
+    ``CPU_BF16_MIN_SPEEDUP`` times fp32's (:func:`hf_select.models.cpu_bf16_matmul_speedup`: 4.0x on an AMD EPYC,
+    0.5x on an Intel Xeon whose bf16 instructions are emulated)."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    from hf_select.models import CPU_BF16_MIN_SPEEDUP, cpu_bf16_matmul_speedup
+
+    return cpu_bf16_matmul_speedup() >= CPU_BF16_MIN_SPEEDUP
 
 
 def _spaced(n_rows: int, k: int, start: int = 0, stride: int = 1) -> list[int]:
@@ -195,8 +197,8 @@ def build_config(args: argparse.Namespace):
     data = Path(output) / "data"
     pool = [str(TRAIN / f) if not f.startswith("demo") else f for f in prof["pool"]]
     evals = [derived_file(e, data) for e in prof["eval"]]
-    # On these CPUs bf16 autocast made SFT slower (fp32 125 vs bf16 58 tokens/s per core): the cpu profiles
-    # train in fp32; their scoring follows the measured rule of dtype auto (fp32 where bf16 is slow).
+    # bf16 only where it measures faster: on an Intel Xeon bf16 autocast made SFT slower (fp32 125 vs bf16 58
+    # tokens/s per core), on an AMD EPYC 2.7x faster (fp32 163 vs bf16 445 tokens/s, 8 x 256 tokens, 2 cores).
     precision = args.precision or prof.get("precision") or ("bf16" if bf16_available() else "fp32")
     score_dtype = prof.get("score_dtype") or ("bfloat16" if precision == "bf16" else "float32")
     value = lambda name, key: getattr(args, name) if getattr(args, name) is not None else prof[key]  # noqa: E731

@@ -158,6 +158,7 @@ def test_sequence_batches_pad_less_than_pair_batches(tiny_lm_path):
 def test_dtype_auto_on_a_cpu_follows_the_measured_bf16_speed(tiny_lm_path, monkeypatch, speedup, expected):
     """'auto' is bf16 on a CPU only where bf16 matrix multiplies measure faster (native bf16 alone is not enough: on
     ours it is half as fast); 'float32' and 'bfloat16' are what they say."""
+    monkeypatch.setattr(models_module, "CPU_BF16_MIN_SPEEDUP", 1.3)  # the shipped rule (conftest pins fp32)
     monkeypatch.setattr(models_module, "cpu_bf16_matmul_speedup", lambda: speedup)
     assert IFDConfig().torch_dtype("cpu") == expected
     assert IFDConfig(dtype="float32").torch_dtype("cpu") == torch.float32

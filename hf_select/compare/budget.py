@@ -17,7 +17,7 @@ Example:
     >>> import numpy as np
     >>> tokens = np.array([50, 10, 40, 30, 20])
     >>> order = [0, 2, 3, 4, 1]                                  # a method's preference order
-    >>> rows_for_tokens(lambda k: order[:k], tokens, 85)
+    >>> rows_for_tokens(lambda k: order[:k], tokens, 95)
     (3, [0, 2, 3])
     >>> subset_tokens([0, 2, 3], TokenCounts(tokens, np.array([1, 0, 0, 0, 0], bool), np.zeros(5, bool)))
     {'rows': 3, 'rows_trained': 3, 'supervised_tokens': 120, 'rows_truncated': 1}

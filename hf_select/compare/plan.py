@@ -83,13 +83,17 @@ def measure_rates(model_name_or_path: str, *, batch_size: int, length: int, prec
     from ..training import load_model_for_training
 
     model, _ = load_model_for_training(model_name_or_path)
-    if precision == "bf16":
-        model = model.to(torch.bfloat16)
+    # bf16 as the trainer runs it (autocast over fp32 weights), fp32 otherwise
+    autocast = torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
+                              enabled=precision == "bf16")
+    if torch.cuda.is_available():
+        model = model.cuda()
     vocab = int(model.config.vocab_size)
     ids = torch.randint(0, vocab, (batch_size, length), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(next(model.parameters()).device)
     tokens = batch_size * length * repeats
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         model(input_ids=ids[:, :8])
         t0 = time.perf_counter()
         for _ in range(repeats):
@@ -98,7 +102,8 @@ def measure_rates(model_name_or_path: str, *, batch_size: int, length: int, prec
     model.train()
     t0 = time.perf_counter()
     for _ in range(repeats):
-        out = model(input_ids=ids, labels=ids)
+        with autocast:
+            out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         model.zero_grad(set_to_none=True)
     train = tokens / (time.perf_counter() - t0)
@@ -187,8 +192,10 @@ def make_plan(config: Any, pool: Any, counts: Any, specs: Sequence[Mapping[str, 
     rates: dict[str, float] = {}
     if measure and (fine_tunes or score_tokens):
         try:
+            from ..training import resolve_precision
+
             rates = measure_rates(config.model_name_or_path, batch_size=config.per_device_train_batch_size,
-                                  length=min(config.max_length, 256), precision="fp32")
+                                  length=min(config.max_length, 256), precision=resolve_precision(config.precision))
         except Exception as err:  # noqa: BLE001
             notes.append(f"no timing ({type(err).__name__}: {err})")
     return Plan(fine_tunes=fine_tunes, train_tokens_per_row=row_tokens, epochs=float(config.num_train_epochs),

@@ -11,7 +11,7 @@ Example:
     ...                        pool_mean_response_chars=50.0, pool_mean_response_tokens=None, budget_rows=10,
     ...                        eval_sets=[{"name": "e"}], base_loss={"e": 1.5}, methods=[*runs, picked])
     >>> result.verdict(picked, "e")
-    'beats (+0.6000 > ±0.5735)'
+    'beats (+0.6000 > ±0.4968)'
 """
 
 from __future__ import annotations
