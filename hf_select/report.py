@@ -8,10 +8,12 @@
 - ``lengths.png``: prompt and response lengths before and after;
 - ``composition_<column>.png``: shares per source/category before and after (when such a column exists);
 - ``steps.png``: rows into and out of each step (branches marked);
-- ``report.md`` linking them, with the provenance table, and ``report.json`` listing the figures (for dataset
-  cards) and the numbers.
+- ``report.md`` linking them, with the provenance table and example rows (a few kept at the top, at the cutoff, and
+  dropped for each reason, cut to a readable length), and ``report.json`` listing the figures (for dataset cards),
+  the numbers and the example rows.
 
-The figures are drawn by :mod:`hf_select.report_plots`; this module chooses them and writes the markdown.
+The figures are drawn by :mod:`hf_select.report_plots` and the example rows picked by
+:mod:`hf_select.report_examples`; this module chooses the figures and writes the markdown.
 
 Example:
     >>> from hf_select.report import make_report
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import HFSelectError
+from .report_examples import example_groups, examples_markdown
 from .report_plots import (
     composition_figure,
     embedding_map,
@@ -60,21 +63,23 @@ class _Figure:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _selection_parts(selection: Any) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
-    """(row ids, provenance, provenance dict) from a SelectionResult, a folder, or a Dataset with ``_row_id``."""
+def _selection_parts(selection: Any) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any], Any]:
+    """(row ids, provenance, provenance dict, dropped rows or None) from a SelectionResult, a folder, or a Dataset
+    with ``_row_id``."""
     from .selection.select import ROW_ID, SelectionResult
 
     if isinstance(selection, (str, os.PathLike)):
         selection = SelectionResult.load(selection)
     if isinstance(selection, SelectionResult):
-        return np.asarray(selection.row_ids, dtype=np.int64), selection.provenance, selection.to_dict()
+        return (np.asarray(selection.row_ids, dtype=np.int64), selection.provenance, selection.to_dict(),
+                selection.dropped)
     if hasattr(selection, "column_names"):
         if ROW_ID not in selection.column_names:
             raise HFSelectError(
                 f"the selection dataset has no {ROW_ID!r} column (columns: {selection.column_names}); pass the "
                 "SelectionResult or a subset made by hf_select.selection.select."
             )
-        return np.asarray(selection.with_format(None)[ROW_ID], dtype=np.int64), [], {}
+        return np.asarray(selection.with_format(None)[ROW_ID], dtype=np.int64), [], {}, None
     raise HFSelectError(f"selection must be a SelectionResult, a saved selection folder or a Dataset with {ROW_ID}, "
                         f"got {type(selection).__name__}")
 
@@ -101,6 +106,33 @@ def _chosen_mask(scored: Any, row_ids: np.ndarray) -> np.ndarray:
         raise HFSelectError(f"{missing} selected rows are not in the scored dataset (matched by _row_id): pass the "
                             "dataset the selection was made from.")
     return mask
+
+
+def _drops(scored: Any, dropped: Any, chosen: np.ndarray) -> list[tuple[int, str, str]]:
+    """The dropped rows as (position in ``scored``, "step N (name)", reason), in the selection's order; without the
+    selection's dropped rows (a plain subset was given), every row not chosen, with no reason recorded."""
+    from .selection.select import ROW_ID
+
+    if dropped is None:
+        return [(int(p), "no recorded step", "not selected") for p in np.flatnonzero(~chosen)]
+    names = [c for c in (ROW_ID, "drop_step", "drop_step_index", "drop_reason") if c in dropped.column_names]
+    if ROW_ID not in names or not len(dropped):
+        return []
+    cols = dropped.select_columns(names).with_format(None).to_dict()
+    if ROW_ID in scored.column_names:
+        where = {int(i): p for p, i in enumerate(scored.with_format(None)[ROW_ID])}
+    else:
+        where = {i: i for i in range(len(scored))}
+    out = []
+    for r, row_id in enumerate(cols[ROW_ID]):
+        pos = where.get(int(row_id))
+        if pos is None:
+            continue
+        index = cols.get("drop_step_index", [None] * len(cols[ROW_ID]))[r]
+        step = cols.get("drop_step", [None] * len(cols[ROW_ID]))[r] or "a step"
+        label = f"step {int(index) + 1} ({step})" if index is not None and int(index) >= 0 else str(step)
+        out.append((pos, label, str(cols.get("drop_reason", ["dropped"] * len(cols[ROW_ID]))[r])))
+    return out  # the order select() wrote them in: by step, then reason, then row
 
 
 def _default_score_columns(scored: Any) -> list[str]:
@@ -205,7 +237,7 @@ def make_report(
         from .io import load_rows
 
         scored = load_rows(scored)
-    row_ids, provenance, prov_dict = _selection_parts(selection)
+    row_ids, provenance, prov_dict, dropped = _selection_parts(selection)
     chosen = _chosen_mask(scored, row_ids)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +311,10 @@ def make_report(
         figures.append(_Figure(name, "composition", f"Composition by {col} before and after", col))
     summary["composition"] = comp
 
-    md = _markdown(title or "Selection report", n, n_sel, provenance, prov_dict, score_stats, figures, notes)
+    examples = example_groups(scored, chosen, _drops(scored, dropped, chosen), columns, provenance, column_mapping)
+    summary["examples"] = examples
+    md = _markdown(title or "Selection report", n, n_sel, provenance, prov_dict, score_stats, figures, notes,
+                   examples_markdown(examples))
     (out / "report.md").write_text(md, encoding="utf-8")
     report = {
         "title": title or "Selection report",
@@ -295,7 +330,8 @@ def make_report(
 
 
 def _markdown(title: str, n: int, n_sel: int, provenance: Sequence[dict[str, Any]], prov_dict: dict[str, Any],
-              score_stats: dict[str, Any], figures: Sequence[_Figure], notes: Sequence[str]) -> str:
+              score_stats: dict[str, Any], figures: Sequence[_Figure], notes: Sequence[str],
+              examples: str = "") -> str:
     from .selection.select import provenance_table
 
     share = f" ({n_sel / n:.1%})" if n else ""
@@ -329,6 +365,8 @@ def _markdown(title: str, n: int, n_sel: int, provenance: Sequence[dict[str, Any
             lines.append("")
         for f in figs:
             lines += [f"![{f.caption}]({f.file})", ""]
+    if examples:
+        lines += ["", examples]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"

@@ -1,21 +1,30 @@
-"""``hf-select ... --help``: every option shows its default, ``--set`` lists what it accepts, the parsers' snapshot
-of the registries is fresh, ``--column-mapping`` reaches the scorer and the steps, ``demo --help`` shows its sizes.
-(That building the parser and printing help loads no torch is in tests/test_imports.py.)"""
+"""``hf-select ... --help``: every command's and every recipe script's ``--help`` runs (a ``%`` in a help text is
+text, not a format) and a recipe's names its shipped configs, every option shows its default, ``--set`` lists what it
+accepts, the parsers' snapshot of the registries is fresh, ``--column-mapping`` reaches the scorer and the steps,
+``demo --help`` shows its sizes. (That building the parser and printing help loads no torch is in
+tests/test_imports.py.)"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_from_disk
 
-from hf_select.cli import build_parser, main
+from hf_select.cli import COMMANDS, build_parser, main
 from hf_select.commands import catalog
 from hf_select.commands.demo import DemoConfig
 from hf_select.formats import DatasetFormatError, detect_format
+from hf_select.recipes import RECIPES, shipped_configs
 from hf_select.scoring.ifd import IFDConfig
 from hf_select.scoring.registry import SCORERS
+
+RECIPE_SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.py"))
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -32,6 +41,37 @@ def test_the_parsers_snapshot_of_the_registries_is_fresh():
             f"regenerate it with: {catalog.REGENERATE}")
     assert sorted(catalog.SCORER_FIELDS) == sorted(SCORERS)
     assert catalog.scorer_field_names("ifd") == [f.name for f in dataclasses.fields(IFDConfig)]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_commands_help_runs(command, capsys):
+    argv = [command, "--help"] if command else ["--help"]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 0, f"hf-select {' '.join(argv)} exited with {stop.value.code}"
+    assert capsys.readouterr().out.startswith(f"usage: hf-select {command}".rstrip())
+
+
+def test_every_recipe_has_a_script():
+    assert sorted(p.stem for p in RECIPE_SCRIPTS) == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("script", RECIPE_SCRIPTS, ids=lambda p: p.stem)
+def test_every_recipe_scripts_help_runs_and_names_its_configs(script, capsys, monkeypatch):
+    log = logging.getLogger("hf_select")  # the script sets up its logging: leave the logger as it was
+    monkeypatch.setattr(log, "handlers", list(log.handlers))
+    monkeypatch.setattr(log, "level", log.level)
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(script), run_name="__main__")
+    captured = capsys.readouterr()
+    assert stop.value.code == 0, f"python recipes/{script.name} --help failed: {captured.err.strip()[-300:]}"
+    out = " ".join(captured.out.split())
+    configs = shipped_configs(script.stem)
+    assert configs == sorted(p.stem for p in (script.parent / "configs").glob(f"{script.stem}_*.yaml")) != []
+    for name in configs:
+        assert f"{name} recipes/configs/{name}.yaml" in out
+    assert "top 10% from 58%" in out or script.stem not in ("superfilter", "cherry")  # the text the % broke
 
 
 def test_every_option_shows_its_default():

@@ -103,3 +103,55 @@ def test_report_errors_name_the_problem(tmp_path, capsys):
     code = main(["report", "--dataset", str(tmp_path / "missing"), "--selection", str(tmp_path / "nope"),
                  "--output", str(tmp_path / "o")])
     assert code == 2 and "hf-select: error:" in capsys.readouterr().err
+
+
+def test_report_shows_example_rows_kept_at_the_top_at_the_cutoff_and_dropped_per_reason(tmp_path):
+    ds = scored()
+    ds = ds.map(lambda row, i: {"output": "line one | two\n" + row["output"] * 3} if i % 2 else {}, with_indices=True)
+    result = select(ds, [{"step": "threshold", "column": "quality", "min": -0.5},
+                         {"step": "ifd_rule", "fraction": 0.3}, {"step": "kcenter", "k": 20}])
+    md = make_report(ds, result, tmp_path / "r").read_text()
+    groups = json.loads((tmp_path / "r" / "report.json").read_text())["summary"]["examples"]
+    kept = set(result.row_ids)
+    ifd = np.asarray(ds["ifd"])
+    ranked = sorted(kept, key=lambda i: -ifd[i])  # the main score: ifd, the last ranking step's column
+    top, cutoff, *drops = groups
+    assert top["title"] == "Kept: top by `ifd` (highest first)" and [r["row_id"] for r in top["rows"]] == ranked[:3]
+    assert [r["row_id"] for r in cutoff["rows"]] == ranked[-3:]
+    assert cutoff["rows"][-1]["scores"]["ifd"] == pytest.approx(min(ifd[i] for i in kept))
+    assert top["columns"][0] == "ifd" and set(top["rows"][0]["scores"]) == {"ifd", "quality"}
+    dropped = result.dropped.with_format(None)
+    reasons = [(f"step {i + 1} ({e['step']})", r) for i, e in enumerate(result.provenance) for r in e["dropped"]]
+    assert [(g["step"], g["reason"]) for g in drops] == reasons  # every reason, in step order
+    for g in drops:
+        assert 1 <= len(g["rows"]) <= 2 and g["count"] == result.provenance[int(g["step"].split()[1]) - 1]["dropped"][
+            g["reason"]]
+        for row in g["rows"]:
+            at = dropped["_row_id"].index(row["row_id"])
+            assert dropped["drop_reason"][at] == g["reason"] and row["row_id"] not in kept
+    texts = [r[k] for g in groups for r in g["rows"] for k in ("instruction", "response")]
+    assert all(0 < len(t) <= 200 for t in texts) and any(t.endswith("…") for t in texts)
+    assert all("\n" not in t for t in texts)
+    section = md[md.index("## Example rows"):md.index("## Notes")]
+    for g in groups:
+        assert f"### {g['title']}" in section
+    assert "line one \\| two" in section and "| ifd | quality | instruction | response |" in section
+    assert md.index("## Scores") < md.index("## Example rows")
+
+
+def test_report_example_rows_without_a_ranking_or_reasons(tmp_path):
+    ds = scored(40)
+    result = select(ds, [{"step": "random", "count": 10}])
+    make_report(ds, result.dataset, tmp_path / "plain", score_columns=["quality"])  # a plain subset: no reasons
+    groups = json.loads((tmp_path / "plain" / "report.json").read_text())["summary"]["examples"]
+    assert [g["title"] for g in groups] == ["Kept: the first rows (no single score ranks the kept rows)",
+                                            "Dropped at no recorded step: not selected (30 rows)"]
+    assert [r["row_id"] for r in groups[0]["rows"]] == result.row_ids[:3]
+    assert "## Example rows" in (tmp_path / "plain" / "report.md").read_text()
+    no_text = Dataset.from_dict({"score": [0.1, 0.5, 0.9, float("nan")]})
+    make_report(no_text, select(no_text, [{"step": "top", "column": "score", "count": 2}]), tmp_path / "t")
+    groups = json.loads((tmp_path / "t" / "report.json").read_text())["summary"]["examples"]
+    assert [r["row_id"] for r in groups[0]["rows"]] == [2, 1] and groups[0]["rows"][0]["instruction"] == ""
+    assert [g["group"] for g in groups] == ["top", "dropped", "dropped"]  # 2 kept: all at the top, no cutoff
+    assert [(g["reason"], [r["row_id"] for r in g["rows"]]) for g in groups[1:]] == [("nan_score", [3]),
+                                                                                      ("not_top", [0])]

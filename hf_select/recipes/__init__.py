@@ -14,7 +14,7 @@ named by its file stem.
 Example:
     >>> config_path("mods_smollm2").name
     'mods_smollm2.yaml'
-    >>> sorted(p.stem for p in CONFIGS_DIR.glob("superfilter_*.yaml"))
+    >>> shipped_configs("superfilter")
     ['superfilter_gpt2_llama3.2_1b', 'superfilter_smollm2', 'superfilter_smollm2_quickstart']
 """
 
@@ -47,3 +47,16 @@ def config_path(name_or_path: str) -> Path:
     names = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
     raise HFSelectError(f"--config {name_or_path!r}: no such file, and no shipped config of that name (shipped: "
                         f"{names})")
+
+
+def shipped_configs(recipe: str) -> list[str]:
+    """The names (file stems) of the YAML configs shipped for ``recipe`` (one of :data:`RECIPES`), sorted; none for
+    another name.
+
+    Example:
+        >>> shipped_configs("cherry")
+        ['cherry_llama3.2_1b', 'cherry_smollm2']
+    """
+    if recipe not in RECIPES:
+        return []
+    return sorted(p.stem for p in CONFIGS_DIR.glob(f"{recipe}_*.yaml"))

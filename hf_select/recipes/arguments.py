@@ -10,11 +10,14 @@ Example:
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import json
 import logging
 import os
 import sys
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,7 +182,7 @@ def parse_recipe_args(args_class: type, argv: Sequence[str] | None = None) -> An
         elif arg.startswith("--config="):
             argv[i] = f"--config={config_path(arg.split('=', 1)[1])}"
     argv = _renamed_flags(argv)
-    parser = _recipe_parser((args_class,))
+    parser = _recipe_parser((args_class,), epilog=configs_epilog(args_class))
     args, from_config, from_cli = parser.parse_args_and_config(argv, return_remaining_strings=True,
                                                                separate_remaining_strings=True)
     extra = _sft_options(args_class, from_config, from_cli, config_file)
@@ -222,15 +225,68 @@ def _renamed_keys(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _recipe_parser(dataclass_types: Sequence[type]) -> Any:
-    """``trl.TrlParser`` over ``dataclass_types`` that reads a YAML's old keys as the new ones."""
+def _recipe_parser(dataclass_types: Sequence[type], epilog: str | None = None) -> Any:
+    """``trl.TrlParser`` over ``dataclass_types`` that reads a YAML's old keys as the new ones, hands argparse every
+    field's help with ``%`` escaped (a help text such as "the top 10%" is text, not a format: unescaped, ``--help``
+    fails), and prints ``epilog`` (the shipped configs) as written."""
     from trl import TrlParser
 
     class RecipeParser(TrlParser):
+        @staticmethod
+        def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
+            TrlParser._parse_dataclass_field(parser, help_escaped(field))
+
         def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
             return super().set_defaults_with_config(**_renamed_keys(kwargs))
 
-    return RecipeParser(dataclass_types)
+    return RecipeParser(dataclass_types, epilog=epilog, formatter_class=_HelpFormatter)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default (as ``HfArgumentParser`` shows it), and the epilog's lines kept as written."""
+
+
+def help_escaped(f: dataclasses.Field) -> dataclasses.Field:
+    """A copy of the dataclass field ``f`` whose help text (``metadata["help"]``) has every ``%`` doubled, as
+    argparse reads help texts as ``%``-formats; ``f`` itself is left as it is.
+
+    Example:
+        >>> from hf_select.training import TrainConfig
+        >>> f = TrainConfig.__dataclass_fields__["gradient_checkpointing"]
+        >>> "~20%% slower" in help_escaped(f).metadata["help"], "~20% slower" in f.metadata["help"]
+        (True, True)
+    """
+    text = f.metadata.get("help")
+    if not isinstance(text, str) or "%" not in text:
+        return f
+    escaped = copy.copy(f)
+    escaped.metadata = types.MappingProxyType({**f.metadata, "help": text.replace("%", "%%")})
+    return escaped
+
+
+def configs_epilog(args_class: type) -> str | None:
+    """The end of a recipe's ``--help``: the configs shipped for it (those of ``args_class``'s recipe module), each
+    by the name ``--config`` takes and its path in a checkout; None for a class outside the recipes.
+
+    Example:
+        >>> from hf_select.recipes.mods import MoDSArguments
+        >>> print(configs_epilog(MoDSArguments))  # doctest: +NORMALIZE_WHITESPACE
+        shipped configs (--config NAME, or a YAML file of your own):
+          mods_qwen2.5_0.5b  recipes/configs/mods_qwen2.5_0.5b.yaml
+          mods_smollm2       recipes/configs/mods_smollm2.yaml
+        Any other trl.SFTConfig field is read too, at the top level of the YAML or as a flag (--optim adamw_torch).
+    """
+    from . import shipped_configs
+
+    recipe = args_class.__module__.rsplit(".", 1)[-1]
+    names = shipped_configs(recipe)
+    if not names:
+        return None
+    width = max(map(len, names))
+    lines = [f"  {name:<{width}}  recipes/configs/{name}.yaml" for name in names]
+    return "\n".join(["shipped configs (--config NAME, or a YAML file of your own):", *lines,
+                      "Any other trl.SFTConfig field is read too, at the top level of the YAML or as a flag "
+                      "(--optim adamw_torch)."])
 
 
 def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequence[str],
