@@ -152,3 +152,32 @@ def test_eval_max_length_is_validated():
     with pytest.raises(ValueError, match="eval_max_length must be >= 8"):
         RecipeArguments(dataset_name="demo:10", output_dir="/tmp/x", eval_max_length=4)
     assert RecipeArguments(dataset_name="demo:10", output_dir="/tmp/x").eval_max_length == 2048
+
+
+def test_the_shipped_evaluate_metric_loads_offline_and_equals_heldout_loss(tiny_lm_path, monkeypatch):
+    import socket
+
+    import evaluate
+
+    from hf_select.metrics import HELDOUT_LOSS
+
+    def no_network(*args, **kwargs):
+        raise OSError("the heldout_loss metric tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    metric = evaluate.load(str(HELDOUT_LOSS), keep_in_memory=True)  # from the installed package, no Hub
+    assert type(metric).__name__ == "HeldoutLoss" and metric.name == "heldout_loss"
+    rows = [{**row, "input": ""} for row in _rows(6)]
+    rows[5]["output"] = ""
+    out = metric.compute(instruction=[r["instruction"] for r in rows], output=[r["output"] for r in rows],
+                         model=str(tiny_lm_path), max_length=512, precision="fp32")
+    expected = heldout_loss(str(tiny_lm_path), Dataset.from_list(rows), max_length=512, precision="fp32")
+    assert out["heldout_loss"] == pytest.approx(expected.loss, rel=1e-6)
+    assert out["row_mean_loss"] == pytest.approx(expected.row_mean_loss, rel=1e-6)
+    assert (out["rows_scored"], out["tokens_scored"], out["unscored"]) == (5, expected.tokens_scored,
+                                                                           {"empty_completion": 1})
+    with pytest.raises(HFSelectError, match="pass the model"):
+        metric.compute(instruction=["Say hi."], output=["Hi!"])
+    with pytest.raises(HFSelectError, match=r"unknown options \['turns'\]"):
+        metric.compute(instruction=["Say hi."], output=["Hi!"], model=str(tiny_lm_path), turns="last")
