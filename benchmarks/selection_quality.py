@@ -10,9 +10,9 @@ compare``) with one of these profiles:
 
 - ``cpu`` (default): the powered run for a 2-core CPU. Pool: 3,000 rows sampled per source from
   ``alpaca_9k.json``, ``dolly_3k.json``, ``code_alpaca_2k.json`` and ``alpaca_gpt4_1k.json`` (rows asking an eval
-  question are left out first, and counted); budget 15,000 supervised tokens at max_length 512; 5 random draws;
-  eval sets in three answer styles: 60 AlpacaEval GPT-4 answers (evenly spaced, even positions), 120 human-written
-  Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 120 GSM8K math solutions; ``target`` set: 100
+  question are left out first, and counted); budget 20,000 supervised tokens at max_length 512; 5 random draws;
+  eval sets in three answer styles: 100 AlpacaEval GPT-4 answers (evenly spaced, even positions), 150 human-written
+  Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 150 GSM8K math solutions; ``target`` set: 100
   other AlpacaEval rows (odd positions: never an eval row). Methods: the baselines (random, longest, their
   per-source forms) and every preset; ``longest_gated`` trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
   batch 8, bf16 autocast where this CPU's bf16 measures faster (else fp32); shared scoring at score_max_length 1024
@@ -66,9 +66,9 @@ TOKEN_METHODS = ("random,longest,random_per_source,longest_per_source,longest_ga
                  "ifd_length,ifd_quota,target")
 PROFILES = {
     "cpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
-                pool_limit=3000, eval=["alpaca_eval:60", "dolly:120", "gsm8k:120"], target="alpaca_eval_target:100",
+                pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
                 methods=TOKEN_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512,
-                budget_tokens=15000, eval_max_length=2048, score_max_length=1024, precision=None,
+                budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision=None,
                 score_dtype="auto", repeat_methods="longest_gated", method_sets=[]),
     "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                   pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,

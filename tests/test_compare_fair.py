@@ -232,3 +232,19 @@ def demo_files_two_pools(tmp_path):
     make_demo_dataset(n=20, seed=2, corrupt_fraction=0.0).to_json(str(b), lines=False)
     make_demo_dataset(n=4, seed=3, corrupt_fraction=0.0).to_json(str(e), lines=False)
     return {"a": str(a), "b": str(b), "eval": str(e)}
+
+
+def test_cli_dry_run_with_a_token_budget_and_the_help_example(files, tiny_lm_path, tmp_path, capsys):
+    """The newcomer's first try: the --help example's `--set learning_rate=1e-4` is a float, and --dry-run stops
+    after the plan."""
+    from hf_select.cli import main
+
+    argv = ["compare", "--pool", files["pool"], "--eval", files["eval"], "--methods", "random,longest",
+            "--budget-tokens", "100", "--eval-max-length", "64", "--model", str(tiny_lm_path), "--dry-run",
+            "--output", str(tmp_path / "cmp"), "--set", "learning_rate=1e-4", "--set", "max_length=48"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "compare plan: 6 fine-tunes" in out and "100 supervised tokens" in out
+    assert not (tmp_path / "cmp" / "random").exists()
+    assert main([*argv[:-2], "--set", "random_seeds=five"]) == 2
+    assert "--set random_seeds=five: expected int" in capsys.readouterr().err
