@@ -185,6 +185,7 @@ def build_card_context(
                                                                          default=str),
                            "meta_text": ", ".join(f"{k}={_fmt(v)}" for k, v in meta.items())})
     ev = dict(eval_result or {})
+    adapter = adapter_summary(training)
     name = source.split("/")[-1] if is_hub_id(source) else source.split(":")[0] if source.startswith("demo") \
         else Path(source).stem
     source_note = f"its first {rows_in} rows" if limit is not None else None
@@ -194,12 +195,33 @@ def build_card_context(
         "source_split": source_split, "rows_in": int(rows_in), "rows_out": len(row_ids), "row_ids": row_ids,
         "steps": _steps_for_card(provenance), "provenance": provenance, "dropped_total": dropped_total,
         "stages": stage_rows, "score_summary": _score_summary(scored, score_columns), "plots": list(plots),
-        "base_model": base_model, "training": {k: _fmt(v) for k, v in (training or {}).items()},
+        "base_model": base_model, "adapter": adapter,
+        "training": {k: _fmt(v) for k, v in (training or {}).items()},
         "train_loss": train_loss, "eval": ev, "license": license, "reproduce": reproduce,
         "extra_models": list(extra_models), "hf_select_version": __version__,
         "corrupted": corrupted_shares(scored, getattr(selection, "dataset", None)),
         "pretty_name": pretty_name or f"{name} ({title}: {len(row_ids)} of {rows_in} rows)",
     }
+
+
+def adapter_summary(training: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the model card says about a LoRA adapter (a training config with ``use_peft``), or None for a full
+    fine-tune.
+
+    Example:
+        >>> adapter_summary({"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": "all-linear"})
+        {'kind': 'LoRA', 'r': 4, 'alpha': 8, 'target_modules': 'all-linear'}
+        >>> adapter_summary({"use_peft": False}) is None
+        True
+    """
+    training = training or {}
+    if not training.get("use_peft"):
+        return None
+    modules = training.get("lora_target_modules")
+    return {"kind": "QLoRA (4-bit base)" if training.get("load_in_4bit") else "LoRA", "r": training.get("lora_r"),
+            "alpha": training.get("lora_alpha"),
+            "target_modules": ", ".join(modules) if isinstance(modules, (list, tuple)) else modules or
+            "peft's default for the architecture"}
 
 
 def _fmt(v: Any) -> Any:
@@ -284,12 +306,13 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
     dataset = _link(dataset_link, "dataset", DATASET_PLACEHOLDER, "--hub_dataset_id")
     model = _link(model_id, "model", MODEL_PLACEHOLDER, "--hub_model_id")
     ev = context.get("eval") or {}
+    adapter = context.get("adapter")
     data = ModelCardData(
         base_model=base if is_hub_id(base) else None,
         datasets=[dataset["id"]] if dataset["url"] else None,
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
-        tags=["hf-select", "data-selection", context["method"], "trl", "sft"],
+        tags=["hf-select", "data-selection", context["method"], "trl", "sft", *(["lora"] if adapter else [])],
         license=None,
     )
     safe_base = hub_safe(base, run_dir=context.get("run_dir"))

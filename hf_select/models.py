@@ -326,6 +326,56 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
     return tok
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(name_or_path: str | os.PathLike) -> str | None:
+    """The base model of a LoRA adapter folder (a model trained with ``use_peft``: ``adapter_config.json``'s
+    ``base_model_name_or_path``), or None for anything else (a full model folder, a Hub id).
+
+    Example:
+        >>> adapter_base("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+        True
+    """
+    path = Path(name_or_path) / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    import json
+
+    base = json.loads(path.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{path}: the adapter names no base model (base_model_name_or_path); set it to the "
+                             "Hub id or folder of the model it was trained on.")
+    return str(base)
+
+
+def load_adapter_model(folder: str | os.PathLike, *, merge: bool = True, **load_kwargs: Any) -> Any:
+    """A LoRA adapter folder as a model: its base (:func:`adapter_base`, resolved like any model name, offline
+    copies included) loaded with ``load_kwargs`` (``AutoModelForCausalLM.from_pretrained``'s), the adapter put on
+    it with ``peft.PeftModel.from_pretrained(base, folder)`` and, with ``merge`` (and a base that is not quantized),
+    merged into the base weights (``merge_and_unload``: the same outputs, a plain transformers model that scores and
+    generates at the base model's speed).
+
+    Raises:
+        ModelLoadError: peft is not installed, or the base cannot be found.
+    """
+    from transformers import AutoModelForCausalLM
+
+    base_name = adapter_base(folder)
+    if base_name is None:
+        raise ModelLoadError(f"{folder}: not a LoRA adapter folder (no {ADAPTER_CONFIG})")
+    if importlib.util.find_spec("peft") is None:
+        raise ModelLoadError(f"{folder} holds a LoRA adapter of {base_name}; loading it needs the peft package: "
+                             "pip install 'hf-select[peft]' (or pip install peft)")
+    from peft import PeftModel
+
+    load_kwargs = {k: v for k, v in load_kwargs.items() if k != "revision"}  # the adapter's revision, not the base's
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), **load_kwargs)
+    model = PeftModel.from_pretrained(base, str(folder))
+    quantized = getattr(base.config, "quantization_config", None) is not None
+    return model.merge_and_unload() if merge and not quantized else model
+
+
 def load_causal_lm(
     name_or_path: str,
     *,
@@ -335,7 +385,9 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     attn_implementation: str | None = "sdpa",
 ) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer for scoring, in eval mode on ``device``.
+    """Load a causal LM and its tokenizer for scoring, in eval mode on ``device``. A LoRA adapter folder (a model
+    trained with ``use_peft``) loads as its base with the adapter merged (:func:`load_adapter_model`), with the
+    tokenizer saved beside the adapter.
 
     Example:
         >>> model, tok = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
@@ -349,12 +401,17 @@ def load_causal_lm(
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    def load(**kw: Any) -> Any:
+        if adapter_base(path) is not None:
+            return load_adapter_model(path, **kw)
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=None, **kw)
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=None, **kwargs)
+        model = load(**kwargs)
     except (ValueError, ImportError) as err:
         if attn_implementation and "attn" in str(err).lower():
             kwargs.pop("attn_implementation")
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = load(**kwargs)
         else:
             raise
     model.to(dev).eval()

@@ -16,6 +16,12 @@ asks for bf16 autocast (it changes the loss slightly, and was slower on this pro
 the batches and so the loss); ``dataloader_num_workers`` 0 (loading and collating the rows was about 2% of the
 profiled CPU time).
 
+On a GPU the weights load in bf16 where they are never updated in bf16 (:func:`training_dtype`: LoRA's frozen base,
+FSDP/DeepSpeed's fp32 master shards), else in fp32 with bf16 autocast. TRL's ``ModelConfig`` fields
+(:data:`MODEL_CONFIG_FIELDS`: LoRA, 4-bit, dtype, attention) are :class:`TrainConfig` fields; with ``use_peft`` the
+adapter comes from TRL's ``get_peft_config`` and the model folder holds only the adapter, which
+:func:`hf_select.models.load_causal_lm` loads on its base.
+
 Example:
     >>> from datasets import Dataset
     >>> from hf_select.training import TrainConfig, to_prompt_completion
@@ -56,9 +62,15 @@ _FORMAT_COLUMNS = ("instruction", "input", "output", "system", "history", "conve
                    "prompt", "completion", "question", "query", "response", "answer", "_raw", ROW_ID)
 DEMO_EVAL_SEED = 10_007  # held-out demo rows: another seed than any demo training set
 
+# TrainConfig's fields that are trl.ModelConfig fields of the same name (how the model is loaded, and the LoRA
+# adapter): TrainConfig.model_config() builds a trl.ModelConfig from them, and TRL's get_peft_config and
+# get_quantization_config read it.
+MODEL_CONFIG_FIELDS = ("dtype", "attn_implementation", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+                       "lora_target_modules", "load_in_4bit")
 # TrainConfig's own fields, which trl.SFTConfig does not have; every other TrainConfig field is an SFTConfig field of
 # the same name and is passed to it as it is (build_sft_config, by introspection; tests/test_recipe_args.py checks it).
-OWN_TRAIN_FIELDS = ("precision", "save_checkpoints", "turns", "column_mapping", "sft_kwargs")
+OWN_TRAIN_FIELDS = ("precision", "save_checkpoints", "turns", "column_mapping", "sft_kwargs", *MODEL_CONFIG_FIELDS)
+MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
 # SFTConfig fields that build_sft_config derives itself (from precision, seed, save_checkpoints, ...).
 DERIVED_SFT_FIELDS = ("output_dir", "bf16", "fp16", "activation_checkpointing", "data_seed", "save_strategy",
                       "completion_only_loss", "push_to_hub", "remove_unused_columns")
@@ -128,6 +140,42 @@ class TrainConfig:
         default=None,
         metadata={"help": "Any other trl.SFTConfig field, e.g. {'optim': 'adamw_torch_fused', 'packing': true}."},
     )
+    # -- trl.ModelConfig fields (MODEL_CONFIG_FIELDS): how the model is loaded, and the LoRA adapter ------------------
+    dtype: str | None = field(
+        default=None,
+        metadata={"help": "trl.ModelConfig.dtype: the dtype the trained model's weights load in, one of "
+                          f"{MODEL_DTYPES} ('auto': the checkpoint's own). None: bfloat16 on a GPU with bf16 "
+                          "precision for LoRA and under FSDP/DeepSpeed (which keep float32 master shards), else "
+                          "float32 (always on a CPU); see hf_select.training.training_dtype."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "trl.ModelConfig.attn_implementation: eager, sdpa, flash_attention_2, ... (None: the "
+                          "transformers default)."},
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "trl.ModelConfig.use_peft: train a LoRA adapter (TRL's get_peft_config) instead of every "
+                          "weight; the model folders then hold the adapter, loaded on its base wherever a trained "
+                          "model is read again. Needs peft (pip install 'hf-select[peft]')."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "trl.ModelConfig.lora_r: the LoRA rank (with use_peft)."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "trl.ModelConfig.lora_alpha: the LoRA scaling numerator (with use_peft)."}
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "trl.ModelConfig.lora_dropout: dropout on the LoRA input (with use_peft)."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "trl.ModelConfig.lora_target_modules: module names that get an adapter, or 'all-linear' "
+                          "(None: peft's default for the architecture, e.g. q_proj v_proj for Llama)."},
+    )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={"help": "trl.ModelConfig.load_in_4bit: QLoRA, the base model quantized to 4 bits by bitsandbytes "
+                          "(needs use_peft, a CUDA GPU and pip install bitsandbytes)."},
+    )
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -163,6 +211,7 @@ class TrainConfig:
                              f"{{'question': 'instruction'}}; got {self.column_mapping!r}")
         if self.sft_kwargs is not None and not isinstance(self.sft_kwargs, dict):
             raise ValueError(f"TrainConfig.sft_kwargs must be a dict of SFTConfig fields, got {self.sft_kwargs!r}")
+        self._check_model_fields()
         if self.sft_kwargs:
             from trl import SFTConfig
 
@@ -176,6 +225,36 @@ class TrainConfig:
                     f"TrainConfig.sft_kwargs sets {owned}, which are TrainConfig fields or set by hf-select; "
                     "set the TrainConfig field instead."
                 )
+
+    def _check_model_fields(self) -> None:
+        """The trl.ModelConfig fields: known values, and peft / bitsandbytes / a GPU where they are needed."""
+        if self.dtype is not None and self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {MODEL_DTYPES} or None (hf-select's choice), "
+                             f"got {self.dtype!r}")
+        if isinstance(self.lora_target_modules, (list, tuple)):
+            modules = [str(m) for m in self.lora_target_modules]
+            self.lora_target_modules = modules[0] if len(modules) == 1 else modules  # as trl.ModelConfig does
+        if int(self.lora_r) < 1 or int(self.lora_alpha) < 1:
+            raise ValueError(f"TrainConfig.lora_r and lora_alpha must be >= 1, got {self.lora_r}, {self.lora_alpha}")
+        if not 0 <= float(self.lora_dropout) < 1:
+            raise ValueError(f"TrainConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check_model_environment(use_peft=self.use_peft, load_in_4bit=self.load_in_4bit)
+
+    def model_config(self, model_name_or_path: str | None = None) -> Any:
+        """The ``trl.ModelConfig`` of these settings (for TRL's ``get_peft_config`` / ``get_quantization_config``),
+        with the weights' dtype resolved by :func:`training_dtype`.
+
+        Example:
+            >>> mc = TrainConfig(use_peft=True, lora_r=4, lora_target_modules=["all-linear"]).model_config("m")
+            >>> mc.use_peft, mc.lora_r, mc.lora_target_modules, mc.model_name_or_path
+            (True, 4, 'all-linear', 'm')
+        """
+        from trl import ModelConfig
+
+        values = {name: getattr(self, name) for name in MODEL_CONFIG_FIELDS}
+        values["dtype"] = training_dtype(self.dtype, self.precision, quantized=self.load_in_4bit,
+                                         frozen_base=self.use_peft)
+        return ModelConfig(model_name_or_path=model_name_or_path, **values)
 
     @classmethod
     def from_object(cls, obj: Any, **overrides: Any) -> TrainConfig:
@@ -225,6 +304,111 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+class TrainSettingError(HFSelectError, ValueError):
+    """A training setting this machine cannot honour (PEFT without peft, 4-bit without bitsandbytes or a GPU)."""
+
+
+def check_model_environment(*, use_peft: bool, load_in_4bit: bool, cuda: bool | None = None) -> None:
+    """Fail with one line when ``use_peft`` lacks peft, or ``load_in_4bit`` lacks ``use_peft``, bitsandbytes or a
+    CUDA GPU (``cuda``: None asks torch).
+
+    Example:
+        >>> check_model_environment(use_peft=False, load_in_4bit=False)
+        >>> try:
+        ...     check_model_environment(use_peft=True, load_in_4bit=True, cuda=False)
+        ... except TrainSettingError as err:
+        ...     print(str(err)[:53])
+        load_in_4bit needs a CUDA GPU (bitsandbytes quantizes
+    """
+    import importlib.util
+
+    if use_peft and importlib.util.find_spec("peft") is None:
+        raise TrainSettingError("use_peft needs the peft package: pip install 'hf-select[peft]' (or pip install "
+                                "peft), or set use_peft false")
+    if not load_in_4bit:
+        return
+    if not use_peft:
+        raise TrainSettingError("load_in_4bit trains a LoRA adapter on a 4-bit base (QLoRA): set use_peft true too, "
+                                "or set load_in_4bit false")
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        raise TrainSettingError("load_in_4bit needs a CUDA GPU (bitsandbytes quantizes on one); set load_in_4bit "
+                                "false (LoRA on the full-precision model: use_peft true) or run on a GPU machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainSettingError("load_in_4bit needs the bitsandbytes package: pip install bitsandbytes, or set "
+                                "load_in_4bit false")
+
+
+def sharded_training() -> bool:
+    """Whether this process was launched with FSDP or DeepSpeed (``accelerate launch --config_file
+    recipes/accelerate/fsdp.yaml`` or ``zero3.yaml``): the launcher's ``ACCELERATE_USE_FSDP`` /
+    ``ACCELERATE_USE_DEEPSPEED``.
+
+    Example:
+        >>> isinstance(sharded_training(), bool)
+        True
+    """
+    return any(os.environ.get(name, "").lower() in ("1", "true")
+               for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
+def training_dtype(dtype: str | None, precision: str, *, cuda: bool | None = None,
+                   bf16_supported: bool | None = None, quantized: bool = False, frozen_base: bool = False,
+                   sharded: bool | None = None) -> str:
+    """The dtype the trained model's weights load in (a ``trl.ModelConfig.dtype`` name).
+
+    An explicit ``dtype`` is kept. ``None`` (hf-select's choice) is ``bfloat16`` on a GPU where ``precision``
+    resolves to bf16 (``auto`` on a GPU that supports it, or ``bf16``) and the bf16 weights are never updated in
+    bf16:
+
+    - ``frozen_base`` (LoRA, ``use_peft``): the base is frozen, and peft keeps the adapter's weights in float32;
+    - ``sharded`` (FSDP or DeepSpeed ZeRO, :func:`sharded_training` when None): accelerate and DeepSpeed keep
+      float32 master copies of the weights' shards, so bf16 loading halves only the loading memory;
+    - ``quantized`` (a 4-bit base): its compute dtype.
+
+    A full fine-tune without sharding (one GPU, DDP) keeps ``float32`` master weights with bf16 autocast: AdamW
+    updating bf16 weights directly loses every step smaller than a bf16 rounding step (at learning rate 2e-5 most
+    of them), so ask for ``dtype: bfloat16`` there only knowingly (it halves the weights and the Adam state).
+    ``precision: fp32`` (asked) and ``fp16`` (its gradient scaler needs float32 weights) keep ``float32``; a CPU
+    always does (``precision: bf16`` is autocast there). ``cuda`` and ``bf16_supported`` default to what torch
+    reports.
+
+    Example:
+        >>> training_dtype(None, "auto", cuda=True, bf16_supported=True, frozen_base=True)
+        'bfloat16'
+        >>> training_dtype(None, "auto", cuda=True, bf16_supported=True, sharded=True)
+        'bfloat16'
+        >>> training_dtype(None, "auto", cuda=True, bf16_supported=True, sharded=False)
+        'float32'
+        >>> training_dtype(None, "fp32", cuda=True, bf16_supported=True, sharded=True)
+        'float32'
+        >>> training_dtype("bfloat16", "auto", cuda=False)
+        'bfloat16'
+    """
+    if dtype is not None:
+        if dtype not in MODEL_DTYPES:
+            raise ValueError(f"dtype must be one of {MODEL_DTYPES} or None, got {dtype!r}")
+        return dtype
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if cuda is None or bf16_supported is None:
+        import torch
+
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        bf16_supported = (cuda and torch.cuda.is_bf16_supported()) if bf16_supported is None else bf16_supported
+    if not cuda or precision in ("fp32", "fp16"):
+        return "float32"
+    if quantized:
+        return "bfloat16" if bf16_supported else "float16"
+    if not (precision == "bf16" or bf16_supported):
+        return "float32"
+    sharded = sharded_training() if sharded is None else sharded
+    return "bfloat16" if frozen_base or sharded else "float32"
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -340,23 +524,43 @@ def load_eval_dataset(source: str | os.PathLike, *, questions: str | os.PathLike
 
 # -- model ----------------------------------------------------------------------------------------------------------
 def load_model_for_training(model_name_or_path: str, *, revision: str | None = None,
-                            trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load a causal LM in float32 (master weights; mixed precision is the trainer's job) and its tokenizer.
+                            trust_remote_code: bool = False, config: TrainConfig | None = None) -> tuple[Any, Any]:
+    """Load a causal LM for training, and its tokenizer.
 
+    The weights load in :func:`training_dtype`'s dtype (float32 master weights on a CPU; bfloat16 on a GPU that
+    supports it, unless ``config`` asks otherwise), with ``config``'s ``attn_implementation``; ``load_in_4bit``
+    quantizes the base with TRL's ``get_quantization_config`` (QLoRA). A folder holding a LoRA adapter (a model
+    trained with ``use_peft``) loads as its base with the adapter merged (:func:`hf_select.models.load_adapter_model`).
     Offline, the default SmolLM2 resolves to its plain bf16 folder (see :mod:`hf_select.models`).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .models import load_tokenizer, resolve_model_path
+    from .models import adapter_base, load_adapter_model, load_tokenizer, resolve_model_path
 
+    config = config or TrainConfig()
     path = resolve_model_path(model_name_or_path, revision)
+    dtype = training_dtype(config.dtype, config.precision, quantized=config.load_in_4bit,
+                           frozen_base=config.use_peft)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
+                              "dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.load_in_4bit:
+        from accelerate import PartialState
+        from trl import get_quantization_config
+
+        kwargs["quantization_config"] = get_quantization_config(config.model_config(str(path)))
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # each process its own GPU
+    if adapter_base(path) is not None:
+        tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
+        return load_adapter_model(path, **kwargs), tokenizer
     tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, revision=revision,
-                                                 trust_remote_code=trust_remote_code)
-    if getattr(model.config, "quantization_config", None) is not None:
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if getattr(model.config, "quantization_config", None) is not None and not config.load_in_4bit:
         raise HFSelectError(f"{model_name_or_path} is a quantized model; Trainer cannot fully fine-tune it. Use a "
-                            "plain (bf16/fp32) checkpoint (see hf_select.models for the offline SmolLM2 folder).")
+                            "plain (bf16/fp32) checkpoint (see hf_select.models for the offline SmolLM2 folder), or "
+                            "train a LoRA adapter on it (use_peft true).")
     return model, tokenizer
 
 
@@ -489,7 +693,7 @@ def train_sft(
     if model is None:
         if model_name_or_path is None:
             raise ValueError("train_sft needs model_name_or_path, or model and tokenizer")
-        model, tokenizer = load_model_for_training(model_name_or_path)
+        model, tokenizer = load_model_for_training(model_name_or_path, config=config)
     elif tokenizer is None:
         raise ValueError("train_sft: pass the tokenizer together with the model")
     name = model_name_or_path or getattr(model.config, "_name_or_path", "the model")
@@ -508,8 +712,13 @@ def train_sft(
             raise ValueError("record_row_losses needs one row per sequence: set packing/padding_free off")
         row_cb = PerRowLossCallback()
         all_callbacks.append(row_cb)
+    peft_config = None
+    if config.use_peft:
+        from trl import get_peft_config
+
+        peft_config = get_peft_config(config.model_config(name))
     trainer = sft_trainer_class()(model=model, args=args, train_dataset=train_pc, eval_dataset=eval_pc,
-                                  processing_class=tokenizer, callbacks=all_callbacks)
+                                  processing_class=tokenizer, callbacks=all_callbacks, peft_config=peft_config)
     if record_row_losses:
         trainer.data_collator = RowIdCollator(trainer.data_collator)
     resume_from, resumed_step = _last_checkpoint(output_dir) if resume else (None, None)
@@ -517,6 +726,8 @@ def train_sft(
         logger.warning("train_sft: resuming from %s (global step %d)", resume_from, resumed_step)
     out = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))
+    if config.use_peft and model_name_or_path is not None and trainer.is_world_process_zero():
+        record_adapter_base(output_dir, model_name_or_path)
     if trainer.is_world_process_zero() and config.save_steps is not None and not config.save_checkpoints:
         for checkpoint in Path(output_dir).glob("checkpoint-*"):  # only for resuming; they hold pickles
             if checkpoint.is_dir():
@@ -550,6 +761,27 @@ def train_sft(
     del trainer
     _free_memory()
     return result
+
+
+def record_adapter_base(folder: str | os.PathLike, base: str) -> None:
+    """Name ``base`` as the adapter's base model in ``folder/adapter_config.json`` (``base_model_name_or_path``):
+    the Hub id or folder the run was given, not the local copy it resolved to (an offline cache folder), so that
+    the adapter loads on another machine and its Hub card links the base.
+
+    Example:
+        >>> import json, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = (Path(folder) / "adapter_config.json").write_text('{"base_model_name_or_path": "/cache/x"}')
+        >>> record_adapter_base(folder, "HuggingFaceTB/SmolLM2-135M-Instruct")
+        >>> json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    path = Path(folder) / "adapter_config.json"
+    if not path.is_file():
+        return
+    values = json.loads(path.read_text())
+    values["base_model_name_or_path"] = str(base)
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def _last_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, int | None]:
@@ -608,7 +840,7 @@ def evaluate_loss(
     """
     if isinstance(model, (str, os.PathLike)):
         name = str(model)
-        model, tokenizer = load_model_for_training(name)
+        model, tokenizer = load_model_for_training(name, config=TrainConfig(precision=precision))
     elif tokenizer is None:
         raise ValueError("evaluate_loss: pass the tokenizer together with a loaded model")
     else:

@@ -56,6 +56,9 @@ def test_wheel_ships_recipes_configs_and_card_templates(installed):
     assert {Path(n).name for n in shipped} == {p.name for p in (ROOT / "recipes" / "configs").glob("*.yaml")}
     assert "hf_select/model_cards/model_card.md.j2" in names and "hf_select/model_cards/dataset_card.md.j2" in names
     assert "hf_select/recipes/accelerate/multi_gpu.yaml" in names
+    accelerate_configs = {Path(n).name for n in names if n.startswith("hf_select/recipes/accelerate/")}
+    assert accelerate_configs == {p.name for p in (ROOT / "recipes" / "accelerate").glob("*.yaml")}
+    assert {"fsdp.yaml", "zero3.yaml"} <= accelerate_configs
 
 
 def test_installed_package_is_the_one_imported_and_cli_help_works(installed):

@@ -272,6 +272,7 @@ def configs_epilog(args_class: type) -> str | None:
         >>> from hf_select.recipes.mods import MoDSArguments
         >>> print(configs_epilog(MoDSArguments))  # doctest: +NORMALIZE_WHITESPACE
         shipped configs (--config NAME, or a YAML file of your own):
+          mods_llama3_8b     recipes/configs/mods_llama3_8b.yaml
           mods_qwen2.5_0.5b  recipes/configs/mods_qwen2.5_0.5b.yaml
           mods_smollm2       recipes/configs/mods_smollm2.yaml
         Any other trl.SFTConfig field is read too, at the top level of the YAML or as a flag (--optim adamw_torch).
@@ -302,6 +303,7 @@ def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequenc
 
         keys = [str(k)[2:] for k in from_config[::2]]  # TrlParser hands them back as "--key", "value" pairs
         unknown = [k for k in keys if k not in sft_names]
+        _check_model_config_keys(unknown, f"{config_file}: keys")
         if unknown:
             raise ValueError(f"{config_file}: keys that neither {args_class.__name__} nor trl.SFTConfig knows: "
                              f"{unknown}; remove them or fix their names (see --help)")
@@ -311,6 +313,7 @@ def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequenc
     if from_cli:
         sft_parser = TrlParser((SFTConfig,))
         namespace, unknown = sft_parser.parse_known_args(list(from_cli))
+        _check_model_config_keys([str(a)[2:].split("=", 1)[0] for a in unknown if str(a).startswith("--")], "flags")
         if unknown:
             raise ValueError(f"flags that neither {args_class.__name__} nor trl.SFTConfig knows: {unknown}; remove "
                              "them or fix their names (see --help)")
@@ -319,6 +322,20 @@ def _sft_options(args_class: type, from_config: Sequence[str], from_cli: Sequenc
             if action is not None:
                 out[action.dest] = getattr(namespace, action.dest)
     return out
+
+
+def _check_model_config_keys(names: Sequence[str], what: str) -> None:
+    """Keys that are ``trl.ModelConfig`` fields hf-select does not take (it takes
+    :data:`~hf_select.training.MODEL_CONFIG_FIELDS`) fail with that said, rather than as unknown."""
+    from trl import ModelConfig
+
+    from ..training import MODEL_CONFIG_FIELDS
+
+    other = {f.name for f in dataclasses.fields(ModelConfig)} - set(MODEL_CONFIG_FIELDS)
+    found = [n for n in names if n in other]
+    if found:
+        raise ValueError(f"{what} {found} are trl.ModelConfig fields that hf-select does not take; it takes "
+                         f"{list(MODEL_CONFIG_FIELDS)} (and model_name_or_path): remove them")
 
 
 def args_to_cli(args: Any) -> list[str]:
@@ -338,6 +355,9 @@ def args_to_cli(args: Any) -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if value == default or f.name in inactive:
+            continue
+        if isinstance(value, list) and value and all(isinstance(x, (str, int, float)) for x in value):
+            out += [f"--{f.name}", *(redact(str(x)) for x in value)]  # a list field is nargs="+" in TrlParser
             continue
         if isinstance(value, (dict, list)):
             text = json.dumps(scrub(value))
