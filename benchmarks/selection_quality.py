@@ -15,8 +15,8 @@ compare``) with one of these profiles:
   Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 150 GSM8K math solutions; ``target`` set: 100
   other AlpacaEval rows (odd positions: never an eval row). Methods: the baselines (random, longest, their
   per-source forms) and every preset; ``longest_gated`` trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
-  batch 8, bf16 autocast where this CPU's bf16 measures faster (else fp32); shared scoring at score_max_length 1024
-  (dtype auto: the same measured rule).
+  batch 8 grouped by length (the same sampler for every method), bf16 autocast where this CPU's bf16 measures faster
+  (else fp32); shared scoring at score_max_length 1024 (dtype auto: the same measured rule).
 - ``quick``: the harness in about 20 minutes: 1,000 pool rows, 4,000 tokens, 3 random draws, the four baselines,
   smaller eval sets (40 / 60 / 60 rows).
 - ``demo``: selection only (no training) on the built-in demo pool (1,000 rows, 15% corrupted on purpose): the
@@ -69,12 +69,12 @@ PROFILES = {
                 pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
                 methods=TOKEN_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512,
                 budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision=None,
-                score_dtype="auto", repeat_methods="longest_gated", method_sets=[]),
+                score_dtype="auto", repeat_methods="longest_gated", method_sets=[], group_by_length=True),
     "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                   pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,
                   methods="random,longest,random_per_source,longest_per_source", random_seeds=3, epochs=1.0,
                   learning_rate=1e-4, batch_size=8, max_length=256, budget_tokens=4000, eval_max_length=1024,
-                  score_max_length=1024, precision=None, score_dtype="auto", method_sets=[]),
+                  score_max_length=1024, precision=None, score_dtype="auto", method_sets=[], group_by_length=True),
     "demo": dict(pool=["demo:1000"], pool_limit=None, eval=["demo:200"], target=None,
                  methods="random,longest,superfiltering,ifd_gated,ifd_length,ifd_quota,fusion,longest_gated",
                  random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=256, method_sets=[],
@@ -213,6 +213,9 @@ def build_config(args: argparse.Namespace):
             extra.append(f"{key}={prof[key]}")
     if args.dry_run:
         extra.append("dry_run=true")
+    if prof.get("group_by_length"):
+        # batches of similar lengths: random rows padded to a batch's longest row cost 3-4x their tokens at 512
+        extra.append('sft_kwargs={"train_sampling_strategy": "group_by_length"}')
     ns = argparse.Namespace(
         pool=pool, eval=evals, budget=args.budget, methods=args.methods or prof["methods"], output=output,
         model=args.model, pool_limit=value("pool_limit", "pool_limit"), eval_limit=None,
