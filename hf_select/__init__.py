@@ -69,6 +69,8 @@ _EXPORTS = {
     "render_model_card": "hf_select.hub",
     "write_hub_folders": "hf_select.hub",
     "push_outputs": "hf_select.hub",
+    "push_selection": "hf_select.hub",
+    "load_selection_folder": "hf_select.selection.select",
 }
 
 

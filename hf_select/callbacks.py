@@ -9,6 +9,26 @@
 
 Each callback checks its arguments when built and logs only on the main process.
 
+Publishing a model trained by your own code with the selection's provenance: push the subset first
+(:meth:`hf_select.selection.SelectionResult.push_to_hub`, private by default), give its id to the callback, and after
+training write the trainer's card (TRL's ``create_model_card(dataset_name=...)`` puts the subset under ``datasets:``
+in its metadata), add the selection section with :meth:`SelectionProvenanceCallback.update_model_card` and upload the
+folder in one commit. ``trainer.push_to_hub()`` alone would write the trainer's card again without the section;
+``selection_provenance.json`` (the steps and row ids) goes with either::
+
+    result = SelectionResult.load("chosen/")                      # the folder `hf-select select` wrote
+    result.push_to_hub("me/alpaca-top10")                         # the subset, its card, private
+    callback = SelectionProvenanceCallback(result, method="selection", dataset_link="me/alpaca-top10")
+    trainer = SFTTrainer(model, train_dataset=result.dataset, args=config, callbacks=[callback])
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(dataset_name="me/alpaca-top10")     # README.md with `datasets: [me/alpaca-top10]`
+    callback.update_model_card(trainer.args.output_dir)           # + "Data selection (hf-select)"
+    api = HfApi()
+    api.create_repo("me/smollm2-top10", private=True, exist_ok=True)
+    api.upload_folder(folder_path=trainer.args.output_dir, repo_id="me/smollm2-top10",
+                      ignore_patterns=["checkpoint-*", "_*"])
+
 Example:
     >>> from hf_select.callbacks import SelectionProvenanceCallback
     >>> cb = SelectionProvenanceCallback([{"step": "ifd_rule", "params": {"fraction": 0.1}, "rows_in": 100,

@@ -24,6 +24,7 @@ DATASET_PLACEHOLDER = "<hub-dataset-id>"
 RUN_DIR_PLACEHOLDER = "OUTPUT_DIR"
 LOCAL_PREFIX = "<local>/"
 CORRUPTION_COLUMN = "corruption"  # the demo pool's label of rows corrupted on purpose ("none" = clean)
+SCORES_MARKER = "hf-select scores: "  # how a dataset's ``info.description`` records the scorers that made its columns
 
 # an absolute (or home-relative) path that starts a token: after a space, quote, bracket, '=' or the text's start;
 # never inside a URL (``https://``) or a relative path
@@ -40,6 +41,9 @@ METHOD_INTROS = {
     "superfiltering": ("Superfiltering (IFD with a small model)",
                        "Superfiltering (ACL'24): a small language model scores IFD; the IFD rule picks the rows, "
                        "optionally followed by facility location on sentence embeddings for diversity."),
+    "selection": ("hf-select selection steps", "Rows chosen by score with `hf-select select` (or "
+                                               "`hf_select.select` in Python): the steps below ran in order, each on "
+                                               "the rows the previous ones kept."),
     "instruct_mining": ("InstructMining", "InstructMining (arXiv 2307.06290): natural-language indicators per row, a "
                                           "linear rule that predicts the eval loss from them, the rows ranked by the "
                                           "rule and the subset size chosen on a small grid by held-out loss."),
@@ -188,3 +192,50 @@ def corrupted_shares(pool: Any, subset: Any) -> dict[str, Any] | None:
     if pool_counts is None or subset_counts is None:
         return None
     return {"pool": pool_counts, "subset": subset_counts}
+
+
+def record_scorer(dataset: Any, scorer: str, config: Mapping[str, Any], columns: Sequence[str], *,
+                  source: str | None = None, split: str | None = None) -> Any:
+    """Record in ``dataset.info.description`` which scorer made ``columns`` with which settings (the scored
+    columns' provenance, kept by ``save_to_disk`` and by every selection made from the rows; a dataset card reads it
+    back with :func:`scorer_records`). An earlier record of the same scorer is replaced. Returns ``dataset``.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = record_scorer(Dataset.from_dict({"ifd": [0.5]}), "ifd", {"max_length": 512}, ["ifd"],
+        ...                    source="tatsu-lab/alpaca")
+        >>> [(r['scorer'], r['config'], r['source']) for r in scorer_records(ds)]
+        [('ifd', {'max_length': 512}, 'tatsu-lab/alpaca')]
+    """
+    import json
+
+    records = [r for r in scorer_records(dataset) if r.get("scorer") != scorer]
+    records.append({"scorer": scorer, "columns": list(columns), "config": dict(config), "source": source,
+                    "split": split})
+    text = getattr(dataset.info, "description", None) or ""
+    others = [line for line in text.splitlines() if not line.startswith(SCORES_MARKER)]
+    line = SCORES_MARKER + json.dumps(records, sort_keys=False, default=str)
+    dataset.info.description = "\n".join([*[o for o in others if o.strip()], line])
+    return dataset
+
+
+def scorer_records(dataset: Any) -> list[dict[str, Any]]:
+    """The scorers recorded by :func:`record_scorer` in ``dataset.info.description`` (``[]`` when none: scores made
+    outside ``hf-select score``).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> scorer_records(Dataset.from_dict({"x": [1]}))
+        []
+    """
+    import json
+
+    text = getattr(getattr(dataset, "info", None), "description", None) or ""
+    for line in reversed(text.splitlines()):
+        if line.startswith(SCORES_MARKER):
+            try:
+                records = json.loads(line[len(SCORES_MARKER):])
+            except ValueError:
+                return []
+            return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+    return []

@@ -38,6 +38,7 @@ from .card_text import (
     corrupted_shares,
     hub_safe,
     method_text,
+    scorer_records,
 )
 from .errors import HFSelectError, redact, scrub
 
@@ -46,6 +47,12 @@ logger = logging.getLogger(__name__)
 DATASET_TEMPLATE = "dataset_card.md.j2"
 MODEL_TEMPLATE = "model_card.md.j2"
 ROW_IDS_INLINE_MAX = 300
+SUBSET_FILE = "data/train.parquet"  # config "default": the selected rows
+POOL_CONFIG = "pool"
+POOL_FILE = "pool/train.parquet"  # config "pool" (``--with-pool``): every pool row with its verdict
+VERDICT_COLUMNS = ("selected", "drop_step", "drop_reason")
+UNKNOWN_LICENSE_NAME = "same-as-source"  # license: other, when the source's licence could not be read
+HELDOUT_METRIC = "heldout_loss"  # the model-index metric type of the held-out completion loss
 
 METHODS = {name: intro for name, intro in METHOD_INTROS.items()}  # (title, introduction) per recipe method
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -151,8 +158,17 @@ def build_card_context(
     reproduce: str = "",
     extra_models: Sequence[Mapping[str, str]] = (),
     pretty_name: str | None = None,
+    source_revision: str | None = None,
+    base_model_license: str | None = None,
+    examples_md: str = "",
+    has_model: bool = True,
+    lookup: bool = True,
 ) -> dict[str, Any]:
     """Everything both cards need, as a JSON-friendly dict (saved as ``card_context.json``).
+
+    The source's licence and revision (a Hub dataset) and the base model's licence are read from the Hub when they
+    are not given and ``lookup`` is on and the Hub is reachable (:func:`hub_metadata`); the scorers' settings come
+    from the scored columns' provenance (:func:`hf_select.card_text.scorer_records`).
 
     Example:
         >>> ctx = build_card_context(selection={"provenance": [{"step": "random", "params": {"k": 2}, "rows_in": 5,
@@ -186,6 +202,16 @@ def build_card_context(
                            "meta_text": ", ".join(f"{k}={_fmt(v)}" for k, v in meta.items())})
     ev = dict(eval_result or {})
     adapter = adapter_summary(training)
+    license_from = "given" if license else None
+    if lookup and is_hub_id(source) and (license is None or source_revision is None):
+        meta = hub_metadata(source, "dataset")
+        if license is None and meta.get("license"):
+            license, license_from = meta["license"], "the source dataset's card"
+        source_revision = source_revision or meta.get("revision")
+    if license is None and getattr(getattr(scored, "info", None), "license", None):
+        license, license_from = scored.info.license, "the source's dataset metadata"
+    if lookup and base_model_license is None and has_model and is_hub_id(base_model):
+        base_model_license = hub_metadata(base_model, "model").get("license")
     name = source.split("/")[-1] if is_hub_id(source) else source.split(":")[0] if source.startswith("demo") \
         else Path(source).stem
     source_note = f"its first {rows_in} rows" if limit is not None else None
@@ -201,7 +227,74 @@ def build_card_context(
         "extra_models": list(extra_models), "hf_select_version": __version__,
         "corrupted": corrupted_shares(scored, getattr(selection, "dataset", None)),
         "pretty_name": pretty_name or f"{name} ({title}: {len(row_ids)} of {rows_in} rows)",
+        "license_from": license_from, "source_revision": source_revision, "base_model_license": base_model_license,
+        "scorers": _scorers_for_card(scored), "examples_md": examples_md, "has_model": has_model,
+        "pool": None,
     }
+
+
+def _scorers_for_card(scored: Any) -> list[dict[str, Any]]:
+    """The scorers recorded in the scored columns' provenance, for the card's table."""
+    return [{"scorer": r.get("scorer"), "columns": ", ".join(f"`{c}`" for c in r.get("columns") or []),
+             "settings_json": json.dumps(r.get("config") or {}, sort_keys=True, default=str)}
+            for r in scorer_records(scored)] if scored is not None else []
+
+
+def hub_metadata(repo_id: str, repo_type: str = "dataset", *, token: str | None = None,
+                 api: Any = None) -> dict[str, Any]:
+    """``{"license": ..., "revision": ...}`` of a Hub repository, read from its card metadata and its current commit;
+    ``{}`` (never an error) offline, for a repository that cannot be read, or for a local path.
+
+    Example:
+        >>> hub_metadata("data/local.json")
+        {}
+    """
+    if not is_hub_id(repo_id):
+        return {}
+    from .models import hub_is_offline
+
+    if api is None and hub_is_offline():
+        return {}
+    try:
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+        info = api.dataset_info(repo_id) if repo_type == "dataset" else api.model_info(repo_id)
+    except Exception as err:  # not found, gated, no network: the card says it was not read
+        logger.info("could not read the metadata of %s %s (%s)", repo_type, repo_id, type(err).__name__)
+        return {}
+    card = getattr(info, "card_data", None) or getattr(info, "cardData", None) or {}
+    lic = card.get("license") if hasattr(card, "get") else getattr(card, "license", None)
+    if isinstance(lic, (list, tuple)):
+        lic = lic[0] if len(lic) == 1 else list(lic)
+    out: dict[str, Any] = {}
+    if lic:
+        out["license"] = lic
+    if getattr(info, "sha", None):
+        out["revision"] = info.sha
+    return out
+
+
+def report_examples(report_dir: str | os.PathLike | None) -> str:
+    """The "Example rows" markdown of a report folder (its ``report.json``'s ``summary.examples``), or ``""``.
+
+    Example:
+        >>> report_examples(None)
+        ''
+    """
+    if report_dir is None:
+        return ""
+    meta = Path(report_dir) / "report.json"
+    if not meta.is_file():
+        return ""
+    from .report_examples import examples_markdown
+
+    try:
+        groups = (json.loads(meta.read_text()).get("summary") or {}).get("examples") or []
+        return examples_markdown(groups)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def adapter_summary(training: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -273,13 +366,19 @@ def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = 
     from huggingface_hub import DatasetCard, DatasetCardData
 
     source = context["source"]
+    lic = context.get("license")
+    extra: dict[str, Any] = {} if lic else {"license_name": UNKNOWN_LICENSE_NAME}
+    if not lic and _hub_url(source, "dataset"):
+        extra["license_link"] = _hub_url(source, "dataset")
     data = DatasetCardData(
-        license=context.get("license") or "other",
+        license=lic or "other",
         pretty_name=hub_safe(context["pretty_name"], run_dir=context.get("run_dir")),
         size_categories=[size_category(context["rows_out"])],
         task_categories=["text-generation"],
         source_datasets=[source] if is_hub_id(source) else None,
         tags=["hf-select", "data-selection", context["method"]],
+        configs=dataset_configs(with_pool=bool(context.get("pool"))),
+        **extra,
     )
     row_ids = context["row_ids"]
     inline = ", ".join(map(str, row_ids)) if len(row_ids) <= ROW_IDS_INLINE_MAX else None
@@ -287,9 +386,26 @@ def render_dataset_card(context: Mapping[str, Any], *, dataset_id: str | None = 
         data, template_path=str(templates_dir() / DATASET_TEMPLATE),
         **_safe_vars(context, source_url=_hub_url(source, "dataset"),
                      model=_link(model_link, "model", MODEL_PLACEHOLDER, "--hub_model_id"),
-                     row_ids_file="row_ids.json", row_ids_inline=inline, dataset_id=dataset_id),
+                     row_ids_file="row_ids.json", row_ids_inline=inline, dataset_id=dataset_id,
+                     source_is_hub=is_hub_id(source), subset_file=SUBSET_FILE, pool_file=POOL_FILE,
+                     pool_config=POOL_CONFIG, unknown_license_name=UNKNOWN_LICENSE_NAME),
     )
     return card
+
+
+def dataset_configs(*, with_pool: bool = False) -> list[dict[str, Any]]:
+    """The dataset card's ``configs:``: ``default`` (the selected rows) and, with the pool, ``pool`` (every row with
+    its verdict), so the Hub's viewer shows both.
+
+    Example:
+        >>> [c["config_name"] for c in dataset_configs(with_pool=True)]
+        ['default', 'pool']
+    """
+    configs = [{"config_name": "default", "default": True,
+                "data_files": [{"split": "train", "path": SUBSET_FILE}]}]
+    if with_pool:
+        configs.append({"config_name": POOL_CONFIG, "data_files": [{"split": "train", "path": POOL_FILE}]})
+    return configs
 
 
 def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None,
@@ -307,17 +423,21 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
     model = _link(model_id, "model", MODEL_PLACEHOLDER, "--hub_model_id")
     ev = context.get("eval") or {}
     adapter = context.get("adapter")
+    safe_base = hub_safe(base, run_dir=context.get("run_dir"))
+    model_title = (model_id.split("/")[-1] if model["url"] and model_id
+                   else f"{safe_base.split('/')[-1]} on {context['pretty_name']}")
+    lic = context.get("base_model_license")
+    lic = lic[0] if isinstance(lic, list) and lic else lic
     data = ModelCardData(
         base_model=base if is_hub_id(base) else None,
         datasets=[dataset["id"]] if dataset["url"] else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
         tags=["hf-select", "data-selection", context["method"], "trl", "sft", *(["lora"] if adapter else [])],
-        license=None,
+        license=lic or None,
+        model_name=model_title,
+        eval_results=heldout_eval_results(ev, run_dir=context.get("run_dir")),
     )
-    safe_base = hub_safe(base, run_dir=context.get("run_dir"))
-    model_title = (model_id.split("/")[-1] if model["url"] and model_id
-                   else f"{safe_base.split('/')[-1]} on {context['pretty_name']}")
     return ModelCard.from_template(
         data, template_path=str(templates_dir() / MODEL_TEMPLATE),
         **_safe_vars(context, model_title=model_title, base_model_url=_hub_url(base, "model"), dataset=dataset,
@@ -326,6 +446,29 @@ def render_model_card(context: Mapping[str, Any], *, model_id: str | None = None
                      eval_max_length=ev.get("max_length"), eval_truncated=ev.get("rows_truncated"),
                      eval_unscored=ev.get("unscored") or {}, model_ref=model["id"], model_url=model["url"]),
     )
+
+
+def heldout_eval_results(ev: Mapping[str, Any], *, run_dir: str | None = None) -> list[Any] | None:
+    """The model card's ``model-index`` entry: the held-out completion loss (metric type ``heldout_loss``) on the
+    eval set, or None when no evaluation ran.
+
+    Example:
+        >>> [(r.metric_type, r.metric_value, r.dataset_name) for r in heldout_eval_results(
+        ...     {"loss": 1.5, "dataset": "/data/alpaca_eval.json", "rows": 805})]
+        [('heldout_loss', 1.5, 'alpaca_eval.json')]
+    """
+    from huggingface_hub import EvalResult
+
+    loss = ev.get("loss")
+    if loss is None or not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        return None
+    name = str(hub_safe(str(ev.get("dataset") or "held-out set"), run_dir=run_dir))
+    hub_eval = is_hub_id(name)
+    short = name if hub_eval else name.split("/")[-1]
+    return [EvalResult(task_type="text-generation", task_name="Held-out completion loss",
+                       dataset_type=name if hub_eval else "json", dataset_name=short,
+                       metric_type=HELDOUT_METRIC, metric_name="Held-out loss (completion tokens, lower is better)",
+                       metric_value=float(f"{float(loss):.6g}"))]
 
 
 def _template_vars(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -415,6 +558,7 @@ def write_hub_folders(folder: str | os.PathLike, *, subset: Any, context: Mappin
     dataset_dir = out / "dataset"
     if report_dir is not None:
         ctx["plots"] = copy_plots(report_dir, dataset_dir / "plots")
+        ctx["examples_md"] = ctx.get("examples_md") or report_examples(report_dir)
     save_dataset_folder(dataset_dir, subset, ctx, selection=selection)
     save_model_folder(out / "model", model_dir, ctx, model_id=model_id, dataset_link=dataset_id)
     # without Hub ids the cards name placeholders; push re-renders both with the ids
@@ -506,3 +650,263 @@ def push_outputs(folder: str | os.PathLike, *, dataset_id: str | None = None, mo
         urls[kind] = _hub_url(repo_id, kind) or repo_id
         logger.info("pushed the %s to %s", kind, urls[kind])
     return urls
+
+
+# -- any selection: a SelectionResult, made in Python or loaded from the folder `hf-select select` wrote -------------
+
+
+def _arrow_rows(ds: Any, drop_columns: Sequence[str]) -> Any:
+    table = ds.with_format("arrow")[:] if len(ds) else ds.data.table.slice(0, 0)
+    gone = [c for c in drop_columns if c in table.column_names]
+    return table.drop_columns(gone) if gone else table
+
+
+def pool_with_verdicts(result: Any, pool: Any = None, *, label: str = "the selection",
+                       drop_columns: Sequence[str] = ("embedding",)) -> Any:
+    """Every pool row with its scores and its verdict, as a ``pyarrow.Table`` sorted by ``_row_id``: ``selected``
+    (bool), ``drop_step`` (the step that dropped the row, null when selected), ``drop_step_index`` (that step's
+    position, from 0) and ``drop_reason``.
+
+    Without ``pool`` the rows are the selection's own (kept + dropped: every input row once, with every column the
+    selection's input had). A ``pool`` (a Dataset or a path) must be the dataset the selection was made from: the
+    same fingerprint (or, where none was recorded, the same number of rows and row ids).
+
+    Raises:
+        HFSelectError: a pool that no longer matches the selection.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> from hf_select.selection import select
+        >>> result = select(Dataset.from_dict({"q": [0.1, 0.9, 0.5]}), [{"step": "top", "column": "q", "count": 1}])
+        >>> table = pool_with_verdicts(result)
+        >>> table.column("selected").to_pylist(), table.column("drop_reason").to_pylist()
+        ([False, True, False], ['not_top', None, 'not_top'])
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from .columns import ROW_ID
+
+    if pool is None:
+        kept = _arrow_rows(result.dataset, drop_columns)
+        n = kept.num_rows
+        kept = (kept.append_column("selected", pa.array([True] * n, pa.bool_()))
+                .append_column("drop_step", pa.nulls(n, pa.string()))
+                .append_column("drop_step_index", pa.nulls(n, pa.int64()))
+                .append_column("drop_reason", pa.nulls(n, pa.string())))
+        dropped = _arrow_rows(result.dropped, drop_columns)
+        dropped = dropped.append_column("selected", pa.array([False] * dropped.num_rows, pa.bool_()))
+        order = kept.column_names
+        table = pa.concat_tables([kept, dropped.select(order).cast(kept.schema)])
+        return table.sort_by(ROW_ID)
+    if isinstance(pool, (str, os.PathLike)):
+        from .io import load_rows
+
+        where = f"--with-pool {pool}"
+        pool = load_rows(str(pool))
+    else:
+        where = "the pool"
+    fix = (f"pass the scored dataset {label} was selected from, or leave the pool out to publish the selection's "
+           "own rows (kept + dropped)")
+    expected = getattr(result, "input_fingerprint", None)
+    found = getattr(pool, "_fingerprint", None)
+    if expected and found != expected:
+        raise HFSelectError(f"{where}: not the dataset {label} was selected from (fingerprint {str(found)[:16]}, "
+                            f"the selection's input {str(expected)[:16]}): its rows or scores changed since; {fix}.")
+    if len(pool) != result.input_rows:
+        raise HFSelectError(f"{where}: {len(pool)} rows, but {label} was selected from {result.input_rows}; {fix}.")
+    ids = (np.asarray(pool.with_format(None)[ROW_ID], dtype=np.int64) if ROW_ID in pool.column_names
+           else np.arange(len(pool), dtype=np.int64))
+    verdict: dict[int, tuple[str | None, int | None, str | None]] = {i: (None, None, None) for i in result.row_ids}
+    dropped = result.dropped.with_format(None)
+    if len(dropped):
+        for rid, step, idx, reason in zip(dropped[ROW_ID], dropped["drop_step"], dropped["drop_step_index"],
+                                          dropped["drop_reason"], strict=True):
+            verdict[int(rid)] = (step, int(idx), reason)
+    unknown = [int(i) for i in ids if int(i) not in verdict]
+    if unknown:
+        raise HFSelectError(f"{where}: row id {unknown[0]} is neither selected nor dropped in {label} "
+                            f"({len(unknown)} such rows); {fix}.")
+    table = _arrow_rows(pool, drop_columns)
+    if ROW_ID not in table.column_names:
+        table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
+    rows = [verdict[int(i)] for i in ids]
+    table = (table.append_column("selected", pa.array([r[0] is None for r in rows], pa.bool_()))
+             .append_column("drop_step", pa.array([r[0] for r in rows], pa.string()))
+             .append_column("drop_step_index", pa.array([r[1] for r in rows], pa.int64()))
+             .append_column("drop_reason", pa.array([r[2] for r in rows], pa.string())))
+    return table.sort_by(ROW_ID)
+
+
+def _selection_source(result: Any, source: str | None, split: str | None) -> tuple[str, str | None]:
+    records = scorer_records(result.dataset)
+    recorded = next((r for r in records if r.get("source")), {})
+    return (source or recorded.get("source") or "the scored rows (source not recorded)",
+            split if split is not None else recorded.get("split"))
+
+
+def selection_card_context(result: Any, *, source: str | None = None, source_split: str | None = None,
+                           source_revision: str | None = None, license: str | None = None,
+                           report_dir: str | os.PathLike | None = None, plots: Sequence[Mapping[str, str]] = (),
+                           lookup: bool = True) -> dict[str, Any]:
+    """:func:`build_card_context` for a selection made outside a recipe: the steps, counts and drop reasons, the
+    scorers' settings from the scored columns' provenance, the source (given, else the one ``hf-select score``
+    recorded) with its licence and revision, and the report's example rows when ``report_dir`` is given."""
+    import yaml
+
+    src, split = _selection_source(result, source, source_split)
+    columns = [c for c in result.dataset.column_names if c not in ("_row_id",)]
+    score_columns = [c for r in scorer_records(result.dataset) for c in r.get("columns") or [] if c in columns]
+    if not score_columns:  # scores made outside `hf-select score`: every float column
+        score_columns = [c for c in columns if getattr(result.dataset.features[c], "dtype", None)
+                         in ("float16", "float32", "float64")]
+    pool = _pool_dataset(result)
+    steps = [{"step": e["step"], **(e.get("params") or {})} for e in result.provenance]
+    reproduce = ("# select.yaml (in this repository) holds the steps and the seed\n"
+                 "hf-select select --dataset SCORED_ROWS --config select.yaml --output chosen/")
+    ctx = build_card_context(
+        selection=result, source=src, method="selection", rows_in=result.input_rows, base_model="",
+        scored=pool, score_columns=score_columns, plots=plots, source_split=split, license=license,
+        reproduce=reproduce, source_revision=source_revision, examples_md=report_examples(report_dir),
+        has_model=False, lookup=lookup)
+    ctx["select_yaml"] = yaml.safe_dump({"seed": result.seed, "steps": steps}, sort_keys=False)
+    return ctx
+
+
+def _pool_dataset(result: Any) -> Any:
+    """Kept + dropped rows as one Dataset (for the score summary and the corrupted-rows count), scorer records
+    kept."""
+    from datasets import concatenate_datasets
+
+    kept = result.dataset
+    dropped = result.dropped
+    extra = [c for c in dropped.column_names if c not in kept.column_names]
+    try:
+        pool = concatenate_datasets([kept, dropped.remove_columns(extra)]) if len(dropped) else kept
+    except ValueError:  # features that do not line up: the kept rows alone
+        return kept
+    pool.info.description = kept.info.description
+    return pool
+
+
+def write_selection_folder(folder: str | os.PathLike, result: Any, context: Mapping[str, Any], *,
+                           pool_table: Any = None, report_dir: str | os.PathLike | None = None,
+                           dataset_id: str | None = None) -> Path:
+    """The Hub-ready folder of a selection: ``data/train.parquet`` (config ``default``), with ``pool_table``
+    ``pool/train.parquet`` (config ``pool``), ``row_ids.json``, ``selection.json``, ``select.yaml``, ``plots/``
+    (from ``report_dir``) and ``README.md`` (the card). Returns the folder."""
+    import pyarrow.parquet as pq
+
+    out = Path(folder)
+    ctx = scrub(json.loads(json.dumps(dict(context), default=str)))
+    if report_dir is not None:
+        ctx["plots"] = copy_plots(report_dir, out / "plots")
+    if pool_table is not None:
+        (out / POOL_FILE).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pool_table, str(out / POOL_FILE), row_group_size=10_000)
+        n_sel = int(sum(pool_table.column("selected").to_pylist()))
+        ctx["pool"] = {"rows": pool_table.num_rows, "selected": n_sel, "dropped": pool_table.num_rows - n_sel,
+                       "columns": ", ".join(f"`{c}`" for c in pool_table.column_names
+                                            if c not in (*VERDICT_COLUMNS, "drop_step_index"))}
+    save_dataset_folder(out, result.dataset, ctx, selection=result)
+    sel = json.loads((out / "selection.json").read_text())
+    sel["source"] = {"id": ctx["source"], "split": ctx.get("source_split"), "revision": ctx.get("source_revision"),
+                     "license": ctx.get("license")}
+    sel["scorers"] = scorer_records(result.dataset)
+    (out / "selection.json").write_text(json.dumps(hub_safe(sel, run_dir=ctx.get("run_dir")), indent=2,
+                                                   default=str))
+    (out / "select.yaml").write_text(ctx.get("select_yaml") or "")
+    render_dataset_card(ctx, dataset_id=dataset_id).save(out / "README.md")
+    return out
+
+
+def push_selection(selection: Any, dataset_id: str, *, private: bool = True, token: str | None = None,
+                   label: str | None = None,
+                   with_pool: bool = False, pool: Any = None, source: str | None = None,
+                   source_split: str | None = None, source_revision: str | None = None, license: str | None = None,
+                   report_dir: str | os.PathLike | None = None, local_copy: str | os.PathLike | None = None,
+                   commit_message: str | None = None) -> str:
+    """Push any selection (a :class:`~hf_select.selection.SelectionResult`, made in Python or loaded from the folder
+    ``hf-select select`` wrote with :func:`~hf_select.selection.select.load_selection_folder`) as a dataset
+    repository with the same card as a recipe's, in one commit. Returns the repository's URL. ``label`` names the
+    selection in errors (its folder).
+
+    ``with_pool`` (or a ``pool``) adds config ``pool``: every pool row with its scores and ``selected``,
+    ``drop_step``, ``drop_step_index``, ``drop_reason`` (:func:`pool_with_verdicts`). ``report_dir`` (a report of
+    the selection) adds its plots and example rows. ``local_copy`` keeps the pushed folder there. The repository is
+    created private unless ``private=False``; an existing public one is refused while ``private``.
+
+    Raises:
+        HFSelectError: one line naming the folder or the id and the fix; nothing is uploaded (no token, the Hub
+            unreachable, a public repository, an incomplete or older selection folder, a pool that does not match).
+
+    Example:
+        >>> push_selection(load_selection_folder("chosen/"), "me/alpaca-top10", with_pool=True)  # doctest: +SKIP
+        'https://huggingface.co/datasets/me/alpaca-top10'
+    """
+    import tempfile
+
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from .models import hub_is_offline
+
+    if not dataset_id or not is_hub_id(dataset_id):
+        raise HFSelectError(f"{dataset_id!r} is not a Hub dataset id (expected 'owner/name', e.g. "
+                            "--dataset-id me/alpaca-top10).")
+    if isinstance(selection, (str, os.PathLike)):
+        raise TypeError("push_selection takes a SelectionResult; load a folder with "
+                        "hf_select.selection.select.load_selection_folder(folder) (it checks the folder whole)")
+    result = selection
+    if not hasattr(result, "provenance") or not hasattr(result, "dropped"):
+        raise TypeError(f"push_selection takes a SelectionResult, got {type(selection).__name__}")
+    label = label or "the SelectionResult"
+    pool_table = pool_with_verdicts(result, pool, label=label) if (with_pool or pool is not None) else None
+    token = token or get_token()
+    if not token:
+        raise HFSelectError(f"no Hugging Face token (run `hf auth login` or set HF_TOKEN); nothing was pushed from "
+                            f"{label}.")
+    if hub_is_offline():
+        raise HFSelectError(f"the Hub is unreachable (or HF_HUB_OFFLINE=1); nothing was pushed from {label}.")
+    api = HfApi(token=token)
+    src, _ = _selection_source(result, source, source_split)
+    meta = hub_metadata(src, "dataset", api=api) if (license is None or source_revision is None) else {}
+    ctx = selection_card_context(result, source=source, source_split=source_split,
+                                 source_revision=source_revision or meta.get("revision"),
+                                 license=license or meta.get("license"), report_dir=report_dir, lookup=False)
+    if license is None and meta.get("license"):
+        ctx["license_from"] = "the source dataset's card"
+    tmp = None
+    if local_copy is None:
+        tmp = tempfile.mkdtemp(prefix="hf-select-push-")
+        local_copy = Path(tmp) / "dataset"
+    try:
+        folder = write_selection_folder(local_copy, result, ctx, pool_table=pool_table, report_dir=report_dir,
+                                        dataset_id=dataset_id)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                      for p in files]
+        try:
+            try:
+                info = api.repo_info(dataset_id, repo_type="dataset")
+            except RepositoryNotFoundError:
+                api.create_repo(dataset_id, repo_type="dataset", private=private, exist_ok=True)
+            else:
+                if private and not getattr(info, "private", True):
+                    raise HFSelectError(f"{dataset_id} exists and is public; nothing was pushed from {label}. Push "
+                                        "to a new (private) id, or say public (--public / private=False).")
+            api.create_commit(dataset_id, operations, repo_type="dataset",
+                              commit_message=commit_message or f"hf-select: selected subset of {ctx['source']} "
+                                                               f"({ctx['rows_out']} of {ctx['rows_in']} rows)")
+        except HFSelectError:
+            raise
+        except Exception as err:  # network, auth, permissions: one line, token redacted
+            raise HFSelectError(redact(f"pushing {label} to {dataset_id} failed ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0] if str(err) else 'no detail'}); the commit is "
+                                       "all or nothing, so nothing was uploaded.")) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    url = _hub_url(dataset_id, "dataset") or dataset_id
+    logger.info("pushed %s to %s", label, url)
+    return url

@@ -201,7 +201,7 @@ def examples_markdown(groups: Sequence[Mapping[str, Any]], limit: int = MAX_TEXT
 
 
 def _row_ids(scored: Any) -> np.ndarray | None:
-    from .selection.select import ROW_ID
+    from .columns import ROW_ID
 
     if ROW_ID not in scored.column_names:
         return None

@@ -123,13 +123,13 @@ def test_every_card_has_the_same_sections(tmp_path):
     assert "| base model | `demo:40` | 40 | not measured" in cards["mods"][1]
 
 
-def test_unlabelled_pool_says_not_measured(tmp_path):
+def test_unlabelled_pool_leaves_the_corrupted_section_out(tmp_path):
     pool = Dataset.from_dict({"instruction": [f"t{i}" for i in range(160)], "_row_id": list(range(160))})
     ctx = _recipe_context("cherry", tmp_path, eval_base=False, pool=pool)
     assert ctx["corrupted"] is None
     text = str(hub.render_dataset_card(ctx))
-    assert "Not measured: the source has no `corruption` labels" in text
-    assert "## Rows corrupted on purpose" in text
+    assert "corrupted on purpose" not in text.lower() and "corruption" not in text
+    assert "corrupted on purpose" not in str(hub.render_model_card(ctx)).lower()
 
 
 def test_method_text_follows_the_steps_that_ran():

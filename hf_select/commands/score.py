@@ -148,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
     scorer = scorer_class(config)
     before = set(dataset.column_names)
     scored = scorer.score(dataset, shard_size=args.shard_size, cache=not args.no_cache)
+    from ..card_text import record_scorer
+
+    # the scored columns' provenance: dataset cards read the scorer's settings back (hf_select.card_text)
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name)
+                is not None}
+    record_scorer(scored, args.scorer, settings, scorer.output_columns, source=args.dataset, split=args.split)
     out = save_rows(scored, args.output, args.format, inputs=(args.dataset,))
     new_cols = [c for c in scored.column_names if c not in before or c in scorer.output_columns]
     print(summarise(scored, new_cols))

@@ -37,7 +37,7 @@ from .kcenter import KCenterResult, k_center_greedy
 from .length import length_stratified_top
 from .merge import merge_columns, union_selection
 from .quotas import largest_remainder, strata_labels
-from .select import SelectionResult, Step, load_steps, provenance_table, select
+from .select import SelectionResult, Step, load_selection_folder, load_steps, provenance_table, select
 from .steps import STEPS, StepSpec, available_steps, register_step
 from .target import TargetEmbeddings, load_target_embeddings, target_similarity
 
@@ -66,6 +66,7 @@ __all__ = [
     "knn_similarity_graph",
     "largest_remainder",
     "length_stratified_top",
+    "load_selection_folder",
     "load_target_embeddings",
     "load_steps",
     "merge_columns",

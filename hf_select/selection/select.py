@@ -250,6 +250,27 @@ class SelectionResult:
                                                    encoding="utf-8")
         return out
 
+    def push_to_hub(self, repo_id: str, private: bool = True, *, token: str | None = None, with_pool: bool = False,
+                    pool: Any = None, source: str | None = None, source_split: str | None = None,
+                    source_revision: str | None = None, license: str | None = None,
+                    report_dir: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
+        """Push the subset as a Hub dataset repository, private unless ``private=False``, in one commit, with the
+        card a recipe's subset gets (steps, counts, drop reasons, the scorers' settings, the source's licence and
+        revision; with ``report_dir`` its plots and example rows). ``with_pool=True`` (or a ``pool``: the dataset
+        the rows were selected from) adds config ``pool``: every pool row with ``selected``, ``drop_step`` and
+        ``drop_reason``. ``source`` names the source dataset when ``hf-select score`` did not record it. Returns
+        the repository's URL; see :func:`hf_select.hub.push_selection`.
+
+        Example:
+            >>> result.push_to_hub("me/alpaca-top10", source="tatsu-lab/alpaca", with_pool=True)  # doctest: +SKIP
+            'https://huggingface.co/datasets/me/alpaca-top10'
+        """
+        from ..hub import push_selection
+
+        return push_selection(self, repo_id, private=private, token=token, with_pool=with_pool, pool=pool,
+                              source=source, source_split=source_split, source_revision=source_revision,
+                              license=license, report_dir=report_dir, commit_message=commit_message)
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> SelectionResult:
         """Read a folder written by :meth:`save`.
@@ -280,6 +301,54 @@ class SelectionResult:
             input_fingerprint=info.get("input_fingerprint"),
             extra=info.get("extra", {}),
         )
+
+
+def load_selection_folder(folder: str | os.PathLike) -> SelectionResult:
+    """A :class:`~hf_select.selection.SelectionResult` from the folder ``hf-select select`` (or ``.save()``) wrote,
+    checked whole: ``provenance.json`` of this format version, the subset and ``dropped/``, and their row counts.
+
+    Raises:
+        HFSelectError: one line naming the folder and the fix, for a folder that is missing, incomplete or written
+            by another version.
+
+    Example:
+        >>> load_selection_folder("chosen/").row_ids[:3]  # doctest: +SKIP
+        [0, 4, 9]
+    """
+    p = Path(folder)
+    again = "run `hf-select select --dataset SCORED --output DIR ...` again to write it whole"
+    if not p.is_dir():
+        raise HFSelectError(f"{p}: no such selection folder; pass the --output folder of `hf-select select`.")
+    meta = p / PROVENANCE_FILE
+    if not meta.is_file():
+        raise HFSelectError(f"{p}: not a selection folder (no {PROVENANCE_FILE}); pass the --output folder of "
+                            "`hf-select select` (a recipe's output_dir is pushed with `hf-select push OUTPUT_DIR`).")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise HFSelectError(f"{meta}: not valid JSON ({err}); {again}.") from None
+    if not isinstance(info, dict) or info.get("format") != SELECTION_FORMAT:
+        raise HFSelectError(f"{p}: {PROVENANCE_FILE} was written by an older hf-select (no format "
+                            f"{SELECTION_FORMAT!r}); {again}.")
+    if info.get("format_version") != 1:
+        raise HFSelectError(f"{p}: selection format version {info.get('format_version')!r} is not the one this "
+                            f"hf-select reads (1); {again} with this version.")
+    missing = [name for name, ok in (("the subset (dataset_info.json / state.json)", (p / "state.json").is_file()),
+                                     (f"{DROPPED_DIR}/", (p / DROPPED_DIR / "state.json").is_file())) if not ok]
+    if missing:
+        raise HFSelectError(f"{p}: incomplete selection folder, {' and '.join(missing)} missing; {again}.")
+    try:
+        result = SelectionResult.load(p)
+    except HFSelectError:
+        raise
+    except Exception as err:  # a damaged arrow file
+        raise HFSelectError(f"{p}: the selection cannot be read ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); {again}.") from None
+    counts = {"selected_rows": len(result.dataset), "dropped_rows": len(result.dropped)}
+    wrong = [f"{k} {info.get(k)} recorded, {v} found" for k, v in counts.items() if info.get(k) != v]
+    if wrong:
+        raise HFSelectError(f"{p}: incomplete selection folder ({'; '.join(wrong)}); {again}.")
+    return result
 
 
 def _fmt_params(params: Mapping[str, Any]) -> str:
