@@ -244,6 +244,8 @@ def cpu_has_native_bf16() -> bool:
 
 # bf16 must multiply matrices this much faster than fp32 on a CPU before ``auto`` picks it there.
 CPU_BF16_MIN_SPEEDUP = 1.3
+# set to float32 or bfloat16 to fix what ``auto`` means on a CPU (inherited by child processes: tests pin float32)
+CPU_AUTO_DTYPE_ENV = "HF_SELECT_CPU_AUTO_DTYPE"
 
 
 @functools.lru_cache(maxsize=1)
@@ -292,7 +294,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     (AVX512-BF16, no AMX exposed) of our 2-core machine, IFD in bf16 ran at 1.02x the per-row fp32 loop against 1.53x
     for fp32, while an AMD EPYC measured earlier gave bf16 2.22x against 1.36x (benchmarks/RESULTS.md, "IFD on CPU").
     bf16 scores rank rows as fp32 ones do (Spearman 0.999 on 150 alpaca rows) but are not seed-exact: ask for
-    ``float32`` to force fp32.
+    ``float32`` to force fp32. The environment variable ``HF_SELECT_CPU_AUTO_DTYPE`` (``float32`` or ``bfloat16``)
+    fixes what ``auto`` means on a CPU for a process and its children.
 
     Example:
         >>> resolve_dtype("float32", torch.device("cpu"))
@@ -309,8 +312,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        if device.type == "cpu" and cpu_bf16_matmul_speedup() >= CPU_BF16_MIN_SPEEDUP:
-            return torch.bfloat16
+        if device.type == "cpu":
+            fixed = os.environ.get(CPU_AUTO_DTYPE_ENV, "").strip()
+            if fixed:
+                if fixed not in ("float32", "bfloat16"):
+                    raise ValueError(f"{CPU_AUTO_DTYPE_ENV} must be float32 or bfloat16, got {fixed!r}")
+                return getattr(torch, fixed)
+            if cpu_bf16_matmul_speedup() >= CPU_BF16_MIN_SPEEDUP:
+                return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)
 

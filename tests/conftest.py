@@ -25,6 +25,7 @@ def _pin_fp32_auto_dtype() -> None:
     from hf_select import models
 
     models.CPU_BF16_MIN_SPEEDUP = float("inf")
+    os.environ[models.CPU_AUTO_DTYPE_ENV] = "float32"  # child processes (interrupt tests) too
 
 
 _pin_fp32_auto_dtype()

@@ -159,6 +159,7 @@ def test_dtype_auto_on_a_cpu_follows_the_measured_bf16_speed(tiny_lm_path, monke
     """'auto' is bf16 on a CPU only where bf16 matrix multiplies measure faster (native bf16 alone is not enough: on
     ours it is half as fast); 'float32' and 'bfloat16' are what they say."""
     monkeypatch.setattr(models_module, "CPU_BF16_MIN_SPEEDUP", 1.3)  # the shipped rule (conftest pins fp32)
+    monkeypatch.delenv(models_module.CPU_AUTO_DTYPE_ENV, raising=False)
     monkeypatch.setattr(models_module, "cpu_bf16_matmul_speedup", lambda: speedup)
     assert IFDConfig().torch_dtype("cpu") == expected
     assert IFDConfig(dtype="float32").torch_dtype("cpu") == torch.float32
@@ -183,3 +184,18 @@ def test_packing_at_its_default_leaves_the_cache_key_as_before():
 
     assert "packing" not in config_to_dict(IFDConfig())
     assert config_to_dict(IFDConfig(packing=True))["packing"] is True
+
+
+def test_the_environment_fixes_what_auto_means_on_a_cpu(monkeypatch):
+    """HF_SELECT_CPU_AUTO_DTYPE wins over the measurement (child processes inherit it; the tests pin float32)."""
+    monkeypatch.setattr(models_module, "CPU_BF16_MIN_SPEEDUP", 1.3)
+    monkeypatch.setattr(models_module, "cpu_bf16_matmul_speedup", lambda: 4.0)
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(models_module.CPU_AUTO_DTYPE_ENV, "float32")
+    assert models_module.resolve_dtype("auto", cpu) == torch.float32
+    monkeypatch.setenv(models_module.CPU_AUTO_DTYPE_ENV, "bfloat16")
+    monkeypatch.setattr(models_module, "cpu_bf16_matmul_speedup", lambda: 0.5)
+    assert models_module.resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setenv(models_module.CPU_AUTO_DTYPE_ENV, "fp8")
+    with pytest.raises(ValueError, match="HF_SELECT_CPU_AUTO_DTYPE must be float32 or bfloat16"):
+        models_module.resolve_dtype("auto", cpu)
