@@ -30,8 +30,14 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
 
 
-def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
+def load_rows(source: str | os.PathLike, split: str = "train", *, streaming: bool = False,
+              config: str | None = None) -> Any:
     """Load a ``datasets.Dataset`` from a file, a ``save_to_disk`` folder or a Hub id.
+
+    With ``streaming`` a file, a folder of files or a Hub id is read as a ``datasets.IterableDataset`` (nothing is
+    downloaded or converted up front; :meth:`~hf_select.scoring.base.BaseScorer.score` scores it shard by shard);
+    a ``save_to_disk`` folder is already on disk and is streamed from there. ``config`` is the Hub dataset's
+    configuration name (``load_dataset(name, config)``).
 
     Raises:
         HFSelectError: one line naming the source when it is missing, empty, or not a dataset.
@@ -40,6 +46,8 @@ def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
 
     src = str(source)
     path = Path(src)
+    if streaming:
+        return _stream_rows(src, split, config)
     if path.is_dir():
         if _is_saved_dataset(path):
             try:
@@ -71,10 +79,49 @@ def load_rows(source: str | os.PathLike, split: str = "train") -> Any:
         if hub_is_offline():
             raise HFSelectError(f"{src}: no such file, and the Hub is unreachable to load it as a dataset id.")
         try:
-            return datasets.load_dataset(src, split=split)
+            return datasets.load_dataset(src, config, split=split)
         except Exception as err:
             raise HFSelectError(f"{src}: could not load it from the Hub: {err}") from err
     raise HFSelectError(f"{src}: no such file or directory.")
+
+
+def _stream_rows(src: str, split: str, config: str | None) -> Any:
+    """:func:`load_rows` with ``streaming``: an ``IterableDataset`` over the same sources (the file checks are the
+    same; a file's content is read only as the stream is)."""
+    import datasets
+
+    path = Path(src)
+    if path.is_dir() and _is_saved_dataset(path):
+        return load_rows(src, split).to_iterable_dataset()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in _FILE_BUILDERS)
+        if not files:
+            raise HFSelectError(f"{src} is a directory with no dataset in it (expected a save_to_disk folder or "
+                                "json/jsonl/parquet/csv files).")
+        builder = _FILE_BUILDERS[files[0].suffix]
+        data_files = [str(p) for p in files if _FILE_BUILDERS[p.suffix] == builder]
+    elif path.suffix in _FILE_BUILDERS or path.exists():
+        if not path.exists():
+            raise HFSelectError(f"{src}: no such file.")
+        if path.stat().st_size == 0:
+            raise HFSelectError(f"{src}: the file is empty.")
+        builder, data_files = _FILE_BUILDERS.get(path.suffix, "json"), [src]
+    elif src.count("/") == 1 and not src.startswith((".", "/")):
+        from .models import hub_is_offline
+
+        if hub_is_offline():
+            raise HFSelectError(f"{src}: no such file, and the Hub is unreachable to stream it as a dataset id.")
+        try:
+            return datasets.load_dataset(src, config, split=split, streaming=True)
+        except Exception as err:
+            raise HFSelectError(f"{src}: could not stream it from the Hub: {err}") from err
+    else:
+        raise HFSelectError(f"{src}: no such file or directory.")
+    try:
+        with _quiet_dataset_builders():
+            return datasets.load_dataset(builder, data_files=data_files, split="train", streaming=True)
+    except Exception as err:
+        raise HFSelectError(f"{src}: not a readable {builder} dataset ({_root_detail(err)}).") from err
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .columns import ROW_ID
 from .errors import HFSelectError, scrub
-from .scoring.base import stable_hash
+from .scoring.base import is_streamed, stable_hash
 from .training import TrainConfig
 
 if TYPE_CHECKING:
@@ -210,12 +210,19 @@ class StageRunner:
         info = self.run(name, compute, params=params)
         return load_stage_dataset(info.path), info
 
-    def selection_stage(self, name: str, make: Callable[[], Any], *,
-                        params: Mapping[str, Any] | None = None) -> tuple[Any, StageInfo]:
-        """A stage whose output is a ``SelectionResult`` (``SelectionResult.save``); returns it loaded."""
+    def selection_stage(self, name: str, make: Callable[[], Any], *, params: Mapping[str, Any] | None = None,
+                        pool: Any = None) -> tuple[Any, StageInfo]:
+        """A stage whose output is a ``SelectionResult`` (``SelectionResult.save``); returns it loaded.
+
+        With the ``pool`` the steps (``params["steps"]``) read, the stage logs which of its columns they load into
+        memory and how many bytes (:func:`pool_memory`), and records them in its meta (``in_memory_bytes``)."""
         from .selection.select import SelectionResult
 
         def compute(folder: Path) -> dict[str, Any]:
+            loaded = pool_memory(pool, (params or {}).get("steps") or []) if pool is not None else {}
+            if loaded:
+                logger.info("stage %s: the selection loads the whole pool's %s into memory (%s rows)", name,
+                            ", ".join(f"{c} ({_size(b)})" for c, b in loaded.items()), len(pool))
             result = make()
             dropped: dict[str, int] = {}
             for step in result.provenance:
@@ -227,7 +234,8 @@ class StageRunner:
             if self.is_main:
                 result.save(str(folder / "selection"))
             return {"rows_in": result.provenance[0]["rows_in"] if result.provenance else None,
-                    "rows_out": len(result.dataset), **{f"dropped_{k}": v for k, v in dropped.items()}}
+                    "rows_out": len(result.dataset), **{f"dropped_{k}": v for k, v in dropped.items()},
+                    **({"in_memory_bytes": loaded} if loaded else {})}
 
         info = self.run(name, compute, params=params)
         return SelectionResult.load(str(info.path / "selection")), info
@@ -254,6 +262,39 @@ class StageRunner:
         return info.path, info
 
 
+STEP_COLUMN_KEYS = ("column", "score_column", "columns")
+
+
+def pool_memory(pool: Any, steps: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The columns of ``pool`` that selection ``steps`` read whole (each step's ``column``, ``score_column`` and
+    ``columns``), with their size in bytes as Arrow holds them (what a step such as ``top`` or ``kcenter`` loads
+    into memory, e.g. every row's embedding); columns the pool lacks are left out.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> pool = Dataset.from_dict({"ifd": [0.5, 0.7], "text": ["a", "b"]})
+        >>> pool_memory(pool, [{"step": "top", "column": "ifd", "count": 1}])
+        {'ifd': 16}
+    """
+    names: list[str] = []
+    for step in steps:
+        for key in STEP_COLUMN_KEYS:
+            value = step.get(key) if isinstance(step, Mapping) else None
+            for col in ([value] if isinstance(value, str) else list(value or [])):
+                if isinstance(col, str) and col in pool.column_names and col not in names:
+                    names.append(col)
+    return {c: int(pool.data.column(c).nbytes) for c in names}
+
+
+def _size(n: int) -> str:
+    """Bytes as a short text: ``_size(2048)`` -> ``'2.0 kB'``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 def _ids_digest(dataset: Any) -> str:
     if ROW_ID in dataset.column_names:
         return stable_hash(list(dataset[ROW_ID]))
@@ -269,17 +310,24 @@ def load_stage_dataset(folder: str | os.PathLike) -> Any:
 
 # -- the standard stages ----------------------------------------------------------------------------------------------
 def load_source(args: RecipeArguments) -> Any:
-    """The rows to select from: ``demo`` / ``demo:N`` or anything :func:`hf_select.io.load_rows` reads."""
+    """The rows to select from: ``demo`` / ``demo:N`` or anything :func:`hf_select.io.load_rows` reads, with the
+    Hub configuration ``dataset_config``; with ``dataset_streaming`` a ``datasets.IterableDataset`` (``limit``
+    taken from its start), which :func:`data_stage` writes to disk as it arrives."""
     from .io import load_rows
 
     spec = args.dataset_name or ""
+    streaming = bool(getattr(args, "dataset_streaming", False))
     if spec == "demo" or spec.startswith("demo:"):
         from .demo import make_demo_dataset
 
         n = int(spec.split(":", 1)[1]) if ":" in spec else 1000
         ds = make_demo_dataset(n=n, seed=args.seed)
+        ds = ds.to_iterable_dataset() if streaming else ds
     else:
-        ds = load_rows(spec, split=args.dataset_train_split)
+        ds = load_rows(spec, split=args.dataset_train_split, streaming=streaming,
+                       config=getattr(args, "dataset_config", None))
+    if streaming:
+        return ds.take(args.limit) if args.limit is not None else ds
     if args.limit is not None:
         ds = ds.select(range(min(args.limit, len(ds))))
     if len(ds) == 0:
@@ -287,12 +335,50 @@ def load_source(args: RecipeArguments) -> Any:
     return ds
 
 
+def materialize_stream(stream: Any, source: str) -> Any:
+    """A streamed pool as a ``datasets.Dataset`` written to disk as the rows arrive (datasets' generator builder
+    writes Arrow in batches, never holding the pool in memory); one error when the stream holds no rows.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> len(materialize_stream(Dataset.from_list([{"a": 1}, {"a": 2}]).to_iterable_dataset(), "x"))
+        2
+    """
+    import datasets
+
+    def rows() -> Any:
+        yield from stream
+
+    try:
+        ds = datasets.Dataset.from_generator(rows, features=stream.features)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, HFSelectError):
+            raise cause from None
+        raise HFSelectError(f"{source}: the stream failed part way ({type(cause).__name__}: {cause}).") from err
+    except ValueError as err:  # no rows: the builder cannot infer a schema, or writes an empty split
+        raise HFSelectError(f"{source}: the streamed pool has no rows; check dataset_name, dataset_config and "
+                            f"dataset_train_split ({err}).") from err
+    if len(ds) == 0:
+        raise HFSelectError(f"{source}: the streamed pool has no rows; check dataset_name, dataset_config and "
+                            "dataset_train_split.")
+    return ds
+
+
 def data_stage(runner: StageRunner, args: RecipeArguments) -> Any:
-    """Stage ``data``: the source rows as read (row ids in every later stage are indices into these)."""
-    ds, _ = runner.dataset_stage("data", lambda: load_source(args),
+    """Stage ``data``: the source rows as read (row ids in every later stage are indices into these). A streamed
+    pool (``dataset_streaming``) is written to the stage's folder as it arrives."""
+
+    def make() -> Any:
+        ds = load_source(args)
+        return materialize_stream(ds, args.dataset_name or "") if is_streamed(ds) else ds
+
+    ds, _ = runner.dataset_stage("data", make,
                                  params={"dataset": args.dataset_name, "split": args.dataset_train_split,
                                          "limit": args.limit,
-                                         "seed": args.seed if (args.dataset_name or "").startswith("demo") else None})
+                                         "seed": args.seed if (args.dataset_name or "").startswith("demo") else None,
+                                         **({"config": args.dataset_config} if getattr(args, "dataset_config", None)
+                                            else {})})
     return ds
 
 

@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
                     "field goes through --set FIELD=VALUE, and `hf-select score SCORER --set help` lists them all "
                     "with their types, defaults and meanings.")
     p.add_argument("scorer", choices=sorted(SCORER_FIELDS), help="Which score to compute.")
-    p.add_argument("--dataset", required=True, help="json/jsonl/parquet file, save_to_disk folder or Hub id.")
+    p.add_argument("--dataset", required=True,
+                   help="json/jsonl/parquet file, save_to_disk folder, Hub id, or demo:N (N built-in demo rows).")
     p.add_argument("--output", required=True, help="Output folder (save_to_disk, or a file inside for jsonl/parquet).")
     p.add_argument("--model", default=None,
                    help="Model id or folder: the config's model_name_or_path (default: "
@@ -56,6 +57,13 @@ def register(sub: Any) -> None:
     p.add_argument("--shard-size", type=int, default=2048, help="Rows per resumable shard.")
     p.add_argument("--limit", type=int, default=None, help="Score only the first N rows (default: all rows).")
     add_column_mapping(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print what the run would cost (rows, tokens with the scorer's tokenizer, forward passes, and an "
+             "estimated time from timing the model's load and a few batches of rows here), then exit without "
+             "writing anything.",
+    )
     p.add_argument(
         "--no-cache",
         action="store_true",
@@ -124,6 +132,18 @@ def summarise(dataset: Any, columns: tuple[str, ...] | list[str]) -> str:
     return "\n".join(lines)
 
 
+def _load(spec: str, split: str) -> Any:
+    """The rows: ``demo:N`` (the built-in demo dataset, seed 0) or anything :func:`~hf_select.io.load_rows` reads."""
+    if spec == "demo" or spec.startswith("demo:"):
+        from ..demo import make_demo_dataset
+
+        count = spec.split(":", 1)[1] if ":" in spec else "1000"
+        if not count.isdigit() or int(count) < 1:
+            raise HFSelectError(f"--dataset {spec}: demo:N takes a row count N >= 1, e.g. demo:200.")
+        return make_demo_dataset(n=int(count), seed=0)
+    return load_rows(spec, split=split)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..scoring.registry import get_scorer_classes
 
@@ -142,10 +162,15 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise HFSelectError(str(err)) from err
     check_output_path(args.output, args.format, inputs=(args.dataset,))  # before loading the rows or a model
-    dataset = load_rows(args.dataset, split=args.split)
+    dataset = _load(args.dataset, args.split)
     if args.limit is not None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     scorer = scorer_class(config)
+    if args.dry_run:
+        from ..cost import CostPlan, score_cost
+
+        print(CostPlan(rows=len(dataset), stages=[score_cost(scorer, dataset)]).text())
+        return 0
     before = set(dataset.column_names)
     scored = scorer.score(dataset, shard_size=args.shard_size, cache=not args.no_cache)
     from ..card_text import record_scorer

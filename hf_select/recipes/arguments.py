@@ -62,6 +62,22 @@ class RecipeArguments(TrainConfig):
         default="train",
         metadata={"help": "Split to read from a Hub id or a DatasetDict folder. trl's name; formerly 'split'."},
     )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={"help": "Configuration name of a Hub dataset (load_dataset(dataset_name, dataset_config)). trl's "
+                          "name."},
+    )
+    dataset_streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the rows (datasets' IterableDataset): nothing is downloaded up front; the data "
+                          "stage writes the rows to disk as they arrive, and scoring reads them in shards of "
+                          "shard_size rows. trl's name."},
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Print what the run would cost (rows, tokens, forward passes, the fine-tunes and an "
+                          "estimated time from timing a short sample here), then stop without writing anything."},
+    )
     dataset: str | None = field(
         default=None, metadata={"help": "Deprecated: the old name of dataset_name (still read, with a warning)."}
     )
@@ -457,6 +473,6 @@ def recipe_main(args_class: type, run: Callable[[Any], dict[str, Any]], argv: Se
         if print_user_error(err):
             return 2
         raise
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and "dry_run" not in summary:  # a dry run printed its plan
         print_summary(summary)
     return 0

@@ -98,45 +98,85 @@ def ifd_rule_step(args: CherryArguments) -> dict[str, Any]:
     return rule
 
 
-def run_cherry(args: CherryArguments) -> dict[str, Any]:
-    """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
-    from hf_select.callbacks import SelectionProvenanceCallback
+def first_scorers(args: CherryArguments) -> tuple[Any, Any]:
+    """The prompt embedder and the prompt-perplexity IFD scorer (reverse IFD), both with the base model."""
     from hf_select.scoring.embed import EmbedConfig, Embedder
     from hf_select.scoring.ifd import IFDConfig, IFDScorer
-    from hf_select.selection import select
 
-    runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
-    data = data_stage(runner, args)
     base = args.embed_model_name_or_path or args.model_name_or_path
-
-    # 1. prompt embeddings and prompt perplexity with the base model
     embedder = Embedder(EmbedConfig(model_name_or_path=base, backend="causal_lm", text="prompt",
                                     template=args.template, max_length=args.score_max_length,
                                     column_mapping=args.column_mapping))
-    embedded = score_stage(runner, "embed", embedder, data, args)
     prompt_ppl = IFDScorer(IFDConfig(model_name_or_path=base, template=args.template, reverse=True,
                                      max_length=args.score_max_length, column_mapping=args.column_mapping))
+    return embedder, prompt_ppl
+
+
+def ifd_scorer(args: CherryArguments, model: str) -> Any:
+    """The IFD scorer of the rule, with ``model`` (the pre-experienced model)."""
+    from hf_select.scoring.ifd import IFDConfig, IFDScorer
+
+    seed = args.ifd_layout != "hf_select"
+    return IFDScorer(IFDConfig(model_name_or_path=model, template="auto" if seed else args.template,
+                               layout=args.ifd_layout, max_length=args.score_max_length,
+                               column_mapping=args.column_mapping))
+
+
+def plan(args: CherryArguments, n_rows: int) -> list[Any]:
+    """The dry run's stages: embeddings and prompt perplexity of every row, the pre-experienced model, IFD of
+    every row, the final fine-tune (its rows at most the rule's share of every row)."""
+    from hf_select.cost import PlannedStage
+    from hf_select.recipes.dry_run import kept_rows
+
+    embedder, prompt_ppl = first_scorers(args)
+    pre_rows = min(n_rows, args.n_clusters * args.per_cluster)
+    return [
+        PlannedStage("embed", n_rows, scorer=embedder),
+        PlannedStage("prompt_ppl", n_rows, scorer=prompt_ppl),
+        PlannedStage("pre_experienced", pre_rows, model=args.model_name_or_path,
+                     train=args.train_config(num_train_epochs=args.pre_experienced_epochs),
+                     note="at most: the rows in the perplexity band"),
+        PlannedStage("ifd", n_rows, scorer=ifd_scorer(args, args.model_name_or_path),
+                     note="timed with the base model, as the pre-experienced model does not exist yet"),
+        PlannedStage("train", kept_rows(args.ifd_count, args.ifd_fraction, n_rows), model=args.model_name_or_path,
+                     train=args.train_config(), note="at most: the rule's share of the rows with IFD < 1"),
+    ]
+
+
+def run_cherry(args: CherryArguments) -> dict[str, Any]:
+    """Run the recipe (or, with ``dry_run``, print its cost); returns the summary (also in
+    ``<output_dir>/summary.json``)."""
+    from hf_select.callbacks import SelectionProvenanceCallback
+    from hf_select.selection import select
+
+    if args.dry_run:
+        from hf_select.recipes.dry_run import recipe_dry_run
+
+        return recipe_dry_run(args, plan)
+    runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
+    data = data_stage(runner, args)
+
+    # 1. prompt embeddings and prompt perplexity with the base model
+    embedder, prompt_ppl = first_scorers(args)
+    embedded = score_stage(runner, "embed", embedder, data, args)
     with_ppl = score_stage(runner, "prompt_ppl", prompt_ppl, embedded, args)
 
     # 2. the pre-experienced model: a few rows per k-means cluster, inside the perplexity band, 1 epoch
     k_steps = [{"step": "kmeans_sample", "column": "embedding", "score_column": PROMPT_LOSS,
                 "n_clusters": args.n_clusters, "per_cluster": args.per_cluster, "band": args.ppl_band}]
     pre, _ = runner.selection_stage("pre_selection", lambda: select(with_ppl, k_steps, seed=args.seed),
-                                    params={"steps": k_steps, "seed": args.seed})
+                                    params={"steps": k_steps, "seed": args.seed}, pool=with_ppl)
     pre_cfg = args.train_config(num_train_epochs=args.pre_experienced_epochs)
     pre_model, _ = runner.sft_stage("pre_experienced", pre.dataset, pre_cfg,
                                     model_name_or_path=args.model_name_or_path,
                                     callbacks=[SelectionProvenanceCallback(pre, method="cherry")])
 
     # 3. IFD of every row with the pre-experienced model, then the IFD rule
-    seed = args.ifd_layout != "hf_select"
-    ifd = IFDScorer(IFDConfig(model_name_or_path=str(pre_model), template="auto" if seed else args.template,
-                              layout=args.ifd_layout, max_length=args.score_max_length,
-                              column_mapping=args.column_mapping))
+    ifd = ifd_scorer(args, str(pre_model))
     scored = score_stage(runner, "ifd", ifd, with_ppl, args)
     steps = selection_steps(args)
     selection, _ = runner.selection_stage("selection", lambda: select(scored, steps, seed=args.seed),
-                                          params={"steps": steps, "seed": args.seed})
+                                          params={"steps": steps, "seed": args.seed}, pool=scored)
 
     # 4. the final model from the base model
     callback = SelectionProvenanceCallback(selection, method="cherry",

@@ -83,28 +83,50 @@ def load_rule(spec: str) -> Any:
     return InstructMiningRule.preset(spec)
 
 
-def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
-    """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
-    from hf_select.callbacks import SelectionProvenanceCallback
+def scorers(args: InstructMiningArguments) -> tuple[Any, Any]:
+    """The instruction embedder (KNN-6 needs the embeddings) and the indicator scorer."""
     from hf_select.scoring.embed import EmbedConfig, Embedder
     from hf_select.scoring.indicators import IndicatorConfig, IndicatorScorer
     from hf_select.scoring.quality import QualityConfig
-    from hf_select.scoring.rule import PRED_COLUMN
-    from hf_select.selection import SelectionResult, select
 
-    runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
-    data = data_stage(runner, args)
-    rule = load_rule(args.rule)
-
-    # 1. indicators (KNN-6 needs the embeddings first), 2. the rule's predicted loss per row
     embedder = Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text="instruction",
                                     column_mapping=args.column_mapping))
-    embedded = score_stage(runner, "embed", embedder, data, args)
     quality = QualityConfig(backend=args.quality_backend, model_name_or_path=args.quality_model_name_or_path,
                             max_length=args.score_max_length, column_mapping=args.column_mapping)
     indicators = IndicatorScorer(IndicatorConfig(
         model_name_or_path=args.indicator_model_name_or_path or args.model_name_or_path, template=args.template,
         max_length=args.score_max_length, quality=quality, column_mapping=args.column_mapping))
+    return embedder, indicators
+
+
+def plan(args: InstructMiningArguments, n_rows: int) -> list[Any]:
+    """The dry run's stages: embeddings and indicators of every row, then one fine-tune per subset size."""
+    from hf_select.cost import PlannedStage
+
+    embedder, indicators = scorers(args)
+    return [PlannedStage("embed", n_rows, scorer=embedder), PlannedStage("indicators", n_rows, scorer=indicators),
+            *(PlannedStage(f"grid_{size}_train", min(size, n_rows), model=args.model_name_or_path,
+                           train=args.train_config()) for size in args.subset_sizes)]
+
+
+def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
+    """Run the recipe (or, with ``dry_run``, print its cost); returns the summary (also in
+    ``<output_dir>/summary.json``)."""
+    from hf_select.callbacks import SelectionProvenanceCallback
+    from hf_select.scoring.rule import PRED_COLUMN
+    from hf_select.selection import SelectionResult, select
+
+    if args.dry_run:
+        from hf_select.recipes.dry_run import recipe_dry_run
+
+        return recipe_dry_run(args, plan)
+    runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
+    data = data_stage(runner, args)
+    rule = load_rule(args.rule)
+
+    # 1. indicators (KNN-6 needs the embeddings first), 2. the rule's predicted loss per row
+    embedder, indicators = scorers(args)
+    embedded = score_stage(runner, "embed", embedder, data, args)
     with_ind = score_stage(runner, "indicators", indicators, embedded, args)
     ranked, _ = runner.dataset_stage("rule", lambda: rule.apply(with_ind), params={"rule": rule.to_dict()})
 
@@ -114,7 +136,7 @@ def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
     for size in args.subset_sizes:
         steps = [{"step": "top", "column": PRED_COLUMN, "count": size, "descending": False}]
         sel, _ = runner.selection_stage(f"grid_{size}_selection", lambda steps=steps: select(ranked, steps),
-                                        params={"steps": steps})
+                                        params={"steps": steps}, pool=ranked)
         callback = SelectionProvenanceCallback(sel, method="instruct_mining")
         model_dir, train = runner.sft_stage(f"grid_{size}_train", sel.dataset, args.train_config(),
                                             model_name_or_path=args.model_name_or_path, callbacks=[callback])

@@ -98,22 +98,69 @@ class MoDSArguments(RecipeArguments):
             {"necessity_threshold"} if self.necessity_fraction is not None else set())
 
 
-def run_mods(args: MoDSArguments) -> dict[str, Any]:
-    """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
-    from hf_select.callbacks import SelectionProvenanceCallback
+def quality_config(args: MoDSArguments) -> Any:
+    """The quality scorer's config (also the judge of the seed model's answers)."""
+    from hf_select.scoring.quality import QualityConfig
+
+    return QualityConfig(backend=args.quality_backend, model_name_or_path=args.quality_model_name_or_path,
+                         max_length=args.score_max_length, max_batch_size=args.quality_max_batch_size,
+                         column_mapping=args.column_mapping)
+
+
+def embedder(args: MoDSArguments) -> Any:
+    """The instruction embedder of k-center."""
     from hf_select.scoring.embed import EmbedConfig, Embedder
+
+    return Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text="instruction",
+                                column_mapping=args.column_mapping))
+
+
+def necessity_scorer(args: MoDSArguments, model: str) -> Any:
+    """The necessity scorer: ``model`` (the seed model) answers, the quality scorer judges the answers."""
     from hf_select.scoring.necessity import NecessityConfig, NecessityScorer
-    from hf_select.scoring.quality import QualityConfig, QualityScorer
+
+    return NecessityScorer(NecessityConfig(
+        model_name_or_path=model, quality=quality_config(args), template=args.template,
+        max_new_tokens=args.necessity_max_new_tokens, max_length=args.score_max_length,
+        max_batch_size=args.necessity_max_batch_size, seed=args.seed, column_mapping=args.column_mapping))
+
+
+def plan(args: MoDSArguments, n_rows: int) -> list[Any]:
+    """The dry run's stages. The rows past the quality step are unknown before scoring: the stages after it are
+    costed on every row (the most they can get)."""
+    from hf_select.cost import PlannedStage
+    from hf_select.scoring.quality import QualityScorer
+
+    most = "at most: the rows above the quality threshold"
+    seed_rows = min(args.seed_count, n_rows)
+    return [
+        PlannedStage("quality", n_rows, scorer=QualityScorer(quality_config(args))),
+        PlannedStage("embed", n_rows, scorer=embedder(args), note=most),
+        PlannedStage("seed_model", seed_rows, model=args.model_name_or_path,
+                     train=args.train_config(num_train_epochs=args.seed_epochs or args.num_train_epochs)),
+        PlannedStage("necessity", n_rows, scorer=necessity_scorer(args, args.model_name_or_path),
+                     note=f"{most}; timed with the base model, as the seed model does not exist yet"),
+        PlannedStage("train", min(n_rows, args.seed_count + args.necessity_count), model=args.model_name_or_path,
+                     train=args.train_config(), note="at most: seed + necessary rows"),
+    ]
+
+
+def run_mods(args: MoDSArguments) -> dict[str, Any]:
+    """Run the recipe (or, with ``dry_run``, print its cost); returns the summary (also in
+    ``<output_dir>/summary.json``)."""
+    from hf_select.callbacks import SelectionProvenanceCallback
+    from hf_select.scoring.quality import QualityScorer
     from hf_select.selection import select
 
+    if args.dry_run:
+        from hf_select.recipes.dry_run import recipe_dry_run
+
+        return recipe_dry_run(args, plan)
     runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
     data = data_stage(runner, args)
 
     # 1. quality
-    quality_cfg = QualityConfig(backend=args.quality_backend, model_name_or_path=args.quality_model_name_or_path,
-                                max_length=args.score_max_length, max_batch_size=args.quality_max_batch_size,
-                                column_mapping=args.column_mapping)
-    quality = QualityScorer(quality_cfg)
+    quality = QualityScorer(quality_config(args))
     scored = score_stage(runner, "quality", quality, data, args)
     if args.quality_fraction is not None:
         q_steps = [{"step": "top", "column": quality.score_column, "fraction": args.quality_fraction}]
@@ -121,15 +168,13 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
         q_steps = [{"step": "threshold", "column": quality.score_column, "min": args.quality_threshold,
                     "strict": True}]
     high, _ = runner.selection_stage("high_quality", lambda: select(scored, q_steps, seed=args.seed),
-                                     params={"steps": q_steps})
+                                     params={"steps": q_steps}, pool=scored)
 
     # 2. coverage: k-center seed set on the instructions' embeddings
-    embedder = Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text="instruction",
-                                    column_mapping=args.column_mapping))
-    embedded = score_stage(runner, "embed", embedder, high.dataset, args)
+    embedded = score_stage(runner, "embed", embedder(args), high.dataset, args)
     s_steps = [{"step": "kcenter", "k": args.seed_count, "column": "embedding"}]
     seed, _ = runner.selection_stage("seed", lambda: select(embedded, s_steps, seed=args.seed),
-                                     params={"steps": s_steps, "seed": args.seed})
+                                     params={"steps": s_steps, "seed": args.seed}, pool=embedded)
     seed_cfg = args.train_config(num_train_epochs=args.seed_epochs or args.num_train_epochs)
     seed_model, _ = runner.sft_stage("seed_model", seed.dataset, seed_cfg, model_name_or_path=args.model_name_or_path,
                                      callbacks=[SelectionProvenanceCallback(seed, method="mods")])
@@ -140,10 +185,7 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
         in_seed = set(seed.row_ids)
         to_answer = embedded.filter(lambda ids: [i not in in_seed for i in ids], input_columns="_row_id",
                                     batched=True)
-    necessity = NecessityScorer(NecessityConfig(
-        model_name_or_path=str(seed_model), quality=quality_cfg, template=args.template,
-        max_new_tokens=args.necessity_max_new_tokens, max_length=args.score_max_length,
-        max_batch_size=args.necessity_max_batch_size, seed=args.seed, column_mapping=args.column_mapping))
+    necessity = necessity_scorer(args, str(seed_model))
     answered = score_stage(runner, "necessity", necessity, to_answer, args)
     if args.necessity_fraction is not None:
         needed = {"step": "top", "column": "necessity", "fraction": args.necessity_fraction, "descending": False}
@@ -151,7 +193,7 @@ def run_mods(args: MoDSArguments) -> dict[str, Any]:
         needed = {"step": "threshold", "column": "necessity", "max": args.necessity_threshold, "strict": True}
     n_steps = [needed, {"step": "kcenter", "k": args.necessity_count, "column": "embedding"}]
     necessary, _ = runner.selection_stage("necessary", lambda: select(answered, n_steps, seed=args.seed),
-                                          params={"steps": n_steps, "seed": args.seed})
+                                          params={"steps": n_steps, "seed": args.seed}, pool=answered)
 
     # every score on one table of the source rows (for the subset's columns, the report and the cards)
     full = merge_columns(scored, embedded, ["embedding"])

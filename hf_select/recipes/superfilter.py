@@ -111,24 +111,49 @@ def ifd_config(args: SuperfilterArguments) -> Any:
                      reverse=args.consistency_gate is not None)
 
 
-def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
-    """Run the recipe; returns the summary (also in ``<output_dir>/summary.json``)."""
-    from hf_select.callbacks import SelectionProvenanceCallback
+def embedder(args: SuperfilterArguments) -> Any:
+    """The sentence embedder of facility location."""
     from hf_select.scoring.embed import EmbedConfig, Embedder
+
+    return Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text=args.embed_text,
+                                column_mapping=args.column_mapping))
+
+
+def plan(args: SuperfilterArguments, n_rows: int) -> list[Any]:
+    """The dry run's stages: IFD of every row, [their embeddings], the fine-tune on the rule's rows."""
+    from hf_select.cost import PlannedStage
+    from hf_select.recipes.dry_run import kept_rows
+    from hf_select.scoring.ifd import IFDScorer
+
+    stages = [PlannedStage("ifd", n_rows, scorer=IFDScorer(ifd_config(args)))]
+    if args.diversity:
+        stages.append(PlannedStage("embed", n_rows, scorer=embedder(args)))
+    kept = kept_rows(args.ifd_count, args.ifd_fraction, n_rows)
+    if args.diversity:
+        kept = min(kept, args.diversity_count or max(1, kept // 2))
+    return [*stages, PlannedStage("train", kept, train=args.train_config(), model=args.model_name_or_path)]
+
+
+def run_superfilter(args: SuperfilterArguments) -> dict[str, Any]:
+    """Run the recipe (or, with ``dry_run``, print its cost); returns the summary (also in
+    ``<output_dir>/summary.json``)."""
+    from hf_select.callbacks import SelectionProvenanceCallback
     from hf_select.scoring.ifd import IFDScorer
     from hf_select.selection import select
 
+    if args.dry_run:
+        from hf_select.recipes.dry_run import recipe_dry_run
+
+        return recipe_dry_run(args, plan)
     runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
     data = data_stage(runner, args)
     ifd = IFDScorer(ifd_config(args))
     scored = score_stage(runner, "ifd", ifd, data, args)
     if args.diversity:
-        embedder = Embedder(EmbedConfig(model_name_or_path=args.embed_model_name_or_path, text=args.embed_text,
-                                        column_mapping=args.column_mapping))
-        scored = score_stage(runner, "embed", embedder, scored, args)
+        scored = score_stage(runner, "embed", embedder(args), scored, args)
     steps = selection_steps(args, len(data))
     selection, _ = runner.selection_stage("selection", lambda: select(scored, steps, seed=args.seed),
-                                          params={"steps": steps, "seed": args.seed})
+                                          params={"steps": steps, "seed": args.seed}, pool=scored)
     callback = SelectionProvenanceCallback(selection, method="superfiltering",
                                            dataset_link=args.hub_dataset_id or DATASET_PLACEHOLDER)
     model_dir, train = runner.sft_stage("train", selection.dataset, args.train_config(),

@@ -29,36 +29,54 @@ import json
 import logging
 import math
 import os
-import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import HFSelectError
 from ..models import cache_home
 from .config import config_to_dict
+from .runs import (
+    _OWN_FILE,
+    RUN_FILE,
+    ScoreRun,
+    _distributed_state,
+    clear_run_folder,
+    stable_hash,
+    write_table_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
 SCORER_FORMAT_VERSION = "1"
 
 
-def stable_hash(*parts: Any) -> str:
-    """A short hex digest of JSON-serialisable parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def dataset_fingerprint(dataset: Any) -> str:
-    """The dataset's own fingerprint, or a content hash for objects that have none."""
+    """The dataset's own fingerprint, or a content hash for objects that have none (for a streamed
+    ``IterableDataset``: its features and first 64 rows; every reused shard of a streamed pool is checked against
+    its own rows too, :mod:`~hf_select.scoring.streaming`)."""
     fp = getattr(dataset, "_fingerprint", None)
     if fp:
         return str(fp)
+    if is_streamed(dataset):
+        return stable_hash("stream", str(dataset.features), list(dataset.take(64)))
     return stable_hash(len(dataset), dataset[: min(len(dataset), 64)])
+
+
+def is_streamed(dataset: Any) -> bool:
+    """Whether ``dataset`` is a ``datasets.IterableDataset`` (a streamed pool: no ``len()``, no slicing).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_list([{"a": 1}])
+        >>> is_streamed(ds), is_streamed(ds.to_iterable_dataset())
+        (False, True)
+    """
+    from datasets import IterableDataset
+
+    return isinstance(dataset, IterableDataset)
 
 
 def weights_identity(model: Any, tokenizer: Any = None) -> str:
@@ -95,79 +113,6 @@ def weights_identity(model: Any, tokenizer: Any = None) -> str:
         digest.update(json.dumps(tok).encode())
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return f"{name}|in-memory|{digest.hexdigest()}"
-
-
-def _distributed_state(cpu: bool = False) -> tuple[int, int, Any]:
-    """(process index, number of processes, state or None) without starting anything when not launched."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not launched:
-        return 0, 1, None
-    from accelerate import PartialState
-
-    state = PartialState(cpu=cpu) if cpu else PartialState()
-    return state.process_index, state.num_processes, state
-
-
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write a parquet file through a temporary file and a rename, so a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreRun:
-    """What a :meth:`BaseScorer.score` call did: the folder of its shards, and how many of them (and of the rows) it
-    took from an earlier identical run instead of scoring them.
-
-    Example:
-        >>> run = ScoreRun(folder=Path("/tmp/ifd-0123"), shards=2, rows=3000, reused_shards=2, reused_rows=3000)
-        >>> print(run.message("ifd"))  # doctest: +ELLIPSIS
-        hf-select ifd: reusing the scores of an earlier identical run (3000 rows, 2 shards) from /tmp/ifd-0123; ...
-    """
-
-    folder: Path
-    shards: int
-    rows: int
-    reused_shards: int = 0
-    reused_rows: int = 0
-
-    @property
-    def reused(self) -> bool:
-        """Whether any shard came from an earlier run."""
-        return self.reused_shards > 0
-
-    def message(self, name: str) -> str | None:
-        """One line saying what was reused and from where (None when everything was scored now)."""
-        if not self.reused:
-            return None
-        afresh = "to score afresh, pass cache=False (hf-select score --no-cache)"
-        if self.reused_shards == self.shards:
-            return (f"hf-select {name}: reusing the scores of an earlier identical run ({self.rows} rows, "
-                    f"{self.shards} shards) from {self.folder}; {afresh}.")
-        return (f"hf-select {name}: resuming an earlier identical run: {self.reused_rows} of {self.rows} rows "
-                f"({self.reused_shards} of {self.shards} shards) already scored in {self.folder}; {afresh}.")
-
-
-RUN_FILE = "run.json"
-# The files a scoring run writes into its folder: finished shards, half-written ones (a killed run), run.json.
-_OWN_FILE = re.compile(r"^(shard-\d{6}\.parquet|\.shard-\d{6}\.parquet\..+\.tmp|run\.json)$")
-
-
-def clear_run_folder(folder: Path, *, only_half_written: bool = False) -> None:
-    """Remove a scoring run's own files from ``folder`` (every one, or only the half-written shards of a killed
-    run); any other file is left alone."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if _OWN_FILE.match(path.name) and (not only_half_written or path.name.startswith(".")) and path.is_file():
-            path.unlink(missing_ok=True)
 
 
 class BaseScorer:
@@ -226,6 +171,11 @@ class BaseScorer:
         """Score a batch of rows (columns of equal length); return the new columns. Never raise for a bad row."""
         raise NotImplementedError
 
+    def passes_per_row(self) -> int:
+        """Forward passes (sequences through a model) this scorer makes per row: the dry run's count and the unit of
+        the per-batch progress bar. One unless a scorer says otherwise (IFD: 2, 4 with ``reverse``)."""
+        return 1
+
     def model_ids(self) -> list[str]:
         """Model ids (with revision) whose weights determine the scores: part of the fingerprint. A model given
         with ``set_model`` counts by the digest of its weights (:meth:`given_model_identity`)."""
@@ -259,6 +209,11 @@ class BaseScorer:
     ) -> Any:
         """Score a whole ``datasets.Dataset`` and return it with the score columns added.
 
+        A streamed pool (``datasets.IterableDataset``, e.g. ``load_dataset(..., streaming=True)``) is read in shards
+        of ``shard_size`` rows, each written (its rows and their scores) as soon as it is scored; a stopped run
+        continues after its last finished shard, and the result (a dataset on disk) equals the in-memory pool's
+        (:func:`~hf_select.scoring.streaming.score_stream`).
+
         Args:
             shard_size: rows per shard; each finished shard is written at once (the unit of resumption).
             run_dir: where the shards go; default ``~/.cache/hf_select/scores/<name>-<fingerprint>``.
@@ -280,6 +235,11 @@ class BaseScorer:
 
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        if is_streamed(dataset):
+            from .streaming import score_stream
+
+            return score_stream(self, dataset, shard_size=shard_size, run_dir=run_dir, cache=cache,
+                                progress=progress, cpu=cpu)
         n = len(dataset)
         if n == 0:
             logger.warning("%s: the dataset is empty; nothing to score.", self.name)
@@ -289,8 +249,7 @@ class BaseScorer:
                     dataset = dataset.add_column(column, [], feature=features[column])
             return dataset
         fp = self.fingerprint(dataset)
-        scores_home = Path(os.environ.get("HF_SELECT_SCORES_DIR", cache_home() / "scores"))
-        folder = Path(run_dir) if run_dir is not None else scores_home / f"{self.name}-{fp}"
+        folder = self.run_folder(fp, run_dir)
         rank, world, state = _distributed_state(cpu)
         num_shards = math.ceil(n / shard_size)
         info = {"scorer": self.name, "fingerprint": fp, "rows": n, "shard_size": shard_size,
@@ -311,27 +270,18 @@ class BaseScorer:
         done_rows = sum(min(shard_size, n - i * shard_size) for i in done)
         self.last_run = ScoreRun(folder=folder, shards=num_shards, rows=n, reused_shards=len(done),
                                  reused_rows=done_rows)
-        note = self.last_run.message(self.name)
-        if note and rank == 0:
-            if progress:
-                print(note, file=sys.stderr, flush=True)
-            else:
-                logger.info(note)
-        bar = None
-        if progress and rank == 0 and mine:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n, initial=done_rows, desc=f"hf-select {self.name}", unit="row", dynamic_ncols=True)
+        self._announce_reuse(rank, progress)
+        bar = self._progress_bar(n, done_rows) if progress and rank == 0 and mine else None
         try:
             for i in mine:
                 lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-                out = self._score_batch(dataset[lo:hi])
+                out, shown = self._score_shard(dataset[lo:hi], hi - lo, bar, world)
                 table = pa.table(out, schema=self._schema())
                 if table.num_rows != hi - lo:
                     raise RuntimeError(f"{self.name}: shard {i} produced {table.num_rows} rows for {hi - lo} inputs")
                 write_table_atomic(table, shard_path[i])
                 if bar is not None:
-                    bar.update((hi - lo) * world if world > 1 else hi - lo)
+                    bar.update((hi - lo) * world - shown)
         finally:
             if bar is not None:
                 bar.close()  # ends the bar's line even on an error, so an error message starts on a line of its own
@@ -348,6 +298,52 @@ class BaseScorer:
         # inputs and config then give the same fingerprint on every run and under any number of processes.
         out._fingerprint = stable_hash(fp, "scored")
         return out
+
+    def run_folder(self, fingerprint: str, run_dir: str | os.PathLike | None = None) -> Path:
+        """``run_dir``, or the scores cache's folder of this run: ``$HF_SELECT_SCORES_DIR/<name>-<fingerprint>``."""
+        if run_dir is not None:
+            return Path(run_dir)
+        scores_home = Path(os.environ.get("HF_SELECT_SCORES_DIR", cache_home() / "scores"))
+        return scores_home / f"{self.name}-{fingerprint}"
+
+    def _announce_reuse(self, rank: int, progress: bool) -> None:
+        """Say once (main process) which shards ``self.last_run`` took from an earlier run."""
+        note = self.last_run.message(self.name) if self.last_run is not None else None
+        if note and rank == 0:
+            if progress:
+                print(note, file=sys.stderr, flush=True)
+            else:
+                logger.info(note)
+
+    def _progress_bar(self, total: int | None, initial: int) -> Any:
+        """A bar in rows, with rows/s and (when the total is known) an ETA; it moves after every model batch."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=f"hf-select {self.name}", unit="row", dynamic_ncols=True)
+
+    def _score_shard(self, batch: dict[str, list[Any]], rows: int, bar: Any, world: int = 1,
+                     ) -> tuple[dict[str, list[Any]], int]:
+        """Score one shard, moving ``bar`` after every model batch by the share of the shard's expected passes
+        (:meth:`passes_per_row`) done; returns the columns and the rows already shown (the caller adds the rest
+        once the shard is written)."""
+        if bar is None:
+            return self._score_batch(batch), 0
+        from .batching import on_each_batch
+
+        expected = max(1, rows * self.passes_per_row())
+        seen, shown = 0, 0
+
+        def advance(items: int) -> None:
+            nonlocal seen, shown
+            seen += items
+            target = min(rows - 1, rows * seen // expected) * world  # the last row shows once the shard is written
+            if target > shown:
+                bar.update(target - shown)
+                shown = target
+
+        with on_each_batch(advance):
+            out = self._score_batch(batch)
+        return out, shown
 
     def _check_run_folder(self, folder: Path, info: dict[str, Any], cache: bool) -> bool:
         """Whether the finished shards in ``folder`` may be reused; refuses a folder that holds anything else.

@@ -7,15 +7,39 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import torch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Called with the number of items of every batch a model has just run (the progress bars of BaseScorer.score and
+# the dry run's pass counts); empty outside :func:`on_each_batch`.
+_BATCH_HOOK: list[Callable[[int], None]] = []
+
+
+@contextlib.contextmanager
+def on_each_batch(callback: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, ``callback(items)`` runs after every batch :func:`run_with_oom_retry` finishes (items: the
+    sequences, or packed rows, that batch held), so that a progress bar moves per forward pass, not per shard.
+
+    Example:
+        >>> seen = []
+        >>> with on_each_batch(seen.append):
+        ...     _ = run_with_oom_retry([0, 1, 2], lambda idx: sum(idx))
+        >>> seen
+        [3]
+    """
+    _BATCH_HOOK.append(callback)
+    try:
+        yield
+    finally:
+        _BATCH_HOOK.remove(callback)
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:
@@ -144,6 +168,8 @@ def run_with_oom_retry(
         part = pending.pop(0)
         try:
             out.append((part, run(part)))
+            for hook in _BATCH_HOOK:
+                hook(len(part))
             continue
         except Exception as err:
             if not is_oom(err):

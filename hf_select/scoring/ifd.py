@@ -270,6 +270,10 @@ class IFDScorer(BaseScorer):
         types = {"response_tokens": "int64", "ifd_status": "string", "ifd_reverse_status": "string"}
         return Features({c: Value(types.get(c, "float64")) for c in columns})
 
+    def passes_per_row(self) -> int:
+        """Two forward passes per row (conditioned and direct), four with ``reverse``."""
+        return 4 if self.config.reverse else 2
+
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
         if given:
