@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset
 
 from hf_select.compare import CompareConfig, corrupted_share, run_compare
-from hf_select.compare.steps import method_needs, resolve_steps, steps_needs
+from hf_select.compare.steps import method_needs, method_steps, resolve_steps, steps_needs
 from hf_select.demo import make_demo_dataset
 from hf_select.errors import HFSelectError
 from hf_select.selection import select
@@ -59,9 +59,13 @@ def _scored_frame(n: int = 60, seed: int = 0) -> Dataset:
 def test_every_preset_runs_and_keeps_its_budget(name, tmp_path):
     ds = _scored_frame()
     options = {}
-    if name == "target":
+    if name in ("target", "target_lm"):
         np.save(tmp_path / "t.npy", np.asarray(ds["embedding"][:3], dtype=np.float32))
         options["target"] = str(tmp_path / "t.npy")
+    if name == "target_lm":  # the LM's own embeddings, in their own column
+        ds = ds.add_column("lm_embedding", ds["embedding"])
+    if name == "loss_reduction":
+        ds = ds.add_column("loss_reduction", np.random.default_rng(1).normal(size=len(ds)).tolist())
     result = select(ds, preset_steps(name, count=10, **options))
     assert len(result.dataset) == 10
     if name in ("ifd_gated", "ifd_length", "fusion", "superfiltering", "longest_gated"):  # never IFD >= 1
@@ -75,6 +79,23 @@ def test_every_preset_runs_and_keeps_its_budget(name, tmp_path):
         assert sorted(len(o) for o in result.dataset["output"]) == sorted(passing)[-10:]
     if name == "ifd_quota":  # each source keeps its pool share: a third of the rows are 'b'
         assert result.dataset["source"].count("b") in (3, 4)
+    if name == "loss_reduction":  # the largest reductions
+        assert sorted(result.dataset["loss_reduction"]) == sorted(ds["loss_reduction"])[-10:]
+    if name in ("longest_diverse", "kcenter_length"):  # behind the same gate as longest_gated
+        median = float(np.median(ds["ifd_reverse"]))
+        assert all(r <= median and f < 1.0 for r, f in zip(result.dataset["ifd_reverse"], result.dataset["ifd"],
+                                                            strict=True))
+
+
+def test_lm_target_needs_and_paths():
+    assert steps_needs([{"step": "target_similarity", "column": "lm_embedding", "count": 3}]) == {
+        "lm_embedding", "lm_target"}
+    assert steps_needs([{"step": "top", "column": "loss_reduction", "count": 3}]) == {"loss_reduction"}
+    steps = method_steps("target_lm", 5, custom=None, target="out/scores/target/target_embeddings.npy")
+    assert steps[0]["target"] == "out/scores/lm_target/target_embeddings.npy"
+    assert steps[0]["column"] == "lm_embedding"
+    steps = method_steps("target", 5, custom=None, target="out/scores/target/target_embeddings.npy")
+    assert steps[0]["target"] == "out/scores/target/target_embeddings.npy"
 
 
 def test_preset_errors_name_the_problem():

@@ -157,11 +157,14 @@ def test_min_share_floor():
 
 
 def brute_stratified_threshold(q, strata, lo):
-    """The largest size whose largest-remainder quotas fit every stratum's passing rows, then its highest."""
+    """The largest size whose largest-remainder quotas fit every stratum's passing rows, then its highest; a stratum
+    with no passing row weighs nothing (it cannot fill any share)."""
     labels = sorted(set(strata))
-    sizes = [strata.count(lab) for lab in labels]
     passing = {lab: sorted((i for i, s in enumerate(strata) if s == lab and q[i] >= lo), key=lambda i: (-q[i], i))
                for lab in labels}
+    sizes = [strata.count(lab) if passing[lab] else 0 for lab in labels]
+    if not any(sizes):
+        return []
     for size in range(sum(len(v) for v in passing.values()), -1, -1):
         quotas = brute_largest_remainder(size, sizes)
         if all(qq <= len(passing[lab]) for lab, qq in zip(labels, quotas, strict=True)):
@@ -181,6 +184,30 @@ def test_stratified_threshold_matches_brute_force(seed):
     info = res.provenance[0]["info"]["quotas"]
     assert info["passing"] == sum(v >= 0 for v in q)
     assert info["cut_over_quota"] == res.provenance[0]["dropped"].get("over_quota", 0)
+
+
+def test_stratified_threshold_with_an_empty_stratum_keeps_the_others_shares():
+    # the issue's case: strata of 2,600 and 400 rows, 2,000 and 0 passing: all 2,000 passing rows are kept (the
+    # exact pool composition would keep 3), with a warning naming the empty stratum
+    n_a, n_b = 2600, 400
+    q = [1.0] * 2000 + [-1.0] * 600 + [-1.0] * n_b
+    ds = Dataset.from_dict({"q": q, "source": ["a"] * n_a + ["b"] * n_b})
+    with pytest.warns(UserWarning, match=r"no row of stratum 'b' \(400 rows\) passes"):
+        res = select(ds, [{"step": "threshold", "column": "q", "min": 0.0, "stratify_by": "source"}])
+    assert len(res) == 2000 and res.row_ids == list(range(2000))
+    quotas = res.provenance[0]["info"]["quotas"]
+    assert quotas["empty_strata"] == ["b"] and quotas["kept"] == 2000
+    assert quotas["strata"]["b"] == {"rows": 400, "passing": 0, "quota": 0, "kept": 0}
+    # three strata, one empty: the other two keep their pool shares among themselves (300 : 100 -> 3 : 1; at 162
+    # rows the rounded quotas are 122 and 40)
+    q3 = [1.0] * 300 + [1.0] * 40 + [-1.0] * 60 + [-1.0] * 200
+    src3 = ["a"] * 300 + ["c"] * 100 + ["b"] * 200
+    ds3 = Dataset.from_dict({"q": q3, "source": src3})
+    with pytest.warns(UserWarning, match="'b'"):
+        res3 = select(ds3, [{"step": "threshold", "column": "q", "min": 0.0, "stratify_by": "source"}])
+    kept = res3.dataset["source"]
+    assert kept.count("c") == 40 and kept.count("a") == 122 and kept.count("b") == 0
+    assert res3.row_ids == brute_stratified_threshold(q3, src3, 0.0)
 
 
 def test_stratified_threshold_cuts_the_over_represented_stratum():

@@ -109,7 +109,7 @@ def _list_presets() -> int:
 
     for name, preset in sorted(PRESETS.items()):
         mark = " (recommended)" if name == RECOMMENDED else ""
-        options = {"target": "TARGET_FILE"} if "target" in preset.needs else {}
+        options = {"target": "TARGET_FILE"} if {"target", "lm_target"} & set(preset.needs) else {}
         print(f"{name}{mark}: {preset.summary}\n  needs scores: {', '.join(preset.needs)}")
         print("  steps (fraction 0.1): " + yaml.safe_dump(preset_steps(name, fraction=0.1, **options),
                                                           default_flow_style=True, sort_keys=False).strip())
@@ -134,13 +134,14 @@ def _preset_steps(args: argparse.Namespace, n_rows: int, columns: Sequence[str] 
         raise HFSelectError(f"--fraction must be in (0, 1], got {args.fraction}")
     count = args.count if args.count is not None else math.floor((args.fraction or 0.1) * n_rows + 1e-9)
     print(f"hf-select select: preset {name!r}, {count} of {n_rows} rows")
-    if "target" in PRESETS[name].needs and not args.target:
+    wants_target = bool({"target", "lm_target"} & set(PRESETS[name].needs))
+    if wants_target and not args.target:
         raise HFSelectError(f"preset {name!r} needs --target FILE (example rows of the kind you want)")
     missing = missing_scores(name, columns)
     if missing:
         raise HFSelectError(f"preset {name!r} reads score columns the rows lack: {'; '.join(missing)}; score them "
                             "first, or give steps (--config / --step) instead")
-    if "target" in PRESETS[name].needs:
+    if wants_target:
         steps = preset_steps(name, count=count, target="--target")
         return [{**s, "target": None} if s.get("step") == "target_similarity" else s for s in steps]
     return preset_steps(name, count=count)

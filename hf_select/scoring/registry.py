@@ -11,6 +11,7 @@ SCORERS: dict[str, tuple[str, str, str]] = {
     "necessity": ("hf_select.scoring.necessity", "NecessityConfig", "NecessityScorer"),
     "indicators": ("hf_select.scoring.indicators", "IndicatorConfig", "IndicatorScorer"),
     "embed": ("hf_select.scoring.embed", "EmbedConfig", "Embedder"),
+    "loss_reduction": ("hf_select.scoring.loss_reduction", "LossReductionConfig", "LossReductionScorer"),
 }
 
 

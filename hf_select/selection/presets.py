@@ -10,7 +10,12 @@ score exactly those first:
 - ``reverse``: reverse IFD (``IFDConfig(reverse=True)``: ``ifd_reverse``, ``ifd_reverse_status``);
 - ``quality``: a quality score (``QualityScorer``: ``quality``, the offline judge's or a reward model's);
 - ``embedding``: a sentence embedding of each row (``Embedder``: ``embedding``);
-- ``target``: target-set embeddings (a file), for target-aware selection.
+- ``target``: target-set embeddings (a file), for target-aware selection;
+- ``lm_embedding``: the scoring LM's own embedding of each row, RDS+'s position-weighted mean of the last hidden
+  state (``Embedder`` with ``backend="causal_lm"``, ``pooling="weighted_mean"``, ``column="lm_embedding"``);
+- ``lm_target``: the target set embedded the same way (a file);
+- ``loss_reduction``: each row's loss under the base model minus under a copy tuned on the target set
+  (``LossReductionScorer``: ``loss_reduction``).
 
 Example:
     >>> steps = preset_steps("fusion", count=100)
@@ -29,13 +34,18 @@ from typing import Any
 from ..errors import HFSelectError
 from .gates import median_gate_step
 
-SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target")
+SCORE_NEEDS = ("ifd", "reverse", "quality", "embedding", "target", "lm_embedding", "lm_target", "loss_reduction")
 # the column each need stands for, and the command that writes it (target embeddings come from a file, not a column)
 NEED_COLUMNS = {
     "ifd": ("ifd", "hf-select score ifd --dataset DATA --output OUT"),
     "reverse": ("ifd_reverse", "hf-select score ifd --dataset DATA --output OUT --set reverse=true"),
     "quality": ("quality", "hf-select score quality --dataset DATA --output OUT"),
     "embedding": ("embedding", "hf-select score embed --dataset DATA --output OUT"),
+    "lm_embedding": ("lm_embedding", "hf-select score embed --dataset DATA --output OUT --model MODEL --set "
+                     "backend=causal_lm --set pooling=weighted_mean --set text=row --set normalize=true --set "
+                     "column=lm_embedding"),
+    "loss_reduction": ("loss_reduction", "hf-select score loss_reduction --dataset DATA --output OUT --model MODEL "
+                       "--set target=TARGET_ROWS"),
 }
 
 
@@ -109,6 +119,34 @@ def _target(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str
              "column": "embedding", **budget}]
 
 
+def _target_lm(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    target = options.get("target")
+    if not target:
+        raise HFSelectError("preset 'target_lm' needs a target set: pass target=FILE (the target rows embedded like "
+                            "the pool's lm_embedding: the scoring LM, pooling=weighted_mean)")
+    return [{"step": "target_similarity", "target": target, "aggregate": options.get("aggregate", "max"),
+             "column": "lm_embedding", **budget}]
+
+
+def _loss_reduction(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"step": "top", "column": "loss_reduction", **budget}]
+
+
+def _longest_diverse(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)),
+                            keep_status=list(options.get("keep_status", ["prompt_too_long"])))
+    clusters = {"clusters": int(options.get("clusters", 20)), "column": "embedding"}
+    return [gate, {"step": "longest", "measure": "chars", "stratify_by": clusters, **budget}]
+
+
+def _kcenter_length(budget: dict[str, Any], options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    gate = median_gate_step(float(options.get("max_reverse_quantile", 0.5)),
+                            keep_status=list(options.get("keep_status", ["prompt_too_long"])))
+    return [gate, {"step": "kcenter", "column": "embedding", "metric": "cosine",
+                   "weight_column": options.get("weight_column", "response_tokens"),
+                   "weight_transform": options.get("weight_transform", "log1p"), **budget}]
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -131,6 +169,22 @@ PRESETS: dict[str, Preset] = {
                None),
         Preset("target", "Rows most similar (cosine, max over targets) to a target set's embeddings (RDS+-style).",
                ("embedding", "target"), _target, None),
+        Preset("target_lm", "RDS+ as published: rows most similar (cosine, max over targets; aggregate=round_robin "
+                            "for turns) to the target set, both embedded by the scoring LM itself (position-weighted "
+                            "mean of its last hidden state); reads lm_embedding.", ("lm_embedding", "lm_target"),
+               _target_lm, None),
+        Preset("loss_reduction", "CoLoR-Filter-style: the rows whose completion loss drops most under a copy of the "
+                                 "scoring model fine-tuned briefly on the target set (loss_base - loss_tuned); reads "
+                                 "loss_reduction.", ("loss_reduction",), _loss_reduction, "loss_reduction"),
+        Preset("longest_diverse", "Consistency gate (as longest_gated), then the longest responses (characters) "
+                                  "within 20 k-means clusters of the sentence embeddings, each cluster keeping its "
+                                  "pool share; reads ifd, ifd_reverse, embedding.", ("ifd", "reverse", "embedding"),
+               _longest_diverse, None),
+        Preset("kcenter_length", "Consistency gate (as longest_gated), then k-center greedy on the sentence "
+                                 "embeddings (cosine) with a length prior: each pick maximises log(1 + response "
+                                 "tokens) x distance to the nearest chosen row; reads ifd, ifd_reverse, "
+                                 "response_tokens, embedding.", ("ifd", "reverse", "embedding"), _kcenter_length,
+               None),
     )
 }
 
@@ -160,9 +214,11 @@ def preset_steps(name: str, *, count: int | None = None, fraction: float | None 
                  **options: Any) -> list[dict[str, Any]]:
     """The steps of preset ``name`` for a budget of ``count`` rows or a ``fraction`` of the input.
 
-    Options: ``max_reverse_quantile`` (of ``ifd_gated``), ``column`` (the IFD column ranked),
-    ``target`` (the target embeddings, for ``target``), ``scores`` / ``min_distance`` (for ``fusion``), ``bins``
-    (for ``ifd_length``), ``stratify_by`` (for ``ifd_quota``).
+    Options: ``max_reverse_quantile`` (of the gated presets), ``column`` (the IFD column ranked),
+    ``target`` (the target embeddings, for ``target`` and ``target_lm``; ``aggregate``: max, mean or round_robin),
+    ``scores`` / ``min_distance`` (for ``fusion``), ``bins`` (for ``ifd_length``), ``stratify_by`` (for
+    ``ifd_quota``), ``clusters`` (for ``longest_diverse``, default 20), ``weight_column`` / ``weight_transform``
+    (for ``kcenter_length``, default ``response_tokens`` / ``log1p``).
 
     Raises:
         HFSelectError: an unknown preset, or a budget that is not exactly one of count / fraction.

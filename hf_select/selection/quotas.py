@@ -26,7 +26,10 @@ Which steps can be stratified: those with a row budget (a ``count`` or ``k`` par
 add rows that fail it, so there ``stratify_by`` keeps the largest subset of the passing rows whose composition is
 exactly the pool's (largest-remainder quotas of that size fit every stratum's passing rows); the passing rows cut
 to get there are dropped as ``over_quota``, lowest first with ``min`` (highest first with only ``max``), and
-``info["quotas"]`` gives the passing count and the kept size. ``min_share`` does not apply to a threshold.
+``info["quotas"]`` gives the passing count and the kept size. A stratum where no row passes cannot fill any share,
+so it leaves the composition: the passing rows keep the pool's shares among the strata that have passing rows, with
+a warning naming the empty strata (``info["quotas"]["empty_strata"]``); without that, one empty stratum would cut
+the kept subset to the few rows whose exact share rounds it to zero. ``min_share`` does not apply to a threshold.
 
 Example:
     >>> from datasets import Dataset
@@ -180,17 +183,28 @@ def _stratified_threshold(function: Callable[..., StepResult], dataset: Any, kw:
     s_count = len(labels)
     passing_rows = np.asarray(res.keep, dtype=np.int64)
     passing = np.bincount(codes[passing_rows], minlength=s_count)
-    n = int(sizes.sum())
-    occupied = sizes > 0
+    # a stratum with no passing row cannot fill any share: the composition is kept among the others (warned)
+    empty = (sizes > 0) & (passing == 0)
+    if empty.any() and passing.sum() > 0:
+        names = ", ".join(f"{labels[s]!r} ({int(sizes[s])} rows)" for s in np.flatnonzero(empty))
+        warnings.warn(f"threshold: stratify_by {stratify_by!r}: no row of stratum {names} passes the threshold; the "
+                      "passing rows keep the pool's composition among the other strata (info.quotas.empty_strata). "
+                      "Loosen the threshold or stratify by another column to keep those rows.", UserWarning,
+                      stacklevel=4)
+        weights = np.where(empty, 0, sizes)
+    else:
+        weights = sizes
+    n = int(weights.sum())
+    occupied = weights > 0
     # a size whose exact share in some stratum is >= its passing rows + 1 can never fit: start just below it
     upper = int(passing.sum())
     if occupied.any():
-        upper = min(upper, int(np.floor(((passing[occupied] + 1) * n / sizes[occupied]).min())))
+        upper = min(upper, int(np.floor(((passing[occupied] + 1) * n / weights[occupied]).min())))
     size = upper
-    quota = largest_remainder(size, sizes)
+    quota = largest_remainder(size, weights)
     while size > 0 and (quota > passing).any():
         size -= 1
-        quota = largest_remainder(size, sizes)
+        quota = largest_remainder(size, weights)
     order = _threshold_order(dataset, kw)
     is_passing = np.zeros(len(codes), bool)
     is_passing[passing_rows] = True
@@ -208,6 +222,7 @@ def _stratified_threshold(function: Callable[..., StepResult], dataset: Any, kw:
     info = dict(res.info)
     info["quotas"] = {"stratify_by": stratify_by, **strata_info, "passing": int(len(
         passing_rows)), "kept": int(keep.sum()), "cut_over_quota": int(len(over)),
+        "empty_strata": [labels[s] for s in np.flatnonzero(empty)],
         "strata": {labels[s]: {"rows": int(sizes[s]), "passing": int(passing[s]), "quota": int(quota[s]),
                                "kept": int(taken[s])} for s in range(s_count)}}
     return StepResult(np.flatnonzero(keep), dropped, info)

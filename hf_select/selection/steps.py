@@ -43,6 +43,7 @@ from .kcenter import k_center_greedy
 from .length import length_stratified_top
 from .step_help import PARAM_HELP
 from .target import target_similarity
+from .weighted_kcenter import weighted_k_center_greedy
 
 # -- the step registry ------------------------------------------------------------------------------------------------
 
@@ -178,10 +179,14 @@ def kcenter_step(
     initial_row_ids: Sequence[int] | None = None,
     precision: str = "mixed",
     device: str | None = None,
+    weight_column: str | None = None,
+    weight_transform: str = "none",
     seed: int = 0,
 ) -> StepResult:
     """k-center greedy on an embedding column (MoDS): the first center at random, then repeatedly the row
-    farthest from every chosen center. Reasons: ``no_embedding``, ``not_selected``.
+    farthest from every chosen center; with ``weight_column``, the row with the largest weighted distance (a length
+    or quality prior: :mod:`~hf_select.selection.weighted_kcenter`). Reasons: ``no_embedding``, ``no_weight``,
+    ``not_selected``.
 
     Args:
         k: centers to pick (the k-center problem's name for the budget, and MoDS's).
@@ -196,18 +201,24 @@ def kcenter_step(
             :func:`~hf_select.selection.kcenter.k_center_greedy` takes it (``mixed``: float32 products with an
             exact float64 re-check of near-ties, the same picks as ``float64``).
         device: torch device of the distance updates (default: a GPU when there is one, else the CPU).
+        weight_column: a numeric column of per-row priors (e.g. ``response_tokens``): each pick is the row with the
+            largest ``weight x distance to the nearest center``, the first the heaviest row (exact float64 on the
+            CPU; ``precision``, ``device`` and ``seed`` are not used). Rows whose weight is missing, negative or
+            not finite are dropped as ``no_weight``. None: plain k-center greedy.
+        weight_transform: ``none`` (the column's values) or ``log1p`` (``log(1 + value)``: a soft length prior,
+            so that a row 100x longer weighs about 3x, not 100x, and distance still matters).
     """
     if k is not None and count is not None:
         raise ValueError("kcenter: give k or count (the same number of centers), not both")
+    if weight_transform not in WEIGHT_TRANSFORMS:
+        raise HFSelectError(f"kcenter: weight_transform must be one of {WEIGHT_TRANSFORMS}, got {weight_transform!r}")
     k = count if k is None else k
+    if weight_column is not None:
+        return _weighted_kcenter(dataset, k, fraction, column, metric, initial_column, initial_row_ids,
+                                 weight_column, weight_transform)
     x, rows, missing = _embedding_rows(dataset, column, "kcenter")
     n = len(dataset)
-    init_mask = np.zeros(n, bool)
-    if initial_column is not None:
-        init_mask |= np.nan_to_num(column_values(dataset, initial_column, "kcenter"), nan=0.0) != 0
-    if initial_row_ids is not None:
-        ids = np.asarray(dataset.with_format(None)[ROW_ID]) if ROW_ID in dataset.column_names else np.arange(n)
-        init_mask |= np.isin(ids, np.asarray(list(initial_row_ids), dtype=np.int64))
+    init_mask = _initial_mask(dataset, initial_column, initial_row_ids)
     if (init_mask & missing).any():
         bad = int(np.flatnonzero(init_mask & missing)[0])
         raise HFSelectError(f"kcenter: initial row at position {bad} has no {column!r} vector; embed it first.")
@@ -224,6 +235,51 @@ def kcenter_step(
             "radius_after_first": res.radii[0] if res.radii else None,
             "radius_final": res.radii[-1] if res.radii else None}
     return StepResult.from_mask(keep, {"no_embedding": missing}, info)
+
+
+WEIGHT_TRANSFORMS = ("none", "log1p")
+
+
+def _initial_mask(dataset: Any, initial_column: str | None, initial_row_ids: Sequence[int] | None) -> np.ndarray:
+    n = len(dataset)
+    init_mask = np.zeros(n, bool)
+    if initial_column is not None:
+        init_mask |= np.nan_to_num(column_values(dataset, initial_column, "kcenter"), nan=0.0) != 0
+    if initial_row_ids is not None:
+        ids = np.asarray(dataset.with_format(None)[ROW_ID]) if ROW_ID in dataset.column_names else np.arange(n)
+        init_mask |= np.isin(ids, np.asarray(list(initial_row_ids), dtype=np.int64))
+    return init_mask
+
+
+def _weighted_kcenter(dataset: Any, k: int | None, fraction: float | None, column: str, metric: str,
+                      initial_column: str | None, initial_row_ids: Sequence[int] | None, weight_column: str,
+                      weight_transform: str) -> StepResult:
+    """:func:`kcenter_step` with ``weight_column`` (see its docstring)."""
+    x, rows, missing = _embedding_rows(dataset, column, "kcenter")
+    n = len(dataset)
+    raw = column_values(dataset, weight_column, "kcenter")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.log1p(raw) if weight_transform == "log1p" else raw.astype(np.float64)
+    no_weight = ~np.isfinite(w) | (w < 0)
+    init_mask = _initial_mask(dataset, initial_column, initial_row_ids)
+    if (init_mask & missing).any():
+        bad = int(np.flatnonzero(init_mask & missing)[0])
+        raise HFSelectError(f"kcenter: initial row at position {bad} has no {column!r} vector; embed it first.")
+    no_weight &= ~missing & ~init_mask  # an initial center needs no weight; a row without a vector has its reason
+    usable = rows[~no_weight[rows]]
+    local = np.full(n, -1, dtype=np.int64)
+    local[usable] = np.arange(len(usable))
+    initial = local[np.flatnonzero(init_mask)]
+    available = len(usable) - len(initial)
+    want = resolve_count(n, available, fraction=fraction, count=k, step="kcenter", count_name="k")
+    res = weighted_k_center_greedy(x[~no_weight[rows]], want, np.where(no_weight[usable], 0.0, w[usable]),
+                                   initial=initial.tolist(), metric=metric)
+    keep = init_mask.copy()
+    keep[usable[np.asarray(res.indices, dtype=np.int64)]] = True
+    info = {"picked": len(res.indices), "initial_rows": int(len(initial)), "weight_column": weight_column,
+            "weight_transform": weight_transform, "rows_without_weight": int(no_weight.sum()),
+            "weighted_radius_final": res.radii[-1] if res.radii else None}
+    return StepResult.from_mask(keep, {"no_embedding": missing, "no_weight": no_weight}, info)
 
 
 def kmeans_sample_step(
