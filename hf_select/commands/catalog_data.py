@@ -5,6 +5,7 @@ do not edit (see :mod:`hf_select.commands.catalog`)."""
 SCORER_CONFIGS = {'embed': 'EmbedConfig',
  'ifd': 'IFDConfig',
  'indicators': 'IndicatorConfig',
+ 'loss_reduction': 'LossReductionConfig',
  'necessity': 'NecessityConfig',
  'quality': 'QualityConfig'}
 SCORER_FIELDS = {'embed': (('model_name_or_path',
@@ -49,7 +50,18 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
             "Prompt template for text='prompt'/'row', one of ('auto', 'chat', 'alpaca', 'vicuna', "
             "'plain'); 'auto' = chat template when the tokenizer has one, else 'plain'."),
            ('layer', 'int', '-1', 'causal_lm: hidden layer to mean-pool (-1 = the last, normed).'),
-           ('normalize', 'bool', 'False', 'L2-normalise each embedding (cosine-ready).')),
+           ('normalize', 'bool', 'False', 'L2-normalise each embedding (cosine-ready).'),
+           ('pooling',
+            'str',
+            "'mean'",
+            "causal_lm: how the hidden states become one vector, one of ('mean', 'weighted_mean', "
+            "'last'): mean over the real tokens, weighted_mean (position-weighted, w_t = t / "
+            'sum(1..T): RDS+), or the last token.'),
+           ('column',
+            'str',
+            "'embedding'",
+            'Name of the vector column written (its status column is <column>_status), e.g. '
+            'lm_embedding beside a sentence embedding.')),
  'ifd': (('model_name_or_path',
           'str',
           "'HuggingFaceTB/SmolLM2-135M-Instruct'",
@@ -188,6 +200,53 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
                  'bool | None',
                  'None',
                  'Apply the output head only where a loss is taken (default: when possible).')),
+ 'loss_reduction': (('model_name_or_path',
+                     'str',
+                     "'HuggingFaceTB/SmolLM2-135M-Instruct'",
+                     'Causal LM (Hub id or folder) that is scored and, as a copy, fine-tuned.'),
+                    ('revision', 'str | None', 'None', 'Model revision (branch, tag or commit).'),
+                    ('dtype',
+                     'str',
+                     "'auto'",
+                     "One of ('auto', 'bfloat16', 'float16', 'float32') (auto: bf16 on a GPU that "
+                     'supports it and on a CPU where bf16 measures faster, else float32).'),
+                    ('device',
+                     'str | None',
+                     'None',
+                     "Device; default: this process's accelerate device."),
+                    ('max_length',
+                     'int',
+                     '1024',
+                     'Maximum tokens of prompt + response (the response is cut).'),
+                    ('max_tokens_per_batch',
+                     'int | None',
+                     'None',
+                     'Token budget of one forward pass (rows x padded length); default (None): the '
+                     "scorer's default for the device, 32768 on a GPU and 1024 on a CPU for "
+                     'forward passes.'),
+                    ('max_batch_size', 'int', '64', 'Most sequences in one forward pass.'),
+                    ('column_mapping',
+                     'dict[str, str] | None',
+                     'None',
+                     'Map your column names to instruction/input/output/messages/... names.'),
+                    ('trust_remote_code',
+                     'bool',
+                     'False',
+                     'Allow model code from the Hub (off by default).'),
+                    ('target',
+                     'str | None',
+                     'None',
+                     'Target rows (a json/jsonl/parquet file or a save_to_disk folder, any row '
+                     'format): the kind of data wanted, never the eval set itself. From Python '
+                     'also set_target(rows).'),
+                    ('target_limit', 'int | None', 'None', 'Use at most this many target rows.'),
+                    ('steps', 'int', '20', 'AdamW steps of fine-tuning on the target rows.'),
+                    ('learning_rate',
+                     'float',
+                     '1e-05',
+                     'Constant learning rate of the fine-tuning.'),
+                    ('batch_size', 'int', '8', 'Target rows per fine-tuning step.'),
+                    ('seed', 'int', '0', "Seed of the target rows' order (and of torch).")),
  'necessity': (('model_name_or_path',
                 'str',
                 "'HuggingFaceTB/SmolLM2-135M-Instruct'",
@@ -310,13 +369,26 @@ PRESETS = {'fusion': 'IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned
  'ifd_length': 'IFD < 1, then the highest IFD within each of 5 response-length strata (each keeps '
                'its pool share).',
  'ifd_quota': "Cherry's IFD rule with each source keeping its pool share of the budget.",
+ 'kcenter_length': 'Consistency gate (as longest_gated), then k-center greedy on the sentence '
+                   'embeddings (cosine) with a length prior: each pick maximises log(1 + response '
+                   'tokens) x distance to the nearest chosen row; reads ifd, ifd_reverse, '
+                   'response_tokens, embedding.',
  'longest': 'The longest responses (characters): the baseline no other preset beat on real rows.',
+ 'longest_diverse': 'Consistency gate (as longest_gated), then the longest responses (characters) '
+                    'within 20 k-means clusters of the sentence embeddings, each cluster keeping '
+                    'its pool share; reads ifd, ifd_reverse, embedding.',
  'longest_gated': 'Consistency gate (reverse IFD at most its median over the rows that have one, '
                   'and IFD < 1; a response too long for the reverse pass passes unjudged), then '
                   'the longest responses (characters).',
+ 'loss_reduction': 'CoLoR-Filter-style: the rows whose completion loss drops most under a copy of '
+                   'the scoring model fine-tuned briefly on the target set (loss_base - '
+                   'loss_tuned); reads loss_reduction.',
  'superfiltering': "Superfiltering's rule: drop IFD >= 1, keep the highest perplexity ratio.",
  'target': "Rows most similar (cosine, max over targets) to a target set's embeddings "
-           '(RDS+-style).'}
+           '(RDS+-style).',
+ 'target_lm': 'RDS+ as published: rows most similar (cosine, max over targets; '
+              'aggregate=round_robin for turns) to the target set, both embedded by the scoring LM '
+              'itself (position-weighted mean of its last hidden state); reads lm_embedding.'}
 RECOMMENDED_PRESET = 'longest_gated'
 COMPARE_METHODS = ('random',
  'longest',
@@ -333,4 +405,8 @@ COMPARE_METHODS = ('random',
  'ifd_quota',
  'fusion',
  'longest_gated',
- 'target')
+ 'longest_diverse',
+ 'kcenter_length',
+ 'target',
+ 'target_lm',
+ 'loss_reduction')

@@ -25,8 +25,10 @@ from ..training import TrainConfig
 BASE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "ifd", "cherry", "mods",
                 "instructmining", "full")
 METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "longest_gated",
-                          "target")
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "target")  # 'target' needs a target set
+                          "longest_diverse", "kcenter_length", "target", "target_lm", "loss_reduction")
+# methods that read CompareConfig.target (marked apart from blind methods in the table)
+TARGET_METHODS = ("target", "target_lm", "loss_reduction")
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in TARGET_METHODS)  # they need a target set
 # baselines without scores: selection -> train -> eval over the pool's rows
 SIMPLE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "full")
 EVAL_OVERLAP_CHOICES = ("drop", "error")
@@ -205,9 +207,10 @@ class CompareConfig(TrainConfig):
             if recipes:
                 raise ValueError(f"{name}.train=False selects without training, which {recipes} need (their seed "
                                  "and pre-experienced models); leave them out or train")
-        if "target" in self.methods and not self.target:
-            raise ValueError(f"{name}.target is required by the 'target' method: a file of example rows of the kind "
-                             "you want (never the eval set itself)")
+        targeted = [m for m in self.methods if m in TARGET_METHODS]
+        if targeted and not self.target:
+            raise ValueError(f"{name}.target is required by {targeted}: a file of example rows of the kind you want "
+                             "(never the eval set itself)")
         if isinstance(self.budget, bool) or not self.budget > 0:
             raise ValueError(f"{name}.budget must be a share in (0, 1) or a row count >= 1, got {self.budget!r}")
         if self.budget_tokens is not None:

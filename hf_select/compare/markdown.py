@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .config import TARGET_METHODS
 from .pool import corrupted_share, mean_or_none
 
 if TYPE_CHECKING:
@@ -145,6 +146,9 @@ def _settings_text(result: CompareResult) -> str:
         "of the method); the cell gives the margin (random mean - method loss; positive = lower loss) and the "
         f"interval's half-width. This table makes {verdicts} verdicts; about {expected:g} of them are expected to be "
         "'beats' or 'loses' by chance alone."
+        + (" Methods marked [target-aware] read the target set "
+           f"`{cfg.get('target')}`, checked to ask none of the eval sets' questions; the others are blind to it."
+           if any(m.method in TARGET_METHODS for m in result.methods) else "")
     )
 
 
@@ -173,6 +177,8 @@ def _method_row(result: CompareResult, method: str, names: Sequence[str], order:
     runs = [r for r in result.runs(method) if r.status == "ok"]
     all_runs = result.runs(method)
     label = method if len(all_runs) == 1 else f"{method} ({len(all_runs)} runs)"
+    if method in TARGET_METHODS:
+        label += " [target-aware]"
     if not runs:
         errors = "; ".join(r.error or "" for r in all_runs).replace("|", "/")
         return _row([label, str(len(all_runs)), "-", "-", "-", "-"] + ["-", "-", "-"] * len(names)

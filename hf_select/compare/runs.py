@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import HFSelectError
 from ..training import TrainConfig
 from .budget import TokenCounts, check_budget, rows_for_tokens, subset_tokens, tokens_stage
-from .config import BASE_METHODS, SIMPLE_METHODS, CompareConfig, recipe_args, run_seeds
+from .config import BASE_METHODS, SIMPLE_METHODS, TARGET_METHODS, CompareConfig, recipe_args, run_seeds
 from .diagnostics import SCORE_STAGES, recipe_diagnostics, step_diagnostics
 from .markdown import render_markdown
 from .plan import make_plan
@@ -95,6 +95,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     specs = eval_specs(config.eval)
     for spec in specs:  # fail early, once, on an unreadable eval set
         eval_rows(spec["path"], questions=config.eval_questions, limit=config.eval_limit)
+    _check_target_apart(config, specs)
     pool_params = {"files": [file_fingerprint(f) for f in config.pool], "limit": config.pool_limit,
                    "seed": config.pool_seed, "eval_overlap": config.eval_overlap,
                    "evals": [file_fingerprint(s["path"]) for s in specs], "questions": config.eval_questions}
@@ -172,6 +173,19 @@ def run_compare(config: CompareConfig) -> CompareResult:
     if config.train:
         plot_compare(partial, out / "compare.png")
     return partial
+
+
+def _check_target_apart(config: CompareConfig, specs: Sequence[Mapping[str, Any]]) -> None:
+    """A target-aware method must not see the eval questions: a target set that asks any of them is an error."""
+    if not config.target or not any(m in TARGET_METHODS for m in config.methods):
+        return
+    target = eval_prompt_keys(config.target)
+    hits = {s["name"]: len(target & eval_prompt_keys(s["path"], questions=config.eval_questions)) for s in specs}
+    hits = {name: n for name, n in hits.items() if n}
+    if hits:
+        raise HFSelectError(f"CompareConfig.target {config.target} asks questions of the eval sets {hits} (rows per "
+                            "eval set): a target-aware method would be tuned to the eval; use target rows held out "
+                            "of every eval set")
 
 
 def method_folder(out: Path, method: str, seed: int | None) -> Path:
