@@ -248,3 +248,14 @@ def test_cli_dry_run_with_a_token_budget_and_the_help_example(files, tiny_lm_pat
     assert not (tmp_path / "cmp" / "random").exists()
     assert main([*argv[:-2], "--set", "random_seeds=five"]) == 2
     assert "--set random_seeds=five: expected int" in capsys.readouterr().err
+
+
+def test_a_target_set_that_asks_an_eval_question_is_an_error(files, tmp_path):
+    """Target-aware methods must not be tuned to the eval: the target set is checked against every eval set."""
+    config = CompareConfig(pool=[files["pool"]], eval=[files["eval"], files["overlap"]], methods=["target"],
+                           target=files["overlap"], budget=4, model_name_or_path="unused",
+                           output_dir=str(tmp_path / "cmp"), **TRAIN)
+    with pytest.raises(HFSelectError, match=r"asks questions of the eval sets \{'overlap': 2\}"):
+        run_compare(config)
+    with pytest.raises(ValueError, match=r"CompareConfig.target is required by \['loss_reduction'\]"):
+        CompareConfig(pool=["a.json"], eval=["e.json"], methods="random,loss_reduction", output_dir="/tmp/x")
