@@ -126,7 +126,15 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU {platform.machine()}, {os.cpu_count()} cores, load average "
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    from hf_select.models import cpu_bf16_matmul_speedup
+
+    return (f"CPU {name}, {os.cpu_count()} cores, bf16 matmul {cpu_bf16_matmul_speedup():.1f}x fp32, load average "
             f"{load:.1f} at the start, torch {torch.__version__}")
 
 
