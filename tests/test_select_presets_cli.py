@@ -37,9 +37,22 @@ def test_no_steps_runs_the_recommended_preset(scored, tmp_path, capsys):
     assert main(["select", "--dataset", str(scored), "--output", str(out)]) == 0
     chosen = load_from_disk(str(out))
     assert len(chosen) == 4  # 10% of all 40 rows
-    expected = select(load_from_disk(str(scored)), preset_steps(RECOMMENDED, count=4)).dataset
+    rows = load_from_disk(str(scored))
+    options = {} if "source" in rows.column_names else {"stratify_by": None}
+    expected = select(rows, preset_steps(RECOMMENDED, count=4, **options)).dataset
     assert chosen["output"] == expected["output"] and chosen["instruction"] == expected["instruction"]
     assert f"preset {RECOMMENDED!r}, 4 of 40 rows" in capsys.readouterr().out
+
+
+def test_random_per_source_keeps_each_sources_share(tmp_path, capsys):
+    path = tmp_path / "sourced"
+    Dataset.from_dict({"instruction": [f"q{i}" for i in range(40)], "output": ["a"] * 40,
+                       "source": ["x"] * 30 + ["y"] * 10}).save_to_disk(str(path))
+    assert main(["select", "--dataset", str(path), "--output", str(tmp_path / "o"), "--preset", "random_per_source",
+                 "--count", "8"]) == 0
+    chosen = load_from_disk(str(tmp_path / "o"))
+    assert sorted(chosen["source"]) == ["x"] * 6 + ["y"] * 2
+    assert "plain random" not in capsys.readouterr().out
 
 
 def test_a_preset_names_the_scores_the_rows_lack(tmp_path, capsys):

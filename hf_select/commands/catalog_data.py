@@ -373,7 +373,8 @@ PRESETS = {'fusion': 'IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned
                    'embeddings (cosine) with a length prior: each pick maximises log(1 + response '
                    'tokens) x distance to the nearest chosen row; reads ifd, ifd_reverse, '
                    'response_tokens, embedding.',
- 'longest': 'The longest responses (characters): the baseline no other preset beat on real rows.',
+ 'longest': 'The longest responses (characters): beats random on GPT-4-style answers, loses on '
+            'human-written ones at an equal token budget.',
  'longest_diverse': 'Consistency gate (as longest_gated), then the longest responses (characters) '
                     'within 20 k-means clusters of the sentence embeddings, each cluster keeping '
                     'its pool share; reads ifd, ifd_reverse, embedding.',
@@ -383,13 +384,15 @@ PRESETS = {'fusion': 'IFD < 1, then rank by IFD + (-reverse IFD) + (-conditioned
  'loss_reduction': 'CoLoR-Filter-style: the rows whose completion loss drops most under a copy of '
                    'the scoring model fine-tuned briefly on the target set (loss_base - '
                    'loss_tuned); reads loss_reduction.',
+ 'random_per_source': "A seeded random draw in which each source (the 'source' column) keeps its "
+                      'pool share; a plain random draw where the rows have no source column.',
  'superfiltering': "Superfiltering's rule: drop IFD >= 1, keep the highest perplexity ratio.",
  'target': "Rows most similar (cosine, max over targets) to a target set's embeddings "
            '(RDS+-style).',
  'target_lm': 'RDS+ as published: rows most similar (cosine, max over targets; '
               'aggregate=round_robin for turns) to the target set, both embedded by the scoring LM '
               'itself (position-weighted mean of its last hidden state); reads lm_embedding.'}
-RECOMMENDED_PRESET = 'longest_gated'
+RECOMMENDED_PRESET = 'random_per_source'
 COMPARE_METHODS = ('random',
  'longest',
  'random_per_source',

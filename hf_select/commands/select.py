@@ -10,7 +10,8 @@ embedded here with ``--target-embedder`` (default: the offline default sentence 
 text; a dimension mismatch is an error.
 
 Without ``--config`` or ``--step`` it runs a preset (:mod:`hf_select.selection.presets`): ``--preset NAME``, by
-default ``recommended`` (the preset the selection-quality benchmark supports best), with ``--fraction`` (default
+default ``recommended`` (the preset the selection-quality benchmark supports best: today a random draw that keeps
+each source's share, since no selection beat random on every answer style), with ``--fraction`` (default
 0.1) or ``--count``; ``--list-presets`` prints every preset's steps.
 
 Example:
@@ -144,6 +145,9 @@ def _preset_steps(args: argparse.Namespace, n_rows: int, columns: Sequence[str] 
     if wants_target:
         steps = preset_steps(name, count=count, target="--target")
         return [{**s, "target": None} if s.get("step") == "target_similarity" else s for s in steps]
+    if name == "random_per_source" and "source" not in columns:
+        print("hf-select select: the rows have no 'source' column, so the draw is a plain random one")
+        return preset_steps(name, count=count, stratify_by=None)
     return preset_steps(name, count=count)
 
 

@@ -1,12 +1,18 @@
 """Does selection beat random on *your* data? Train the same model on the rows each method picks, with the same TRL
-SFT settings, and compare held-out losses against random subsets of the same size and against the whole pool.
+SFT settings, and compare held-out losses against random draws of the same budget and against the whole pool.
 
-:func:`run_compare` builds one pool from several files (a ``source`` column says which file each row came from),
-then for every method: picks ``budget`` rows, fine-tunes ``model_name_or_path`` on them (the same
-:class:`~hf_select.training.TrainConfig` for every method, fixed seed) and measures the mean completion loss on each
-held-out eval set. Methods:
+:func:`run_compare` builds one pool from several files (a ``source`` column says which file each row came from;
+rows that ask an eval set's question are left out and counted), then for every method: picks rows up to the budget
+(``budget`` rows, or ``budget_tokens`` supervised completion tokens counted as the trainer sees them, in the
+method's own order: :mod:`~hf_select.compare.budget`), fine-tunes ``model_name_or_path`` on them (the same
+:class:`~hf_select.training.TrainConfig` for every method) and measures the held-out loss on each eval set (the sum
+of completion-token losses over the tokens, whole answers up to ``eval_max_length``: :mod:`hf_select.heldout`). A
+method's verdict against random is a 95% prediction interval for one new random draw
+(:mod:`~hf_select.compare.stats`). Methods:
 
-- ``random``: a uniform sample (``random_seeds`` different samples; their spread is the noise floor);
+- ``random``: a uniform draw (``random_seeds`` draws, each with its own rows and training seed: their spread holds
+  both);
+- ``random_per_source`` / ``longest_per_source``: the same with each source keeping its pool share;
 - ``longest``: the rows with the longest responses (a strong baseline: IFD correlates with response length);
 - ``ifd``: Superfiltering (IFD scored by a small model, drop IFD >= 1, keep the highest), ``recipes/superfilter.py``;
 - ``cherry``: Cherry LLM (IFD scored by a pre-experienced model), ``recipes/cherry.py``;
@@ -14,7 +20,8 @@ held-out eval set. Methods:
 - ``instructmining``: the InstructMining rule, ``recipes/instruct_mining.py``;
 - ``full``: the whole pool;
 - the selection presets of :mod:`hf_select.selection.presets` (``superfiltering``, ``ifd_gated``, ``ifd_length``,
-  ``ifd_quota``, ``fusion``, ``longest_gated``, ``target``) and any custom step list given in ``step_methods``: these
+  ``ifd_quota``, ``fusion``, ``longest_gated``, ``longest_diverse``, ``kcenter_length``, and the target-aware
+  ``target``, ``target_lm``, ``loss_reduction``) and any custom step list given in ``step_methods``: these
   read one shared scoring of the pool (``scores/``, see :mod:`hf_select.compare.steps`), so they differ by their
   steps alone.
 
@@ -28,9 +35,12 @@ The modules, one job each; each imports only modules above it in this list (mark
 classes in type hints only):
 
 - :mod:`~hf_select.compare.config`: :class:`CompareConfig` and its validation, the method names;
+- :mod:`~hf_select.compare.stats`: the prediction interval and the verdicts;
 - :mod:`~hf_select.compare.pool`: the pool, the eval sets' names, lengths, composition and corrupted counts;
 - :mod:`~hf_select.compare.markdown` and :mod:`~hf_select.compare.plot`: ``compare.md`` and ``compare.png``;
 - :mod:`~hf_select.compare.results`: :class:`MethodResult`, :class:`CompareResult` (verdicts), ``compare.json``;
+- :mod:`~hf_select.compare.budget`: the pool's supervised tokens and the token budget;
+- :mod:`~hf_select.compare.plan`: the plan and its estimated minutes;
 - :mod:`~hf_select.compare.diagnostics`: what each method's score tracks;
 - :mod:`~hf_select.compare.steps`: the step methods and the shared scoring of the pool;
 - :mod:`~hf_select.compare.recipe_methods`: the recipe methods through the recipes' ``run_*`` functions;

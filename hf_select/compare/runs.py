@@ -85,7 +85,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         >>> result = run_compare(CompareConfig(pool=["a.json", "b.json"], eval=["e.json"], budget=0.1,
         ...                                    methods=["random", "ifd"], output_dir="cmp/"))  # doctest: +SKIP
         >>> result.verdict(result.runs("ifd")[0], "e")  # doctest: +SKIP
-        'within 2 sd (-0.8 sd)'
+        'ties (+0.0021 <= ±0.0086)'
     """
     from ..stages import StageRunner, load_stage_dataset
 
