@@ -14,7 +14,8 @@ compare``) with one of these profiles:
   eval sets in three answer styles: 100 AlpacaEval GPT-4 answers (evenly spaced, even positions), 150 human-written
   Dolly answers (rows of ``dolly_3k.json``, held out of the pool) and 150 GSM8K math solutions; ``target`` set: 100
   other AlpacaEval rows (odd positions: never an eval row). Methods: the baselines (random, longest, their
-  per-source forms) and every preset; ``longest_gated`` trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
+  per-source forms) and every preset; ``longest_gated`` (the former recommendation) and ``random_per_source`` (the
+  recommendation) trained with 3 seeds. SFT: 1 epoch, learning rate 1e-4,
   batch 8 grouped by length (the same sampler for every method), bf16 autocast where this CPU's bf16 measures faster
   (else fp32); shared scoring at score_max_length 1024 (dtype auto: the same measured rule).
 - ``quick``: the harness in about 20 minutes: 1,000 pool rows, 4,000 tokens, 3 random draws, the four baselines,
@@ -69,7 +70,8 @@ PROFILES = {
                 pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
                 methods=TOKEN_METHODS, random_seeds=5, epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512,
                 budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision=None,
-                score_dtype="auto", repeat_methods="longest_gated", method_sets=[], group_by_length=True),
+                score_dtype="auto", repeat_methods="longest_gated,random_per_source", method_sets=[],
+                group_by_length=True),
     "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                   pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,
                   methods="random,longest,random_per_source,longest_per_source", random_seeds=3, epochs=1.0,
