@@ -105,9 +105,9 @@ def test_example_keeps_the_promised_rows(name, scored, tmp_path):
     if name in ("superfiltering", "superfiltering_diverse", "cherry", "quota"):  # the IFD rule held
         column = "ifd_ppl" if name.startswith("superfiltering") else "ifd"
         assert max(chosen[column]) < 1.0 and set(chosen["ifd_status"]) == {"ok"}
-    if name == "longest_gated":  # the recommended preset, spelled out, chooses what the preset chooses
+    if name == "longest_gated":  # the preset, spelled out, chooses what the preset chooses
         preset = tmp_path / "preset"
-        assert main(["select", "--dataset", str(scored), "--output", str(preset), "--preset", "recommended",
+        assert main(["select", "--dataset", str(scored), "--output", str(preset), "--preset", "longest_gated",
                      "--count", "200"]) == 0
         assert load_from_disk(str(preset))["_row_id"] == chosen["_row_id"]
     if name == "quota":  # every source keeps its share of the rows the threshold passed (largest remainder: +-1)

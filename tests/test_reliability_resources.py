@@ -14,8 +14,8 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from hf_select.cli import main
-from hf_select.scoring import base
 from hf_select.scoring import ifd as ifd_module
+from hf_select.scoring import runs as score_runs
 from hf_select.scoring.ifd import IFDConfig, IFDScorer
 
 SHARD = 4
@@ -117,7 +117,7 @@ class DiskFullOnShard:
 
     def __init__(self, n: int):
         self.n, self.calls = n, 0
-        self.real = base.pq.write_table
+        self.real = score_runs.pq.write_table
 
     def __call__(self, table, where, **kwargs):
         self.calls += 1
@@ -135,7 +135,7 @@ def test_full_disk_while_scoring(tiny_lm_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_SELECT_SCORES_DIR", str(tmp_path / "scores"))
     capsys.readouterr()
 
-    monkeypatch.setattr(base.pq, "write_table", DiskFullOnShard(3))
+    monkeypatch.setattr(score_runs.pq, "write_table", DiskFullOnShard(3))
     assert main(score_args(data, tiny_lm_path, tmp_path / "out")) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "no space left on the device" in line.lower() and "shards are kept" in line

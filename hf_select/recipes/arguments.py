@@ -384,13 +384,26 @@ def args_to_cli(args: Any) -> list[str]:
 
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted, not the stream it was
+    created with (a recipe run in-process, e.g. from a test or a notebook, must not keep a closed stream)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging() -> None:
     """Progress of the stages on stderr (main process only), for the recipe scripts."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
     log = logging.getLogger("hf_select")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[hf-select] %(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -204,9 +204,11 @@ three answer styles, 5 random draws with their own training seeds, 95% predictio
 2026-12-06), no selection beat random on all three styles. The length-based presets (``longest_gated``, the former
 recommendation, ``longest``, ``superfiltering``, ``fusion``) beat random on AlpacaEval's GPT-4 answers and lost on
 Dolly's human-written ones (``longest_gated``: +0.028 and -0.077 with 3 training seeds). ``random_per_source``,
-``ifd_gated`` and ``target`` tied random everywhere, and by the rule "lose on no eval set, then the best mean rank,
-ties to the cheaper method" the per-source random draw came first (mean rank 4.7 of 11 methods, against 5.7). One
-pool so far: a second pool may change this (the issue "Selections judged on the fair comparison")."""
+``ifd_gated`` and ``target`` tied random everywhere; by the rule "lose on no eval set, then the best mean rank,
+ties to the cheaper method" their mean ranks (5.3, 5.7 and 6.0 of 11; one training seed moves
+``random_per_source`` by more) are a tie, and of the methods that need no target set the per-source random draw is
+the cheaper (no scoring). One pool so far: a second pool may change this (the issue "Selections judged on the fair
+comparison")."""
 
 
 def missing_scores(name: str, columns: Sequence[str]) -> list[str]:
