@@ -46,6 +46,7 @@ class TokenCounts:
     supervised: np.ndarray
     truncated: np.ndarray
     dropped: np.ndarray
+    key: str | None = None  # the ``tokens`` stage's key: a selection made from these counts is keyed by it
 
     @property
     def total(self) -> int:
@@ -91,7 +92,9 @@ def tokens_stage(runner: Any, pool: Any, pool_key: str, config: Any) -> TokenCou
     params = {"pool": pool_key, "model": config.model_name_or_path, "max_length": config.max_length,
               "chat_template_path": config.chat_template_path, "turns": config.turns}
     info = runner.run("tokens", compute, params=params)
-    return TokenCounts.load(info.path / TOKENS_FILE)
+    counts = TokenCounts.load(info.path / TOKENS_FILE)
+    counts.key = info.key
+    return counts
 
 
 def subset_tokens(ids: Sequence[int], counts: TokenCounts) -> dict[str, int]:

@@ -335,7 +335,8 @@ def _run_selection(seed: int, folder: Path, data: Any, steps_for: Any, shared: _
 
     template = steps_for(k if tokens is None else 1) if steps_for is not None else []
     params = {"steps": [dict(s) for s in template], "seed": seed, "input": data._fingerprint,
-              "budget_tokens": tokens, "max_length": config.max_length if tokens is not None else None}
+              "budget_tokens": tokens, "max_length": config.max_length if tokens is not None else None,
+              "tokens": shared.counts.key if tokens is not None and shared.counts is not None else None}
     selection, _ = runner.selection_stage("selection", make, params=params)
     if not config.train:
         return {"selection": selection, "model_dir": None, "eval": {}, "eval_meta": {}, "train_loss": None,
