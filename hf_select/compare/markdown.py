@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import TARGET_METHODS
 from .pool import corrupted_share, mean_or_none
+from .stats import mean_sd
 
 if TYPE_CHECKING:
     from .results import CompareResult
@@ -49,11 +50,8 @@ def _row(cells: Sequence[str]) -> str:
 def _mean_sd_text(values: Sequence[float]) -> str:
     if not values:
         return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.4f}"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.4f} ± {sd:.4f}"
+    mean, sd = mean_sd(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {sd:.4f}"
 
 
 def _avg(values: Sequence[float | int | None]) -> str:

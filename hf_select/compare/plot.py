@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .stats import MIN_DRAWS, mean_sd, t_quantile
+from .stats import MIN_DRAWS, half_width, mean_sd
 
 if TYPE_CHECKING:
     from .results import CompareResult
@@ -53,7 +53,7 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
         x = list(range(len(values)))
         ax.bar(x, values, color=colors, yerr=errors, capsize=3)
         if s and s["n"] >= MIN_DRAWS and s["sd"] > 0:
-            half = t_quantile(0.975, s["n"] - 1) * s["sd"] * (1 + 1 / s["n"]) ** 0.5
+            half = half_width(s["sd"], s["n"])
             ax.axhspan(s["mean"] - half, s["mean"] + half, color="#9e9e9e", alpha=0.25,
                        label="95% prediction interval of one random draw")
         if n in result.base_loss:

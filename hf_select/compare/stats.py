@@ -98,10 +98,21 @@ def verdict(random_losses: Sequence[float], method_losses: Sequence[float], *,
     if not sd > 0:
         return Verdict("n/a", random_mean=mean, random_sd=sd, draws=n, method_runs=k,
                        reason="the random losses do not vary")
-    half = t_quantile(0.5 + confidence / 2, n - 1) * sd * math.sqrt(1.0 / k + 1.0 / n)
+    half = half_width(sd, n, k, confidence=confidence)
     margin = mean - own
     outcome = "beats" if margin > half else "loses" if margin < -half else "ties"
     return Verdict(outcome, margin, half, mean, sd, n, k)
+
+
+def half_width(sd: float, n: int, k: int = 1, *, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the interval a method's mean of ``k`` runs is compared with, from ``n`` random draws of sample
+    standard deviation ``sd``: ``t(0.5 + confidence/2, n-1) * sd * sqrt(1/k + 1/n)``.
+
+    Example:
+        >>> round(half_width(1.0, 5), 2)
+        3.04
+    """
+    return t_quantile(0.5 + confidence / 2, n - 1) * sd * math.sqrt(1.0 / k + 1.0 / n)
 
 
 def expected_false_verdicts(verdicts: int, confidence: float = CONFIDENCE) -> float:
