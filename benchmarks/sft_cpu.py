@@ -9,7 +9,7 @@ Each case runs every side in one process, each from a fresh copy of the same wei
 
 - **hf-select**: :func:`hf_select.training.build_sft_config` + hf-select's trainer class
   (:func:`hf_select.training.sft_trainer_class`: ``SFTTrainer`` with the completion-positions LM head on CPU,
-  :mod:`hf_select.sft_head`), timed around ``trainer.train()`` (tokenisation happens before);
+  :mod:`hf_select.training.sft_head`), timed around ``trainer.train()`` (tokenisation happens before);
 - **trl**: the same with TRL's own ``SFTTrainer`` (its fused LM head; ``--trainer`` picks one or both);
 - **plain**: the loop anyone would write: the same collator called on the same rows in the same order (recorded from
   the first TRL-side run, inside the timed loop), ``model(**batch).loss`` (full logits), backward, gradient clipping

@@ -8,8 +8,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_select.sft_head import completion_head_applies, completion_head_trainer_class
 from hf_select.training import TrainConfig, build_sft_config, sft_trainer_class, to_prompt_completion
+from hf_select.training.sft_head import completion_head_applies, completion_head_trainer_class
 
 
 def _rows(n: int) -> Dataset:
@@ -82,7 +82,7 @@ def test_falls_back_to_trl_where_the_head_does_not_apply(tiny_lm_path, tmp_path,
     assert completion_head_applies(trainer, trainer.model, batch, return_outputs=False)
     assert not completion_head_applies(trainer, trainer.model, batch, return_outputs=True)
     assert not completion_head_applies(trainer, trainer.model, {**batch, "shift_labels": batch["labels"]}, False)
-    monkeypatch.setattr("hf_select.sft_head.MAX_LOGITS", 10)
+    monkeypatch.setattr("hf_select.training.sft_head.MAX_LOGITS", 10)
     assert not completion_head_applies(trainer, trainer.model, batch, return_outputs=False)
     monkeypatch.undo()
     trainer.compute_loss_func = lambda *a, **k: None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .columns import ROW_ID
+from ..columns import ROW_ID
 
 # Largest number of completion logits (positions x vocabulary) the CPU head builds at once; above, TRL's tiled head.
 MAX_LOGITS = 1 << 28
@@ -84,7 +84,7 @@ def completion_head_trainer_class() -> type:
     from trl import SFTTrainer
 
     class CompletionHeadSFTTrainer(SFTTrainer):
-        """``SFTTrainer`` with the completion-positions LM head on CPU (:mod:`hf_select.sft_head`)."""
+        """``SFTTrainer`` with the completion-positions LM head on CPU (:mod:`hf_select.training.sft_head`)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not completion_head_applies(self, model, inputs, return_outputs):
