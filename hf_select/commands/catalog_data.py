@@ -412,4 +412,5 @@ COMPARE_METHODS = ('random',
  'kcenter_length',
  'target',
  'target_lm',
- 'loss_reduction')
+ 'loss_reduction',
+ 'instructmining_fit')

@@ -46,6 +46,12 @@ def register(sub: Any) -> None:
     p.add_argument("--eval-max-length", type=int, default=None,
                    help="Tokens per eval row, separate from training's max_length (default: 2048, capped at the "
                         "model's limit).")
+    p.add_argument("--target", default=None, metavar="FILE",
+                   help="Example rows of the data you want, for the target-aware methods (target, target_lm, "
+                        "loss_reduction); never the eval set.")
+    p.add_argument("--dev", default=None, metavar="FILE",
+                   help="A dev set apart from the eval sets and the pool: every model is also scored on it (no "
+                        "verdict); instructmining_fit fits its rule to it.")
     p.add_argument("--dry-run", action="store_true",
                    help="Print the plan (fine-tunes, tokens, estimated minutes from a short timing) and stop.")
     p.add_argument(
@@ -87,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     for flag, fname in (("budget", "budget"), ("methods", "methods"), ("model", "model_name_or_path"),
                         ("pool_limit", "pool_limit"), ("eval_limit", "eval_limit"),
                         ("random_seeds", "random_seeds"), ("budget_tokens", "budget_tokens"),
-                        ("eval_max_length", "eval_max_length")):
+                        ("eval_max_length", "eval_max_length"), ("target", "target"), ("dev", "dev")):
         if getattr(args, flag, None) is not None:
             values[fname] = getattr(args, flag)
     if getattr(args, "dry_run", False):

@@ -21,14 +21,17 @@ from typing import Any
 
 from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
 from ..training import TrainConfig
+from .fitted import FITTED_METHODS
 
 BASE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "ifd", "cherry", "mods",
                 "instructmining", "full")
 METHODS = BASE_METHODS + ("superfiltering", "ifd_gated", "ifd_length", "ifd_quota", "fusion", "longest_gated",
-                          "longest_diverse", "kcenter_length", "target", "target_lm", "loss_reduction")
+                          "longest_diverse", "kcenter_length", "target", "target_lm", "loss_reduction",
+                          *FITTED_METHODS)
 # methods that read CompareConfig.target (marked apart from blind methods in the table)
 TARGET_METHODS = ("target", "target_lm", "loss_reduction")
-DEFAULT_METHODS = tuple(m for m in METHODS if m not in TARGET_METHODS)  # they need a target set
+# they need a target set, or a dev set and the other methods' fine-tunes
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in TARGET_METHODS and m not in FITTED_METHODS)
 # baselines without scores: selection -> train -> eval over the pool's rows
 SIMPLE_METHODS = ("random", "longest", "random_per_source", "longest_per_source", "full")
 EVAL_OVERLAP_CHOICES = ("drop", "error")
@@ -155,6 +158,13 @@ class CompareConfig(TrainConfig):
                           "for, never the eval set itself."},
     )
     target_limit: int | None = field(default=None, metadata={"help": "Use only the first N target rows."})
+    dev: str | None = field(
+        default=None,
+        metadata={"help": "A dev set (rows with responses) that methods may be tuned on, apart from the eval sets: "
+                          "every trained model is also scored on it (shown apart, never in a verdict); "
+                          "'instructmining_fit' fits its rule to the dev losses and the instructmining recipe's size "
+                          "search picks on it. It must ask none of the eval sets' or the pool's questions."},
+    )
     score_dtype: str = field(
         default="auto", metadata={"help": "dtype of the shared scoring passes: auto | bfloat16 | float32."}
     )
@@ -211,6 +221,13 @@ class CompareConfig(TrainConfig):
         if targeted and not self.target:
             raise ValueError(f"{name}.target is required by {targeted}: a file of example rows of the kind you want "
                              "(never the eval set itself)")
+        fitted = [m for m in self.methods if m in FITTED_METHODS]
+        if fitted and not self.dev:
+            raise ValueError(f"{name}.dev is required by {fitted}: a file of rows with responses, apart from the eval "
+                             "sets and the pool, whose losses the rule is fitted to")
+        if fitted and not self.train:
+            raise ValueError(f"{name}.train=False: {fitted} fits its rule on the other methods' fine-tunes; leave it "
+                             "out or train")
         if isinstance(self.budget, bool) or not self.budget > 0:
             raise ValueError(f"{name}.budget must be a share in (0, 1) or a row count >= 1, got {self.budget!r}")
         if self.budget_tokens is not None:

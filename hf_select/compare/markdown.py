@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import TARGET_METHODS
+from .fitted import rule_text
 from .pool import corrupted_share, mean_or_none
 from .stats import mean_sd
 
@@ -113,7 +114,7 @@ def render_markdown(result: CompareResult, *, heading_level: int = 3) -> str:
             lines += ["", f"{method} runs: " + "; ".join(
                 f"seed {r.train_seed}: " + ", ".join(f"{n} {r.eval_loss[n]:.4f}" for n in names if n in r.eval_loss)
                 for r in runs) + "."]
-    lines += _diagnostics_lines(result)
+    lines += _dev_lines(result, names) + _diagnostics_lines(result)
     total = sum(m.compute_seconds for m in result.methods)
     shared = f", {result.scores_seconds:.0f} s in the shared scoring of the pool" if result.scores_seconds else ""
     lines += ["", f"Compute: {total:.0f} s in method stages (time column: the method's stages, including scoring "
@@ -201,9 +202,29 @@ def _method_row(result: CompareResult, method: str, names: Sequence[str], order:
                              corrupted, f"{sum(r.compute_seconds for r in all_runs):.0f}"))
 
 
+def _dev_lines(result: CompareResult, names: Sequence[str]) -> list[str]:
+    """The dev set's losses (it tunes methods, so it is never a verdict) and each fitted rule."""
+    dev = result.dev or {}
+    runs = [m for m in result.methods if m.status == "ok" and m.dev_loss is not None]
+    lines: list[str] = []
+    if dev and runs:
+        by_method: dict[str, list[float]] = {}
+        for m in runs:
+            by_method.setdefault(m.method, []).append(float(m.dev_loss))
+        base = dev.get("base_loss")
+        lines += ["", f"Dev set `{dev.get('path')}` ({dev.get('rows', '?')} rows, {dev.get('tokens_scored', '?')} "
+                      "completion tokens; fitted methods are tuned on it, so it gives no verdict): base "
+                      + (f"{base:.4f}" if base is not None else "-") + "; "
+                      + "; ".join(f"{method} {_mean_sd_text(values)}" for method, values in by_method.items()) + "."]
+    for m in result.methods:
+        if m.status == "ok" and (m.diagnostics or {}).get("rule"):
+            lines += ["", f"{m.label}'s fitted rule: {rule_text(m.diagnostics['rule'])}."]
+    return lines
+
+
 def _diagnostics_lines(result: CompareResult) -> list[str]:
     """One line per method with diagnostics: its score against response length, per source, chosen vs pool."""
-    diag = [m for m in result.methods if m.diagnostics and m.status == "ok"]
+    diag = [m for m in result.methods if m.diagnostics and m.status == "ok" and "column" in m.diagnostics]
     if not diag:
         return []
     lines = ["", "What the scores track (over the pool; Spearman correlation with response length, the "

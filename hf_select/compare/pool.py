@@ -79,15 +79,26 @@ def prompt_key(messages: Sequence[Mapping[str, Any]]) -> str:
 
 def eval_prompt_keys(path: str, *, questions: str | None = None) -> set[str]:
     """The :func:`prompt_key` of every row of an eval set (as the eval stages read it)."""
-    from ..formats import RowError, detect_format, row_to_messages
     from ..training import load_eval_dataset
 
-    ds = load_eval_dataset(path, questions=questions)
-    fmt = detect_format(ds.column_names)
-    keys: set[str] = set()
-    for row in ds:
+    return set(dataset_prompt_keys(load_eval_dataset(path, questions=questions)))
+
+
+def dataset_prompt_keys(dataset: Any) -> list[str]:
+    """The :func:`prompt_key` of every readable row of a dataset (unreadable rows are skipped).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> dataset_prompt_keys(Dataset.from_list([{"instruction": "Hi", "input": "", "output": "Hello"}]))
+        ['user: hi']
+    """
+    from ..formats import RowError, detect_format, row_to_messages
+
+    fmt = detect_format(dataset.column_names)
+    keys: list[str] = []
+    for row in dataset:
         try:
-            keys.add(prompt_key(row_to_messages(row, fmt)))
+            keys.append(prompt_key(row_to_messages(row, fmt)))
         except RowError:
             continue
     return keys

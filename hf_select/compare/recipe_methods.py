@@ -81,11 +81,13 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
         values.update(subset_sizes=[k])
         if len(sizes) == 1 and "grid_eval_dataset" not in options:
             # one size: nothing is chosen on the grid; its eval is a one-row formality, not a peek at the eval set
-            values.update(grid_eval_dataset=eval_path, grid_eval_limit=1)
+            values.update(grid_eval_dataset=config.dev or eval_path, grid_eval_limit=1)
+        elif "grid_eval_dataset" not in options and config.dev:
+            values.update(grid_eval_dataset=config.dev)  # the size is picked on the dev set, never the eval set
         elif "grid_eval_dataset" not in options:
-            logger.warning("compare: instructmining searches %s sizes on the eval set itself; pass "
-                           "method_args['instructmining']['grid_eval_dataset'] (a separate dev set) to avoid it",
-                           sizes)
+            logger.warning("compare: instructmining searches %s sizes on the eval set itself; set "
+                           "CompareConfig.dev (or method_args['instructmining']['grid_eval_dataset']) to a separate "
+                           "dev set to avoid it", sizes)
     if method in ("ifd", "cherry") and "ifd_fraction" in options and "ifd_count" not in options:
         values["ifd_count"] = None
     values.update(options)
@@ -97,8 +99,10 @@ def recipe_arguments(method: str, config: CompareConfig, folder: str | os.PathLi
 
 
 def run_recipe(method: str, folder: Path, pool_dir: str, pool_rows: int, k: int, config: CompareConfig,
-                eval_specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A recipe method through the recipe's own ``run_*`` function; other eval sets as extra stages."""
+                eval_specs: Sequence[Mapping[str, Any]], *, dev_spec: Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """A recipe method through the recipe's own ``run_*`` function; other eval sets (then the dev set) as extra
+    stages."""
     from ..selection import SelectionResult
     from ..stages import StageRunner
 
@@ -114,8 +118,9 @@ def run_recipe(method: str, folder: Path, pool_dir: str, pool_rows: int, k: int,
     losses = {eval_specs[0]["name"]: float(summary["eval"]["loss"])}
     post = StageRunner(folder, resume=config.resume)
     losses.update(eval_losses(eval_stages(post, args, model_dir, eval_specs[1:], limit=config.eval_limit)))
+    dev = eval_losses(eval_stages(post, args, model_dir, [dev_spec], limit=config.eval_limit)) if dev_spec else {}
     reused = all(v == "reused" for v in summary.get("stages", {}).values()) and all(i.reused for i in post.infos)
-    return {"selection": selection, "model_dir": str(model_dir), "eval": losses,
+    return {"selection": selection, "model_dir": str(model_dir), "eval": losses, "dev": dev.get("dev"),
             "train_loss": (summary.get("train") or {}).get("train_loss"), "reused": reused}
 
 

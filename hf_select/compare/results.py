@@ -58,6 +58,7 @@ class MethodResult:
     rows_truncated: int | None = None
     train_seed: int | None = None
     eval_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dev_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,6 +86,7 @@ class CompareResult:
     pool_tokens: dict[str, int] = field(default_factory=dict)
     eval_overlap: dict[str, int] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
+    dev: dict[str, Any] = field(default_factory=dict)
 
     def runs(self, method: str) -> list[MethodResult]:
         """The results of one method (several for ``random`` and for repeated methods)."""
@@ -139,7 +141,7 @@ class CompareResult:
             "methods": [m.to_dict() for m in self.methods], "seconds": self.seconds, "files": self.files,
             "pool_corrupted": self.pool_corrupted, "scores_seconds": self.scores_seconds,
             "budget_tokens": self.budget_tokens, "pool_tokens": self.pool_tokens, "eval_overlap": self.eval_overlap,
-            "plan": self.plan,
+            "plan": self.plan, "dev": self.dev,
         }
 
     def markdown(self) -> str:
@@ -173,5 +175,5 @@ def load_compare(output_dir: str | os.PathLike) -> CompareResult:
         files=data.get("files", {}), pool_corrupted=data.get("pool_corrupted", {}),
         scores_seconds=data.get("scores_seconds", 0.0), budget_tokens=data.get("budget_tokens"),
         pool_tokens=data.get("pool_tokens") or {}, eval_overlap=data.get("eval_overlap") or {},
-        plan=data.get("plan") or {},
+        plan=data.get("plan") or {}, dev=data.get("dev") or {},
     )

@@ -26,6 +26,7 @@ from ..training import TrainConfig
 from .budget import TokenCounts, check_budget, rows_for_tokens, subset_tokens, tokens_stage
 from .config import BASE_METHODS, SIMPLE_METHODS, TARGET_METHODS, CompareConfig, recipe_args, run_seeds
 from .diagnostics import SCORE_STAGES, recipe_diagnostics, step_diagnostics
+from .fitted import FITTED_METHODS, experiments, fit_from_experiments, pool_indicators
 from .markdown import render_markdown
 from .plan import make_plan
 from .plot import plot_compare
@@ -34,6 +35,7 @@ from .pool import (
     build_pool,
     corrupted_counts,
     count_by,
+    dataset_prompt_keys,
     eval_prompt_keys,
     eval_rows,
     eval_specs,
@@ -71,6 +73,9 @@ class _Shared:
     scored: Any = None
     scores_meta: dict[str, Any] = field(default_factory=dict)
     scores_error: str | None = None
+    dev_spec: dict[str, Any] | None = None
+    row_ids: dict[str, list[int]] = field(default_factory=dict)  # by run label: what each finished run chose
+    results: list[Any] = field(default_factory=list)  # the runs so far (the fitted methods learn from them)
 
 
 def run_compare(config: CompareConfig) -> CompareResult:
@@ -96,6 +101,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     for spec in specs:  # fail early, once, on an unreadable eval set
         eval_rows(spec["path"], questions=config.eval_questions, limit=config.eval_limit)
     _check_target_apart(config, specs)
+    dev_specs = _dev_specs(config, specs)
     pool_params = {"files": [file_fingerprint(f) for f in config.pool], "limit": config.pool_limit,
                    "seed": config.pool_seed, "eval_overlap": config.eval_overlap,
                    "evals": [file_fingerprint(s["path"]) for s in specs], "questions": config.eval_questions}
@@ -115,6 +121,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     pool_info = runner.run("pool", make_pool, params=pool_params)
     pool = load_stage_dataset(pool_info.path)
     pool_dir = str(pool_info.path / "data")
+    _check_dev_apart_from_pool(dev_specs, pool, config)
     k = config.budget_rows(len(pool))
     lengths = response_lengths(pool, config.model_name_or_path)
     try:
@@ -129,7 +136,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
     logger.info("compare: pool of %d rows (%s), budget %s, methods %s", len(pool),
                 pool_info.meta.get("composition"),
                 f"{config.budget_tokens} tokens" if config.budget_tokens else f"{k} rows", config.methods)
-    plan = make_plan(config, pool, counts, specs, k)
+    plan = make_plan(config, pool, counts, [*specs, *dev_specs], k)
     print(plan.text(), flush=True)
     if config.dry_run:
         return CompareResult(output_dir=str(out), config=json.loads(json.dumps(config.to_dict(), default=str)),
@@ -139,13 +146,20 @@ def run_compare(config: CompareConfig) -> CompareResult:
                              eval_sets=specs, base_loss={}, methods=[], budget_tokens=config.budget_tokens,
                              plan=plan.to_dict())
 
-    base_loss, base_meta = _base_losses(config, out / "base", pool_dir, specs) if config.train else ({}, {})
+    base_loss, base_meta = (_base_losses(config, out / "base", pool_dir, [*specs, *dev_specs]) if config.train
+                            else ({}, {}))
+    dev_info: dict[str, Any] = {}
+    if dev_specs:
+        dev_meta = base_meta.pop("dev", {})
+        dev_info = {"path": dev_specs[0]["path"], "base_loss": base_loss.pop("dev", None),
+                    **{key: dev_meta.get(key) for key in EVAL_META_KEYS if key in dev_meta}}
     for spec in specs:
         meta = base_meta.get(spec["name"]) or {}
         spec.update({key: meta.get(key) for key in EVAL_META_KEYS if key in meta})
     shared = _Shared(config=config, out=out, pool=pool, pool_dir=pool_dir, pool_key=pool_info.key, budget=k,
                      eval_specs=specs, lengths=lengths, base_loss=base_loss, counts=counts,
-                     step_methods=[m for m in config.methods if m not in BASE_METHODS])
+                     step_methods=[m for m in config.methods if m not in BASE_METHODS and m not in FITTED_METHODS],
+                     dev_spec=dev_specs[0] if dev_specs else None)
     partial = CompareResult(
         output_dir=str(out), config=json.loads(json.dumps(config.to_dict(), default=str)), pool_rows=len(pool),
         pool_composition=dict(pool_info.meta.get("composition") or {}),
@@ -154,12 +168,15 @@ def run_compare(config: CompareConfig) -> CompareResult:
         base_loss=base_loss, methods=[], pool_corrupted=corrupted_counts(pool, range(len(pool))),
         scores_seconds=_stage_seconds(out / "scores"), budget_tokens=config.budget_tokens,
         pool_tokens=subset_tokens(range(len(pool)), counts) if counts is not None else {},
-        eval_overlap=dict(pool_info.meta.get("eval_overlap") or {}), plan=plan.to_dict(),
+        eval_overlap=dict(pool_info.meta.get("eval_overlap") or {}), plan=plan.to_dict(), dev=dev_info,
     )
-    if shared.step_methods:
+    shared.results = partial.methods
+    fitted = [m for m in config.methods if m in FITTED_METHODS]
+    if shared.step_methods or fitted:
         _score_step_methods(shared)
         partial.scores_seconds = _stage_seconds(out / "scores")
-    for method in config.methods:
+    # the fitted methods learn from every other method's fine-tunes: they run last
+    for method in [m for m in config.methods if m not in FITTED_METHODS] + fitted:
         for seed in run_seeds(config, method):
             partial.methods.append(_run_method(shared, method, seed))
             partial.seconds = round(time.time() - start, 2)
@@ -188,6 +205,34 @@ def _check_target_apart(config: CompareConfig, specs: Sequence[Mapping[str, Any]
                             "of every eval set")
 
 
+def _dev_specs(config: CompareConfig, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The dev set as an eval spec named ``dev`` ([] without one), read once; a dev set that asks an eval set's
+    question is an error (a method tuned on it would be tuned to the eval)."""
+    if not config.dev:
+        return []
+    eval_rows(config.dev, questions=config.eval_questions, limit=config.eval_limit)
+    spec = {**eval_specs([config.dev])[0], "name": "dev"}
+    dev = eval_prompt_keys(config.dev, questions=config.eval_questions)
+    hits = {s["name"]: len(dev & eval_prompt_keys(s["path"], questions=config.eval_questions)) for s in specs}
+    hits = {name: n for name, n in hits.items() if n}
+    if hits:
+        raise HFSelectError(f"CompareConfig.dev {config.dev} asks questions of the eval sets {hits} (rows per eval "
+                            "set): methods tuned on it would be tuned to the eval; use dev rows held out of every "
+                            "eval set")
+    return [spec]
+
+
+def _check_dev_apart_from_pool(dev_specs: Sequence[Mapping[str, Any]], pool: Any, config: CompareConfig) -> None:
+    """A dev question in the pool would lower the dev loss of every subset that holds it: an error, with the count."""
+    if not dev_specs:
+        return
+    dev = eval_prompt_keys(dev_specs[0]["path"], questions=config.eval_questions)
+    hits = sum(1 for key in dataset_prompt_keys(pool) if key in dev)
+    if hits:
+        raise HFSelectError(f"CompareConfig.dev {config.dev} asks {hits} questions of the pool; use dev rows the pool "
+                            "does not hold (e.g. rows of the same sources outside the pool's sample)")
+
+
 def method_folder(out: Path, method: str, seed: int | None) -> Path:
     """Where one method's stages live: ``out/<method>``, ``out/random/seed<N>`` for a random draw,
     ``out/<method>__seed<N>`` for another training seed of a repeated method."""
@@ -204,7 +249,8 @@ def _score_step_methods(shared: _Shared) -> None:
     """Stage folder ``scores/``: every score the step methods need, made once (a failure is recorded against
     every step method; the others still run)."""
     config = shared.config
-    needs = set().union(*(method_needs(m, config.step_methods) for m in shared.step_methods))
+    methods = [*shared.step_methods, *(m for m in config.methods if m in FITTED_METHODS)]
+    needs = set().union(*(method_needs(m, config.step_methods) for m in methods))
     t0 = time.time()
     try:
         _check_pool_marker(shared.out / "scores", shared.pool_key)  # scores of another pool are stale
@@ -239,8 +285,12 @@ def _run_method(shared: _Shared, method: str, seed: int | None) -> MethodResult:
                                     options=(config.preset_options or {}).get(method))
 
             run = _run_selection(train_seed, folder, shared.scored, steps_for, shared, k)
+        elif method in FITTED_METHODS:
+            run = _run_fitted(method, train_seed, folder, shared, k)
+            result.diagnostics = {"rule": run["rule"]}
         else:
-            run = run_recipe(method, folder, shared.pool_dir, len(shared.pool), k, config, shared.eval_specs)
+            run = run_recipe(method, folder, shared.pool_dir, len(shared.pool), k, config, shared.eval_specs,
+                             dev_spec=shared.dev_spec)
         _fill(result, run, shared)
         if method in SCORE_STAGES:
             result.diagnostics = recipe_diagnostics(method, folder, shared.pool, shared.lengths, run["selection"])
@@ -345,9 +395,43 @@ def _run_selection(seed: int, folder: Path, data: Any, steps_for: Any, shared: _
     model_dir, train = runner.sft_stage("train", selection.dataset, train_config,
                                         model_name_or_path=args.model_name_or_path)
     metas = eval_stages(runner, args, model_dir, shared.eval_specs, limit=config.eval_limit)
+    # the dev set last: its stage comes after the reported evals (adding a dev set reuses them)
+    dev = eval_stages(runner, args, model_dir, [shared.dev_spec], limit=config.eval_limit) if shared.dev_spec else {}
     return {"selection": selection, "model_dir": str(model_dir), "eval": eval_losses(metas),
             "eval_meta": {name: dict(meta) for name, meta in metas.items()},
+            "dev": eval_losses(dev).get("dev"),
             "train_loss": train.meta.get("train_loss"), "reused": all(i.reused for i in runner.infos)}
+
+
+def _run_fitted(method: str, seed: int, folder: Path, shared: _Shared, k: int) -> dict[str, Any]:
+    """``instructmining_fit`` (:mod:`hf_select.compare.fitted`): stage ``fit`` fits the rule on the finished runs'
+    (subset mean indicators, dev loss) pairs; the pool ranked by its predicted log loss, lower first, then
+    selection -> train -> eval like every other method."""
+    from ..scoring.rule import PRED_COLUMN, InstructMiningRule
+    from ..stages import StageRunner
+
+    if shared.scored is None:
+        raise HFSelectError(shared.scores_error or "the shared scores are missing")
+    indicators = pool_indicators(shared.scored)
+    found = experiments(shared.results, shared.row_ids, indicators)
+    runner = StageRunner(folder, resume=shared.config.resume)
+
+    def fit(out: Path) -> dict[str, Any]:
+        rule = fit_from_experiments(found)
+        if runner.is_main:
+            rule.to_json(out / "rule.json")
+            (out / "experiments.json").write_text(json.dumps(found, indent=2))
+        return {"rule": rule.to_dict()}
+
+    info = runner.run("fit", fit, params={"experiments": found})
+    rule = InstructMiningRule.from_dict(info.meta["rule"])
+    ranked = shared.scored.add_column(PRED_COLUMN, [float(v) for v in rule.predict(indicators)])
+
+    def steps_for(rows: int) -> list[dict[str, Any]]:
+        return [{"step": "top", "column": PRED_COLUMN, "descending": False, "count": rows}]
+
+    run = _run_selection(seed, folder, ranked, steps_for, shared, k, runner=runner)
+    return {**run, "rule": info.meta["rule"]}
 
 
 def _fill(result: MethodResult, run: Mapping[str, Any], shared: _Shared) -> None:
@@ -370,6 +454,8 @@ def _fill(result: MethodResult, run: Mapping[str, Any], shared: _Shared) -> None
     result.eval_meta = {name: {key: meta.get(key) for key in EVAL_META_KEYS if key in meta}
                         for name, meta in (run.get("eval_meta") or {}).items()}
     result.train_loss = run.get("train_loss")
+    result.dev_loss = run.get("dev")
+    shared.row_ids[result.label] = [int(i) for i in ids]
     result.model_dir = run["model_dir"]
     result.reused = bool(run["reused"])
     result.corrupted = corrupted_counts(pool, ids)

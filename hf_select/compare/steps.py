@@ -124,9 +124,12 @@ def method_steps(method: str, budget: int, *, custom: Mapping[str, Sequence[Mapp
 def method_needs(method: str, custom: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> set[str]:
     """What ``method`` needs scored (see :data:`hf_select.selection.presets.SCORE_NEEDS`)."""
     from ..selection.presets import PRESETS
+    from .fitted import FIT_NEEDS, FITTED_METHODS
 
     if custom and method in custom:
         return steps_needs(custom[method])
+    if method in FITTED_METHODS:
+        return set(FIT_NEEDS)
     return set(PRESETS[method].needs)
 
 
