@@ -76,11 +76,13 @@ def test_loss_reduction_equals_base_minus_tuned_by_hand(tiny_lm_path, tmp_path):
     assert hand_loss(scorer.load()[0], tok, POOL[0]) == pytest.approx(out[0]["loss_base"], rel=1e-5)
 
 
-def test_tuning_matches_a_plain_adamw_loop(tiny_lm_path, tmp_path):
-    """The tuned copy is exactly a plain AdamW loop over the same batches (1 step of all target rows)."""
+@pytest.mark.parametrize("micro_batch_tokens", [2048, 1])
+def test_tuning_matches_a_plain_adamw_loop(tiny_lm_path, tmp_path, micro_batch_tokens):
+    """The tuned copy is exactly a plain AdamW loop over the same batches (1 step of all target rows), whether the
+    step runs as one pass or one row per micro-batch (gradients summed, weighted by completion tokens)."""
     from hf_select.models import load_causal_lm
 
-    scorer = make_scorer(tiny_lm_path, tmp_path, steps=1, batch_size=3)
+    scorer = make_scorer(tiny_lm_path, tmp_path, steps=1, batch_size=3, micro_batch_tokens=micro_batch_tokens)
     tuned = scorer.load()[1]
     model, tok = load_causal_lm(str(tiny_lm_path), device="cpu", dtype="float32")
     model.train()

@@ -89,11 +89,18 @@ class LossReductionConfig(ScorerConfig):
     steps: int = field(default=20, metadata={"help": "AdamW steps of fine-tuning on the target rows."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Constant learning rate of the fine-tuning."})
     batch_size: int = field(default=8, metadata={"help": "Target rows per fine-tuning step."})
+    micro_batch_tokens: int = field(
+        default=2048,
+        metadata={"help": "Most tokens (rows x padded width) per forward and backward pass of the fine-tuning: a "
+                          "step's rows are split into micro-batches this size and their gradients summed, each "
+                          "weighted by its share of the step's completion tokens (the same step as one batch, in "
+                          "bounded memory: 8 rows of 1,024 tokens in one pass took over 20 GB on CPU)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the target rows' order (and of torch)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "micro_batch_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LossReductionConfig.{name} must be >= 1, got {value}")
@@ -315,14 +322,10 @@ class LossReductionScorer(BaseScorer):
                 while len(order) < cfg.batch_size:  # epochs over the target rows, each in a new seeded order
                     order.extend(rng.permutation(len(pairs)).tolist())
                 idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-                ids, labels, mask = _training_batch([pairs[i] for i in idx], pad)
-                out = tuned(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                            use_cache=False)
-                loss = float(out.loss.detach())
+                loss = self._accumulate(tuned, [pairs[i] for i in idx], pad, device)
                 if not math.isfinite(loss):
                     raise self._diverged(f"{loss} at step {step + 1} of {cfg.steps}")
                 train_losses.append(loss)
-                out.loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         del optimizer
@@ -339,6 +342,28 @@ class LossReductionScorer(BaseScorer):
                     "%.4f -> %.4f)", cfg.steps, cfg.learning_rate, len(pairs), self.tuning["seconds"], loss_before,
                     loss_after)
         return tuned
+
+    def _accumulate(self, model: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int, device: Any) -> float:
+        """Gradients of one step's mean completion-token loss over ``rows``, summed over micro-batches of at most
+        ``micro_batch_tokens`` tokens (each micro-batch's mean loss weighted by its share of the step's predicted
+        tokens); returns the step's loss."""
+        groups = micro_batches(rows, self.config.micro_batch_tokens)
+        batches = [_training_batch(group, pad) for group in groups]
+        counts = [int((labels[:, 1:] != -100).sum()) for _, labels, _ in batches]
+        total = max(1, sum(counts))
+        step_loss = 0.0
+        for (ids, labels, mask), count in zip(batches, counts, strict=True):
+            if not count:
+                continue
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
+                        use_cache=False)
+            weighted = out.loss * (count / total)
+            step_loss += float(weighted.detach())
+            if not math.isfinite(step_loss):
+                return step_loss
+            weighted.backward()
+            del out, weighted
+        return step_loss
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def _score_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -366,6 +391,28 @@ class LossReductionScorer(BaseScorer):
                     out["loss_tuned"][i] = float(after[k])
                     out["loss_reduction"][i] = float(before[k] - after[k])
         return {**out, "loss_reduction_status": status}
+
+
+def micro_batches(rows: Sequence[tuple[list[int], list[int]]], max_tokens: int
+                  ) -> list[list[tuple[list[int], list[int]]]]:
+    """Consecutive groups of ``rows`` whose padded size (rows x longest row) stays within ``max_tokens``; a row
+    longer than that is a group of its own.
+
+    Example:
+        >>> [len(g) for g in micro_batches([([1], [2])] * 5 + [([1] * 9, [2])], max_tokens=6)]
+        [3, 2, 1]
+    """
+    groups: list[list[tuple[list[int], list[int]]]] = []
+    width = 0
+    for row in rows:
+        size = len(row[0]) + len(row[1])
+        if groups and max(width, size) * (len(groups[-1]) + 1) <= max_tokens:
+            groups[-1].append(row)
+            width = max(width, size)
+        else:
+            groups.append([row])
+            width = size
+    return groups
 
 
 def _training_batch(pairs: Sequence[tuple[list[int], list[int]]], pad: int
