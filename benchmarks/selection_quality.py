@@ -65,6 +65,11 @@ ALL_METHODS = ("random,longest,random_per_source,longest_per_source,longest_gate
 # the token-budget methods: baselines and presets (the recipe methods take a row budget)
 TOKEN_METHODS = ("random,longest,random_per_source,longest_per_source,longest_gated,fusion,superfiltering,ifd_gated,"
                  "ifd_length,ifd_quota,target")
+# the methods judged on both pools: the baselines, the former and current recommendations, the IFD gate, the
+# target-aware methods (RDS+ with the model's own states, loss reduction) and length inside diversity
+POOL_METHODS = ("random,random_per_source,longest_gated,ifd_gated,longest_diverse,kcenter_length,target_lm,"
+                "loss_reduction,instructmining_fit")
+SWAP_SHARE = 0.05  # pool B: rows given another row's response on purpose
 PROFILES = {
     "cpu": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                 pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"], target="alpaca_eval_target:100",
@@ -72,6 +77,21 @@ PROFILES = {
                 budget_tokens=20000, eval_max_length=2048, score_max_length=1024, precision=None,
                 score_dtype="auto", repeat_methods="longest_gated,random_per_source", method_sets=[],
                 group_by_length=True),
+    # the two pools the default is chosen on (issue: "a default chosen on two pools"): pool A is the cpu pool, pool B
+    # another mix (LIMA, GSM8K, Dolly, Code Alpaca) with 5% of its rows given another row's response on purpose;
+    # the same eval sets, target set, budget and training settings for both
+    "pool_a": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
+                   pool_limit=3000, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"],
+                   target="alpaca_eval_target:100", dev="dev:40", methods=POOL_METHODS, random_seeds=5,
+                   epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512, budget_tokens=10000,
+                   eval_max_length=2048, score_max_length=1024, precision=None, score_dtype="auto", method_sets=[],
+                   group_by_length=True),
+    "pool_b": dict(pool=["poolb:lima:1000", "poolb:gsm8k:800", "poolb:dolly:700", "poolb:code_alpaca:600"],
+                   pool_limit=None, eval=["alpaca_eval:100", "dolly:150", "gsm8k:150"],
+                   target="alpaca_eval_target:100", dev="dev:40", methods=POOL_METHODS, random_seeds=5,
+                   epochs=1.0, learning_rate=1e-4, batch_size=8, max_length=512, budget_tokens=10000,
+                   eval_max_length=2048, score_max_length=1024, precision=None, score_dtype="auto", method_sets=[],
+                   group_by_length=True),
     "quick": dict(pool=["alpaca_9k.json", "dolly_3k.json", "code_alpaca_2k.json", "alpaca_gpt4_1k.json"],
                   pool_limit=1000, eval=["alpaca_eval:40", "dolly:60", "gsm8k:60"], target=None,
                   methods="random,longest,random_per_source,longest_per_source", random_seeds=3, epochs=1.0,
@@ -199,13 +219,116 @@ def derived_file(spec: str, folder: Path) -> str:
     return str(out)
 
 
+def _pool_b_rows(name: str) -> list[dict[str, str]]:
+    """Every usable row of one of pool B's sources, as instruction/input/output (LIMA's 29 multi-turn rows are left
+    out; the Dolly and GSM8K rows the eval sets use are left out)."""
+    if name == "lima":
+        rows = json.loads((TRAIN / "lima.json").read_text(encoding="utf-8"))
+        return [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
+                for r in rows if not r.get("history")]
+    if name == "dolly":
+        rows = json.loads(DOLLY.read_text(encoding="utf-8"))
+        held = set(_spaced(len(rows), 150))
+        return [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
+                for i, r in enumerate(rows) if i not in held]
+    if name == "gsm8k":
+        rows = [json.loads(line) for line in GSM8K.read_text(encoding="utf-8").splitlines() if line.strip()]
+        held = set(_spaced(len(rows), 150))
+        return [{"instruction": r["question"], "input": "", "output": r["answer"]}
+                for i, r in enumerate(rows) if i not in held]
+    if name == "code_alpaca":
+        rows = json.loads((TRAIN / "code_alpaca_2k.json").read_text(encoding="utf-8"))
+        return [{"instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]} for r in rows]
+    raise SystemExit(f"unknown pool B source {name!r}")
+
+
+def pool_b_rows(specs: list[str], seed: int = 0) -> list[dict[str, str]]:
+    """Pool B's rows (``poolb:<source>:<rows>`` each): rows sampled per source, then ``SWAP_SHARE`` of all rows
+    given the response of a row of another source, labelled ``corruption: swapped`` (the comparison counts them per
+    method)."""
+    import random
+
+    rng = random.Random(seed)
+    parts = [(name, int(n)) for name, n in (spec.split(":")[1:] for spec in specs)]
+    rows: list[dict[str, str]] = []
+    for name, n in parts:
+        usable = _pool_b_rows(name)
+        picked = rng.sample(range(len(usable)), min(n, len(usable)))
+        rows.extend({**usable[i], "source": name, "corruption": "none"} for i in sorted(picked))
+    swapped = rng.sample(range(len(rows)), round(SWAP_SHARE * len(rows)))
+    originals = [r["output"] for r in rows]
+    for i in swapped:
+        donor = rng.choice([j for j in range(len(rows)) if rows[j]["source"] != rows[i]["source"]])
+        rows[i]["output"] = originals[donor]
+        rows[i]["corruption"] = "swapped"
+    return rows
+
+
+def pool_b_files(specs: list[str], folder: Path, seed: int = 0) -> list[str]:
+    """Pool B (:func:`pool_b_rows`), one file per source under ``folder``."""
+    rows = pool_b_rows(specs, seed)
+    parts = [spec.split(":")[1] for spec in specs]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in parts:
+        out = folder / f"poolb_{name}.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps([r for r in rows if r["source"] == name]), encoding="utf-8")
+        os.replace(tmp, out)
+        paths.append(str(out))
+    return paths
+
+
+def dev_file(n: int, folder: Path, evals: list[str]) -> str:
+    """The dev set both pools share (``dev:N``): N rows in each of the eval sets' three styles, none of them an
+    eval row, a target row or a row of pool A or pool B: AlpacaEval rows at odd positions the target set leaves
+    out, Dolly rows and GSM8K rows outside both pools and the eval sets. ``instructmining_fit`` is fitted to it."""
+    from hf_select.compare.pool import build_pool, dataset_prompt_keys, eval_prompt_keys, prompt_key
+    from hf_select.formats import row_to_messages
+
+    def key(row: dict[str, str]) -> str:
+        return prompt_key(row_to_messages(row, "alpaca"))
+
+    a = PROFILES["pool_a"]
+    exclude = {Path(e).stem: eval_prompt_keys(e) for e in evals}
+    pool_a, _ = build_pool([str(TRAIN / f) for f in a["pool"]], limit=a["pool_limit"], seed=0, exclude=exclude)
+    taken = set(dataset_prompt_keys(pool_a))
+    taken |= {key(r) for r in pool_b_rows(PROFILES["pool_b"]["pool"])}
+    for e in evals:
+        taken |= eval_prompt_keys(e)
+    rows = json.loads(ALPACA_EVAL.read_text(encoding="utf-8"))
+    target = set(_spaced(len(rows), int(a["target"].split(":")[1]), start=1, stride=2))
+    spare = [i for i in range(1, len(rows), 2) if i not in target]
+    data = [{"instruction": rows[i]["instruction"], "input": "", "output": rows[i]["output"], "source": "alpaca_eval"}
+            for i in spare[:: max(1, len(spare) // n)][:n]]
+    dolly = json.loads(DOLLY.read_text(encoding="utf-8"))
+    gsm = [json.loads(line) for line in GSM8K.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for source, items in (("dolly", [(r["instruction"], r.get("input") or "", r["output"]) for r in dolly]),
+                          ("gsm8k", [(r["question"], "", r["answer"]) for r in gsm])):
+        picked = 0
+        for instruction, inp, output in items[::7]:
+            row = {"instruction": instruction, "input": inp, "output": output, "source": source}
+            if picked < n and key(row) not in taken:
+                data.append(row)
+                picked += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"dev_{n}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, out)
+    return str(out)
+
+
 def build_config(args: argparse.Namespace):
     from hf_select.commands.compare import config_from_args
 
     prof = PROFILES[args.profile]
     output = args.output or str(REPO / "runs" / f"selection_quality_{args.profile}")
     data = Path(output) / "data"
-    pool = [str(TRAIN / f) if not f.startswith("demo") else f for f in prof["pool"]]
+    if all(f.startswith("poolb:") for f in prof["pool"]):
+        pool = pool_b_files(prof["pool"], data)
+    else:
+        pool = [str(TRAIN / f) if not f.startswith("demo") else f for f in prof["pool"]]
     evals = [derived_file(e, data) for e in prof["eval"]]
     # bf16 only where it measures faster: on an Intel Xeon bf16 autocast made SFT slower (fp32 125 vs bf16 58
     # tokens/s per core), on an AMD EPYC 2.7x faster (fp32 163 vs bf16 445 tokens/s, 8 x 256 tokens, 2 cores).
@@ -213,6 +336,8 @@ def build_config(args: argparse.Namespace):
     score_dtype = prof.get("score_dtype") or ("bfloat16" if precision == "bf16" else "float32")
     value = lambda name, key: getattr(args, name) if getattr(args, name) is not None else prof[key]  # noqa: E731
     extra = [f"target={derived_file(prof['target'], data)}"] if prof.get("target") else []
+    if prof.get("dev"):
+        extra.append(f"dev={dev_file(int(prof['dev'].split(':')[1]), data, evals)}")
     if not prof.get("train", True):
         extra.append("train=false")
     budget_tokens = args.budget_tokens if args.budget_tokens is not None else prof.get("budget_tokens")
@@ -262,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
     needed = [ALPACA_EVAL, SHAREGPT, DOLLY, GSM8K,
-              *(TRAIN / f for f in PROFILES[args.profile]["pool"] if not f.startswith("demo"))]
+              *(TRAIN / f for f in PROFILES[args.profile]["pool"] if not f.startswith(("demo", "poolb:")))]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"selection_quality: the shared data is missing: {missing}", file=sys.stderr)
