@@ -60,6 +60,9 @@ class Sizes:
     sft_rows: int = 1000
     sft_batch: int = 32
     sft_max_length: int = 512
+    fsdp_rows: int = 64  # fsdp_resume: rows, rows per process per step, tokens kept
+    fsdp_batch: int = 2
+    fsdp_max_length: int = 256
 
 
 FULL = Sizes()
@@ -68,7 +71,11 @@ SMOKE = Sizes(ifd_rows=24, loop_rows=8, max_length=256, plain_tokens=128, plain_
                            "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512},
               large_rows=24, kcenter_rows=3000, kcenter_dim=16, kcenter_k=30, kcenter_check=10,
               reward_shape=(32, 2, 2, 64, None), quality_rows=16, quality_loop_rows=4, necessity_rows=6,
-              new_tokens=6, necessity_loop_rows=2, sft_rows=16, sft_batch=4, sft_max_length=64)
+              new_tokens=6, necessity_loop_rows=2, sft_rows=16, sft_batch=4, sft_max_length=64, fsdp_rows=16,
+              fsdp_max_length=64)
+# fsdp_resume: the first launch is killed right after its checkpoint at FSDP_STOP_AT; the second one resumes there
+# and stops at FSDP_STEPS (the Trainer keeps only the last checkpoint: save_total_limit 1).
+FSDP_STEPS, FSDP_STOP_AT = 4, 2
 
 
 @dataclass
@@ -183,6 +190,98 @@ def hs_train_sft(ctx: Ctx, rows: list[dict], model: Any, tok: Any, callbacks: li
                       precision="bf16" if ctx.device.type == "cuda" else "fp32")
     return train_sft(Dataset.from_list(rows), cfg, ctx.workdir / "sft", model=model, tokenizer=tok,
                      callbacks=callbacks)
+
+
+# The fsdp_resume stage's training script, launched by `accelerate launch`: train_sft with resume=True, as a recipe's
+# train stage calls it. Argument: a JSON object (model, rows, out, stop_at, stopped, result, steps, batch, max_length,
+# bf16). With stop_at, every process exits right after the checkpoint of that step is written (a killed run); the
+# first process writes what accelerate set up to `stopped`, and at the end the SFTResult to `result`.
+FSDP_CHILD = r"""
+import json, os, sys
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hf_select import TrainConfig, train_sft
+
+a = json.loads(sys.argv[1])
+first = os.environ.get("RANK", "0") == "0"
+
+
+class Probe(TrainerCallback):
+    steps = 0
+    info: dict = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from accelerate.state import AcceleratorState
+
+        st = AcceleratorState()
+        plugin = getattr(st, "fsdp_plugin", None)
+        self.info = {"distributed_type": str(st.distributed_type).split(".")[-1], "processes": st.num_processes,
+                     "fsdp_version": getattr(plugin, "fsdp_version", None),
+                     "state_dict_type": str(getattr(plugin, "state_dict_type", None)).split(".")[-1]}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == a["stop_at"]:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()  # every shard of the checkpoint is written
+            if first:
+                Path(a["stopped"]).write_text(json.dumps({"step": state.global_step, **self.info}))
+            os._exit(17)  # killed: no final save, no clean-up
+
+
+from datasets import Dataset
+
+probe = Probe()
+cfg = TrainConfig(max_steps=a["steps"], save_steps=a["stop_at"], per_device_train_batch_size=a["batch"],
+                  max_length=a["max_length"], learning_rate=1e-4, warmup_steps=0, lr_scheduler_type="constant",
+                  logging_steps=1, report_to="none", precision="bf16" if a["bf16"] else "fp32")
+rows = Dataset.from_list(json.loads(Path(a["rows"]).read_text()))
+res = train_sft(rows, cfg, a["out"], model_name_or_path=a["model"], resume=True, callbacks=[probe])
+if first:
+    done = {"global_step": res.global_step, "resumed_from_step": res.resumed_from_step, "steps_run": probe.steps,
+            "train_loss": res.train_loss, **probe.info}
+    Path(a["result"]).write_text(json.dumps(done))
+"""
+
+
+def fsdp_processes(device_type: str, gpus: int) -> int:
+    """Processes of the fsdp_resume stage: one per GPU, at most 2; one on a CPU (the smoke run).
+
+    Example:
+        >>> fsdp_processes("cuda", 1), fsdp_processes("cuda", 8), fsdp_processes("cpu", 0)
+        (1, 2, 1)
+    """
+    return max(1, min(2, gpus)) if device_type == "cuda" else 1
+
+
+def hs_fsdp_launch(ctx: Ctx, folder: Path, processes: int, port: int) -> tuple[list[str], dict[str, Any]]:
+    """The fsdp_resume stage's launch: the project's ``recipes/accelerate/fsdp.yaml`` with ``processes`` and a free
+    port (everything else as shipped), the training script :data:`FSDP_CHILD`, the rows; returns the command
+    (``python -m accelerate.commands.launch --config_file ... script ARGS``) and the script's arguments."""
+    import json
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "recipes" / "accelerate" / "fsdp.yaml").read_text())
+    config.update(num_processes=processes, main_process_port=port)
+    (folder / "fsdp.yaml").write_text(yaml.safe_dump(config))
+    (folder / "train_fsdp.py").write_text(FSDP_CHILD)
+    (folder / "rows.json").write_text(json.dumps(ctx.rows[: ctx.sizes.fsdp_rows]))
+    args = {"model": ctx.lm_path, "rows": str(folder / "rows.json"), "out": str(folder / "out"),
+            "stop_at": FSDP_STOP_AT, "stopped": str(folder / "stopped.json"), "result": str(folder / "result.json"),
+            "steps": FSDP_STEPS, "batch": ctx.sizes.fsdp_batch, "max_length": ctx.sizes.fsdp_max_length,
+            "bf16": ctx.device.type == "cuda"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(folder / "fsdp.yaml"),
+           str(folder / "train_fsdp.py")]
+    return cmd, args
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------

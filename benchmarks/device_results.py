@@ -30,7 +30,9 @@ TRL against a plain PyTorch loop (bf16 autocast, fused AdamW, clipping) over the
 `2*N*T + 2*L*A*T^2 + 2*d*V*H` per sequence (N = decoder matrix weights, L layers, A = heads x head dim, d hidden,
 V vocabulary, H = tokens through the output head: the scored tokens for score_ifd, every token for the plain
 forward); MFU against the datasheet's dense bf16 peak (989 TFLOP/s for H100/H200 SXM) and against the 8192^3 bf16
-matmul rate measured in the same run."""
+matmul rate measured in the same run. fsdp_resume: 4 steps of train_sft (batch 2 per process, max_length 256, a
+checkpoint every 2 steps) under `recipes/accelerate/fsdp.yaml`, one process per GPU (at most 2), killed after its
+step-2 checkpoint and launched again."""
 HEADER = "| stage | measures | machine | result | target | command |\n|---|---|---|---|---|---|"
 DEVICE_COMMAND = "python3 benchmarks/device_suite.py --carried .device/c --parts $HOME/m --out $OUT/device_suite.json"
 
@@ -54,6 +56,8 @@ def measures(name: str, report: dict[str, Any]) -> str:
                          f"{s['new_tokens']} new tokens",
             "sft": f"TRL SFT (train_sft) of {lm} on {s['sft_rows']:,} rows (batch {s['sft_batch']}) vs a plain "
                    "PyTorch loop on the same batches",
+            "fsdp_resume": f"train_sft of {lm} under accelerate launch --config_file recipes/accelerate/fsdp.yaml, "
+                           "killed after its step-2 checkpoint and launched again (a check, not a speed)",
         }[name]
     except (KeyError, TypeError, IndexError):
         text = name
@@ -62,7 +66,8 @@ def measures(name: str, report: dict[str, Any]) -> str:
 
 TARGETS = {"ifd_smollm2": ">= 100x the loop; >= 50% of the plain forward's tokens/s", "kcenter": "<= 30 s",
            "ifd_large": ">= 40% MFU (the earlier IFD-throughput row's target)", "quality": "-", "necessity": "-",
-           "sft": "-"}
+           "sft": "-", "fsdp_resume": "FSDP on every GPU; resumes from the sharded step-2 checkpoint; the model "
+                                     "folder loads"}
 
 
 def _ifd(m: dict[str, Any]) -> str:
@@ -114,9 +119,18 @@ def _sft(m: dict[str, Any]) -> str:
             f"{m['trl_wall_s']:.1f} s")
 
 
+def _fsdp(m: dict[str, Any]) -> str:
+    mode = (f"{m['distributed_type']} (FSDP{m['fsdp_version']}, {m['state_dict_type']})"
+            if m["distributed_type"] == "FSDP" else f"{m['distributed_type']} (no sharding)")
+    return (f"{mode} on {m['processes']} process(es); checkpoint-2: {m['model_shards']} model + "
+            f"{m['optimizer_shards']} optimizer shards; the relaunch resumed at step {m['resumed_from_step']} and ran "
+            f"{m['steps_after_resume']} steps to step {m['global_step']}; the model folder loads (max weight change "
+            f"{m['max_weight_change']:.2g}); launches {m['first_launch_s']:.0f} s + {m['second_launch_s']:.0f} s")
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ifd_smollm2": _ifd, "kcenter": _kcenter, "ifd_large": _large, "quality": _quality, "necessity": _necessity,
-    "sft": _sft}
+    "sft": _sft, "fsdp_resume": _fsdp}
 
 
 def summary(name: str, record: dict[str, Any]) -> str:

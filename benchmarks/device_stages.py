@@ -6,21 +6,29 @@ before an error or its time cap stays in the record. What each one measures is i
 
 Example:
     >>> list(STAGES)
-    ['ifd_smollm2', 'kcenter', 'ifd_large', 'quality', 'necessity', 'sft']
+    ['ifd_smollm2', 'kcenter', 'ifd_large', 'quality', 'necessity', 'sft', 'fsdp_resume']
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
+import os
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from device_common import (
     FLOP_FORMULA,
+    FSDP_STEPS,
+    FSDP_STOP_AT,
     Ctx,
     add_mfu,
     build_large_lm,
@@ -28,6 +36,8 @@ from device_common import (
     columns,
     flop_shape,
     forward_flops,
+    fsdp_processes,
+    hs_fsdp_launch,
     hs_ifd_scorer,
     hs_kcenter,
     hs_necessity_scorer,
@@ -320,6 +330,109 @@ def stage_sft(ctx: Ctx, m: dict[str, Any]) -> None:
     m["trl_pct_of_plain"] = 100 * m["trl_tokens_s"] / m["plain_tokens_s"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _launch(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, float]:
+    """Run one ``accelerate launch`` in its own process group: (exit status, output, seconds). A stage cap or an
+    error while it runs kills the whole group (launcher and training processes), so no process keeps the GPU."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, time.perf_counter() - t
+
+
+def _tail(text: str, n: int = 1500) -> str:
+    return text[-n:].strip()
+
+
+def stage_fsdp_resume(ctx: Ctx, m: dict[str, Any]) -> None:
+    """FSDP training launched as the recipes launch it (``accelerate launch --config_file
+    recipes/accelerate/fsdp.yaml``: FSDP2, full shard, one unit per decoder layer, sharded checkpoints), one process
+    per GPU (at most 2), ``train_sft`` of the small LM for 4 steps with a checkpoint every 2: the first launch is
+    killed right after its step-2 checkpoint, the second resumes from it. Checked: accelerate ran FSDP and the
+    checkpoint holds one model shard and one optimizer shard per process (``pytorch_model_fsdp_0``,
+    ``optimizer_0``); the second launch resumed at step 2 and ran only steps 3-4; its model folder loads with
+    transformers (full weights, moved by training). Smoke (CPU): accelerate enables FSDP only on GPU-type devices
+    (a CPU run is plain or gloo DDP; ``recipes/accelerate/fsdp.yaml`` says why), so the same launches run unsharded
+    there and the sharding checks are left to the GPU."""
+    from transformers import AutoModelForCausalLM
+
+    if ctx.lm_path is None:
+        raise RuntimeError(f"no small LM on this machine: {ctx.lm_error}")
+    on_gpu = ctx.device.type == "cuda"
+    processes = fsdp_processes(ctx.device.type, torch.cuda.device_count() if on_gpu else 0)
+    folder = ctx.workdir / "fsdp_resume"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd, args = hs_fsdp_launch(ctx, folder, processes, _free_port())
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    out, stopped, result = Path(args["out"]), Path(args["stopped"]), Path(args["result"])
+    m.update(processes=processes, steps=FSDP_STEPS, killed_after_step=FSDP_STOP_AT, expect_fsdp=on_gpu)
+
+    code, log, m["first_launch_s"] = _launch([*cmd, json.dumps(args)], env, folder)
+    if not stopped.is_file():
+        raise RuntimeError(f"the first launch (exit {code}) did not reach its step-{FSDP_STOP_AT} checkpoint: "
+                           f"{_tail(log)}")
+    info = json.loads(stopped.read_text())
+    m.update(distributed_type=info["distributed_type"], fsdp_version=info["fsdp_version"],
+             state_dict_type=info["state_dict_type"], world_size=info["processes"])
+    checkpoint = out / f"checkpoint-{FSDP_STOP_AT}"
+    m["checkpoint_files"] = sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file())
+    model_shards = sorted((checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))
+    optim_shards = sorted((checkpoint / "optimizer_0").glob("*.distcp"))
+    m.update(model_shards=len(model_shards), optimizer_shards=len(optim_shards))
+    m["sharded_checkpoint"] = bool(model_shards) and len(model_shards) == len(optim_shards) == processes
+    if on_gpu and (info["distributed_type"] != "FSDP" or info["processes"] != processes):
+        raise RuntimeError(f"accelerate ran {info['distributed_type']} on {info['processes']} processes, not FSDP on "
+                           f"{processes}")
+    if on_gpu and not m["sharded_checkpoint"]:
+        raise RuntimeError(f"checkpoint-{FSDP_STOP_AT} holds no sharded state for {processes} processes: "
+                           f"{m['checkpoint_files']}")
+
+    code, log, m["second_launch_s"] = _launch([*cmd, json.dumps(args)], env, folder)
+    if code != 0 or not result.is_file():
+        raise RuntimeError(f"the resumed launch failed (exit {code}): {_tail(log)}")
+    res = json.loads(result.read_text())
+    m.update(resumed_from_step=res["resumed_from_step"], global_step=res["global_step"],
+             steps_after_resume=res["steps_run"], train_loss=res["train_loss"])
+    if (res["resumed_from_step"], res["global_step"], res["steps_run"]) != (
+            FSDP_STOP_AT, FSDP_STEPS, FSDP_STEPS - FSDP_STOP_AT):
+        raise RuntimeError(f"expected a resume at step {FSDP_STOP_AT} running steps {FSDP_STOP_AT + 1}-{FSDP_STEPS}, "
+                           f"got {res}")
+    m["checkpoints_left"] = len(list(out.glob("checkpoint-*")))  # train_sft removes them once the model is saved
+
+    m["model_folder"] = sorted(p.name for p in out.iterdir())
+    if not (out / "config.json").is_file() or not any(out.glob("*.safetensors")):
+        raise RuntimeError(f"the model folder holds no model (config.json and weights): {m['model_folder']}")
+    trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(ctx.lm_path, dtype=torch.float32)
+    got, want = trained.state_dict(), base.state_dict()
+    if got.keys() != want.keys():
+        names = sorted(got.keys() ^ want.keys())[:8]
+        raise RuntimeError(f"the saved model's weight names differ from the base's: {names}")
+    m["max_weight_change"] = max(float((got[k] - want[k]).abs().max()) for k in want)
+    with torch.inference_mode():
+        logits = trained(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    m["final_model_loads"] = bool(torch.isfinite(logits).all()) and m["max_weight_change"] > 0
+    if not m["final_model_loads"]:
+        raise RuntimeError(f"the final model folder is not the trained model (max weight change "
+                           f"{m['max_weight_change']}, finite logits {bool(torch.isfinite(logits).all())})")
+    if on_gpu:
+        m["targets"] = {"resumed from the sharded checkpoint, model folder loads": True}
+
+
 STAGES: dict[str, Callable[[Ctx, dict[str, Any]], None]] = {
     "ifd_smollm2": stage_ifd_smollm2,
     "kcenter": stage_kcenter,
@@ -327,4 +440,5 @@ STAGES: dict[str, Callable[[Ctx, dict[str, Any]], None]] = {
     "quality": stage_quality,
     "necessity": stage_necessity,
     "sft": stage_sft,
+    "fsdp_resume": stage_fsdp_resume,
 }

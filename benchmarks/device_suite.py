@@ -11,10 +11,15 @@ stage that fails or runs past its cap is recorded with its error (and what it me
 - ``ifd_large``: ``score_ifd`` at SmolLM2-1.7B's shape (random weights from a config): tokens/s and MFU;
 - ``quality``: ``score_quality`` with a DeBERTa-v3-large-shaped reward model (from a config), 1,000 rows;
 - ``necessity``: ``score_necessity`` generation (SmolLM2, greedy, 128 new tokens) + reward, 256 rows;
-- ``sft``: TRL SFT (``train_sft``) of SmolLM2 on 1,000 rows against a plain PyTorch loop on the same batches.
+- ``sft``: TRL SFT (``train_sft``) of SmolLM2 on 1,000 rows against a plain PyTorch loop on the same batches;
+- ``fsdp_resume``: ``accelerate launch --config_file recipes/accelerate/fsdp.yaml`` (one process per GPU, at most 2)
+  of ``train_sft`` on SmolLM2, killed after its step-2 sharded checkpoint and launched again: it must resume there
+  and write a model folder that loads (a check, not a measurement; accelerate runs FSDP only on GPUs, so the CPU
+  tests cannot check the sharding: ``recipes/accelerate/fsdp.yaml``).
 
 Estimate for one H100/H200 (an estimate from the sizes, not a measurement): setup 30-60 s (wheels, GGUF join,
-dequantisation), then 10-60 s per stage, 4-5 minutes in all. Caps: setup 120 s, each stage 45-75 s (``CAPS``), and
+dequantisation), then 10-60 s per stage (fsdp_resume: two launches of ~20-30 s), 5-6 minutes in all. Caps: setup
+120 s, each stage 45-90 s (``CAPS``), and
 ``--budget`` (450 s, setup included) bounds the whole run, so call 3 ends within 8 minutes.
 
 Here, once, from the project root (needs PyPI and ../shared/data; writes only the ignored folder .device/)::
@@ -71,8 +76,9 @@ sys.path[1:1] = [str(ROOT)]  # the checkout's hf_select, also where nothing is i
 import device_results  # noqa: E402
 import device_setup  # noqa: E402  (standard library only: safe before the carried wheels are installed)
 
-STAGE_NAMES = ("ifd_smollm2", "kcenter", "ifd_large", "quality", "necessity", "sft")
-CAPS = {"setup": 120, "ifd_smollm2": 75, "kcenter": 60, "ifd_large": 60, "quality": 45, "necessity": 75, "sft": 75}
+STAGE_NAMES = ("ifd_smollm2", "kcenter", "ifd_large", "quality", "necessity", "sft", "fsdp_resume")
+CAPS = {"setup": 120, "ifd_smollm2": 75, "kcenter": 60, "ifd_large": 60, "quality": 45, "necessity": 75, "sft": 75,
+        "fsdp_resume": 90}
 SMOKE_CAP = 180
 DATASHEET_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, SXM parts
 # Offline, and no progress bars: they would push the summary out of the tail of the call's output.

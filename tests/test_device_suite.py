@@ -37,6 +37,8 @@ KEYS = {
     "quality": ("rows_s", "tokens_s", "loop_rows_s"),
     "necessity": ("rows_s", "generated_tokens_s", "loop_rows_s"),
     "sft": ("trl_tokens_s", "plain_tokens_s", "trl_pct_of_plain", "tokens"),
+    "fsdp_resume": ("first_launch_s", "second_launch_s", "resumed_from_step", "global_step", "steps_after_resume",
+                    "max_weight_change"),
 }
 
 
@@ -84,6 +86,12 @@ def test_smoke_references_agree(smoke):
     sft = stages["sft"]
     assert sft["steps"] == 4 and sft["tokens"] == sft["trl_reported_tokens"]  # the recorded batches are TRL's
     assert math.isfinite(sft["plain_last_loss"])
+    fsdp = stages["fsdp_resume"]  # killed after checkpoint-2, relaunched: resumed there and ran steps 3-4 only
+    assert (fsdp["resumed_from_step"], fsdp["global_step"], fsdp["steps_after_resume"]) == (2, 4, 2)
+    assert fsdp["checkpoints_left"] == 0 and fsdp["final_model_loads"] is True and fsdp["max_weight_change"] > 0
+    assert "model.safetensors" in fsdp["model_folder"] and "config.json" in fsdp["model_folder"]
+    # a CPU: accelerate does not shard (the sharding checks run on the GPU only)
+    assert fsdp["expect_fsdp"] is False and fsdp["distributed_type"] == "NO" and fsdp["processes"] == 1
 
 
 def test_a_failing_stage_is_recorded_and_the_suite_goes_on(smoke):
@@ -92,7 +100,7 @@ def test_a_failing_stage_is_recorded_and_the_suite_goes_on(smoke):
     assert rec["status"] == "error" and "injected failure" in rec["error"] and "Traceback" in rec["traceback"]
     assert "rows_s" in rec["metrics"]  # what it measured before the error stays
     assert report["stages"]["necessity"]["status"] == report["stages"]["sft"]["status"] == "ok"
-    assert "quality (error" in stdout and "done: 6 ok" in stdout
+    assert "quality (error" in stdout and f"done: {len(device_suite.STAGE_NAMES)} ok" in stdout  # setup, not quality
 
 
 def test_smoke_rows_in_results(smoke):
@@ -137,7 +145,8 @@ def test_full_mode_without_gpu_measures_nothing(tmp_path, monkeypatch):
     assert {r["status"] for r in report["stages"].values()} == {"not_measured"}
     assert json.loads(out.read_text())["stages"]["kcenter"]["error"] == "no GPU available"
     text = (tmp_path / "R.md").read_text()
-    assert text.count("not measured: no GPU available") == 6 and text.count(device_results.HEADING) == 1
+    assert text.count("not measured: no GPU available") == len(device_suite.STAGE_NAMES)
+    assert text.count(device_results.HEADING) == 1
 
 
 def test_results_section_replaces_only_the_stages_run(tmp_path):
@@ -155,8 +164,37 @@ def test_results_section_replaces_only_the_stages_run(tmp_path):
     text = path.read_text()
     assert text.count(device_results.HEADING) == 1 and "## Other\n\nkept" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| stage ")]
-    assert len(rows) == 6 and sum("not measured" in r for r in rows) == 5
+    assert len(rows) == len(device_suite.STAGE_NAMES) and sum("not measured" in r for r in rows) == len(rows) - 1
     assert "12.5 s (800 picks/s); first 50 picks identical" in rows[1] and "NVIDIA H200" in rows[1]
+
+
+def test_the_suite_plans_the_fsdp_resume_stage_with_the_shipped_fsdp_config(tmp_path):
+    """FSDP cannot run on CPU processes (accelerate enables it only for GPU-type devices), so the FSDP train + resume
+    check is a GPU-suite stage: planned, capped, reported, and launched with recipes/accelerate/fsdp.yaml as shipped
+    except for the process count and port."""
+    import device_common
+    import device_stages
+    import yaml
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    assert "fsdp_resume" in device_suite.STAGE_NAMES and "fsdp_resume" in device_stages.STAGES
+    assert device_suite.CAPS["fsdp_resume"] >= 60 and "fsdp_resume" in device_results.TARGETS
+    assert [device_common.fsdp_processes("cuda", n) for n in (1, 2, 8)] == [1, 2, 2]
+    ctx = device_common.Ctx(device=__import__("torch").device("cpu"), dtype=None, sizes=device_common.SMOKE,
+                            rows=device_suite.synthetic_rows(20), workdir=tmp_path, lm_path="/models/lm")
+    cmd, args = device_common.hs_fsdp_launch(ctx, tmp_path, 2, 29999)
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp.yaml")]
+    assert cmd[-1] == str(tmp_path / "train_fsdp.py") and (tmp_path / "train_fsdp.py").is_file()
+    compile((tmp_path / "train_fsdp.py").read_text(), "train_fsdp.py", "exec")
+    assert 0 < args["stop_at"] < args["steps"] and args["model"] == "/models/lm" and args["bf16"] is False
+    assert len(json.loads((tmp_path / "rows.json").read_text())) == device_common.SMOKE.fsdp_rows
+    launched = load_config_from_file(str(tmp_path / "fsdp.yaml"))
+    assert launched.distributed_type == DistributedType.FSDP and launched.num_processes == 2
+    shipped = yaml.safe_load((ROOT / "recipes" / "accelerate" / "fsdp.yaml").read_text())
+    written = yaml.safe_load((tmp_path / "fsdp.yaml").read_text())
+    assert written["fsdp_config"] == shipped["fsdp_config"]  # FSDP2, full shard, sharded checkpoints, as shipped
+    assert {k for k in shipped if shipped[k] != written[k]} == {"num_processes"} and written["main_process_port"]
 
 
 def test_parts_split_and_join(tmp_path):

@@ -1,7 +1,9 @@
 """Training at scale on CPU: TRL's ModelConfig fields (LoRA through ``get_peft_config``, the model dtype, attention)
 read from a recipe's YAML and flags, a LoRA recipe end to end (adapter saved, reloaded on its base for necessity
-generation and the held-out loss, the card naming base and adapter), the training dtype choice, and the sharded
-accelerate configs (FSDP, ZeRO-3) parsed by accelerate's own launcher."""
+generation and the held-out loss, the card naming base and adapter), the training dtype choice, the sharded
+accelerate configs (FSDP, ZeRO-3) parsed by accelerate's own launcher, and train_sft's final save under FSDP's
+sharded state dict. FSDP training itself needs GPUs (accelerate enables it only for GPU-type devices): the GPU suite's
+fsdp_resume stage (benchmarks/device_stages.py) trains, kills, resumes and loads under recipes/accelerate/fsdp.yaml."""
 
 from __future__ import annotations
 
@@ -171,21 +173,64 @@ def _launch_args(config: Path):
     return _validate_launch_command(args)[0]
 
 
+def _fsdp_plugin(args):
+    """The FSDP plugin the Trainer's Accelerator builds from the environment ``accelerate launch`` sets."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    env = prepare_multi_gpu_env(args)
+    with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_"))}):
+        return FullyShardedDataParallelPlugin()
+
+
 def test_fsdp_config_parses_as_full_shard_layer_wrap_sharded_state():
     from accelerate.commands.config.config_args import load_config_from_file
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-    from accelerate.utils.launch import prepare_multi_gpu_env
+    from accelerate.utils import DistributedType
 
     assert load_config_from_file(str(ACCELERATE / "fsdp.yaml")).distributed_type == DistributedType.FSDP
     args = _launch_args(ACCELERATE / "fsdp.yaml")
-    env = prepare_multi_gpu_env(args)
-    with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_"))}):
-        plugin = FullyShardedDataParallelPlugin()  # what the Trainer's Accelerator builds from the launcher's env
+    plugin = _fsdp_plugin(args)
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # FSDP2's full shard
     assert plugin.state_dict_type.name == "SHARDED_STATE_DICT"
     assert plugin.auto_wrap_policy.__name__ == "transformer_auto_wrap_policy"
     assert plugin.cpu_ram_efficient_loading and plugin.activation_checkpointing
     assert args.mixed_precision == "no"  # precision comes from the recipe
+
+
+def test_the_final_save_under_sharded_fsdp_gathers_the_whole_model():
+    """Under fsdp.yaml's SHARDED_STATE_DICT, transformers' ``Trainer.save_model`` writes no weights and no config
+    (it saves only for FULL_STATE_DICT: a model folder with just the tokenizer; seen with FSDP forced onto gloo CPU
+    processes, which accelerate itself never does). ``train_sft`` saves the final model with the plugin switched to
+    FULL_STATE_DICT (accelerate gathers it whole on the first process) and switches it back, also on an error. The
+    FSDP train + resume itself runs on a GPU only: the GPU suite's fsdp_resume stage."""
+    from types import SimpleNamespace
+
+    from hf_select.training.trainer import _save_final_model
+
+    plugin = _fsdp_plugin(_launch_args(ACCELERATE / "fsdp.yaml"))
+    seen = []
+
+    class FakeTrainer:
+        is_fsdp_enabled = True
+        accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
+
+        def save_model(self, output_dir):
+            seen.append((output_dir, plugin.state_dict_type.name))
+            if output_dir == "broken":
+                raise OSError("disk full")
+
+    assert plugin.state_dict_type.name == "SHARDED_STATE_DICT"
+    _save_final_model(FakeTrainer(), Path("run"))
+    assert seen == [("run", "FULL_STATE_DICT")] and plugin.state_dict_type.name == "SHARDED_STATE_DICT"
+    with pytest.raises(OSError, match="disk full"):
+        _save_final_model(FakeTrainer(), "broken")
+    assert plugin.state_dict_type.name == "SHARDED_STATE_DICT"
+
+    plain = FakeTrainer()  # DDP / one process: the plugin (if any) is not touched
+    plain.is_fsdp_enabled = False
+    seen.clear()
+    _save_final_model(plain, "run")
+    assert seen == [("run", "SHARDED_STATE_DICT")]
 
 
 def test_zero3_config_parses_as_deepspeed_stage_3():

@@ -244,7 +244,7 @@ def train_sft(
     if resume_from is not None:
         logger.warning("train_sft: resuming from %s (global step %d)", resume_from, resumed_step)
     out = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(output_dir))
+    _save_final_model(trainer, output_dir)
     if config.use_peft and model_name_or_path is not None and trainer.is_world_process_zero():
         record_adapter_base(output_dir, model_name_or_path)
     if trainer.is_world_process_zero() and config.save_steps is not None and not config.save_checkpoints:
@@ -301,6 +301,28 @@ def record_adapter_base(folder: str | os.PathLike, base: str) -> None:
     values = json.loads(path.read_text())
     values["base_model_name_or_path"] = str(base)
     path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def _save_final_model(trainer: Any, output_dir: str | os.PathLike) -> None:
+    """``trainer.save_model(output_dir)``, gathering the weights whole under FSDP.
+
+    With ``fsdp_state_dict_type: SHARDED_STATE_DICT`` (``recipes/accelerate/fsdp.yaml``: sharded Trainer checkpoints)
+    ``Trainer.save_model`` saves no weights and no config at all (transformers 5 writes the model only for
+    ``FULL_STATE_DICT``), which would leave the stage's model folder without a model. The final save switches the
+    plugin to ``FULL_STATE_DICT`` (accelerate gathers the full state dict to the first process, on CPU) and back.
+    """
+    plugin = None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+        trainer.save_model(str(output_dir))
+        return
+    previous = plugin.state_dict_type
+    plugin.set_state_dict_type("FULL_STATE_DICT")
+    try:
+        trainer.save_model(str(output_dir))
+    finally:
+        plugin.set_state_dict_type(previous)
 
 
 def _last_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, int | None]:
