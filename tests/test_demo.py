@@ -9,6 +9,7 @@ import pytest
 from datasets import Dataset
 
 from hf_select.commands.demo import DemoConfig, corrupted_share, ifd_separation, run_demo
+from hf_select.stages import load_stage_dataset
 
 
 def test_ifd_separation_numbers():
@@ -60,12 +61,26 @@ def test_demo_end_to_end_on_tiny_models(tmp_path, tiny_lm_path):
     assert f"everything is under {out.resolve()}" in text
     assert "AUROC of IFD for corruption != 'none':" in text and "swapped rows with IFD >= 1:" in text
     assert summary["mods"]["eval_loss"] > 0
-    # the demo rows of MoDS are the first rows of the Superfiltering ones
-    from hf_select.stages import load_stage_dataset
+    # the recommended preset beside them: at the Superfiltering subset's supervised tokens, trained and evaluated
+    from hf_select.compare.budget import count_pool_tokens, subset_tokens
+    from hf_select.selection import SelectionResult
+    from hf_select.selection.presets import RECOMMENDED
 
+    rec = saved["recommended"]
+    assert rec["preset"] == RECOMMENDED and rec["eval_loss"] > 0 and 0 < rec["rows_out"] < 40
+    scored = load_stage_dataset(out / "superfiltering" / "ifd")
+    counts = count_pool_tokens(scored, str(tiny_lm_path), 512)
+    sf_ids = SelectionResult.load(out / "superfiltering" / "selection" / "selection").row_ids
+    rec_ids = SelectionResult.load(out / "recommended" / "selection" / "selection").row_ids
+    assert rec["budget_tokens"] == subset_tokens(sf_ids, counts)["supervised_tokens"]
+    got = subset_tokens(rec_ids, counts)["supervised_tokens"]
+    assert got == rec["supervised_tokens"] >= rec["budget_tokens"]  # reaches the budget
+    assert f"Recommended preset {RECOMMENDED}" in text and (out / "recommended" / "train" / "config.json").is_file()
+    # the demo rows of MoDS are the first rows of the Superfiltering ones
     a, b = load_stage_dataset(out / "superfiltering" / "data"), load_stage_dataset(out / "mods" / "data")
     assert b["instruction"] == a["instruction"][:24]
     # started again: every stage is reused
     again = run_demo(config, echo=lambda *_: None)
     assert set(again["superfiltering"]["stages"].values()) == {"reused"}
     assert set(again["mods"]["stages"].values()) == {"reused"}
+    assert again["recommended"] == summary["recommended"]

@@ -3,8 +3,11 @@
 It runs the Superfiltering recipe (IFD with SmolLM2-135M-Instruct, top 10%, a 1-epoch SFT) and a small MoDS loop
 (LLM-judge quality, MiniLM embeddings, k-center seed set, seed model, necessity, final SFT) on the demo rows, whose
 ``corruption`` column says which rows were broken on purpose, and prints how well IFD finds them: the AUROC of IFD
-for ``corruption != "none"`` and the share of swapped rows (another task's answer) with IFD >= 1. Everything
-(subsets, reports, cards, models) stays in one folder; a second run reuses the finished stages.
+for ``corruption != "none"`` and the share of swapped rows (another task's answer) with IFD >= 1. Then it applies
+what hf-select recommends (the preset :data:`hf_select.selection.presets.RECOMMENDED`, chosen by ``hf-select
+compare`` on two pools: see the README) to the same rows at the Superfiltering subset's supervised tokens, trains it
+the same way and prints its subset (corrupted share by kind) and held-out loss beside the two seed methods'.
+Everything (subsets, reports, cards, models) stays in one folder; a second run reuses the finished stages.
 
 Example:
     $ hf-select demo --output hf-select-demo
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
+from ..selection.presets import RECOMMENDED
 
 
 @dataclass
@@ -142,17 +146,62 @@ def run_demo(config: DemoConfig, *, echo: Any = print) -> dict[str, Any]:
          f"{config.mods_rows} demo rows ...")
     md = run_mods(mods_args)
     mods_subset = SelectionResult.load(out / "mods" / "selection" / "selection").dataset
+    sf_ids = SelectionResult.load(out / "superfiltering" / "selection" / "selection").row_ids
+    echo(f"[3/3] The recommended preset ({RECOMMENDED}) on the same {config.rows} rows at the Superfiltering "
+         "subset's supervised tokens, 1 SFT run ...")
+    rec = recommended_run(config, sf_args, scored, sf_ids, out / "recommended")
 
     summary = {
         "output_dir": str(out.resolve()), "seconds": round(time.time() - start, 1),
         "superfiltering": {**_brief(sf), "ifd_separation": sep},
         "mods": {**_brief(md), "corrupted_share_source": corrupted_share(load_stage_dataset(out / "mods" / "data")),
                  "corrupted_share_subset": corrupted_share(mods_subset), "subset_mix": corruption_mix(mods_subset)},
+        "recommended": rec,
         "base_model_eval_loss": (sf.get("eval") or {}).get("loss_base"),
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, echo)
     return summary
+
+
+def recommended_run(config: DemoConfig, args: Any, scored: Any, reference_ids: list[int], folder: Path
+                    ) -> dict[str, Any]:
+    """The recommended preset on the demo rows ``scored`` (they carry Superfiltering's IFD columns), keeping rows in
+    the preset's order until their supervised tokens reach those of the rows ``reference_ids`` (the instrument's
+    equal token budget), then the same fine-tune and eval as the recipes (stages under ``folder``)."""
+    from ..compare.budget import count_pool_tokens, rows_for_tokens, subset_tokens
+    from ..selection import select
+    from ..selection.presets import column_options, missing_scores, preset_steps
+    from ..stages import StageRunner, eval_stage
+    from ..training import TrainConfig
+
+    missing = missing_scores(RECOMMENDED, scored.column_names)
+    if missing:  # a preset that needs scores the demo does not make: said, not silently replaced
+        return {"preset": RECOMMENDED, "skipped": f"the demo rows lack {missing}"}
+    counts = count_pool_tokens(scored, config.model_name_or_path, config.max_length)
+    budget = subset_tokens(reference_ids, counts)["supervised_tokens"]
+    runner = StageRunner(folder, resume=config.resume)
+    options, note = column_options(RECOMMENDED, scored.column_names)
+
+    def steps(n: int) -> list[dict[str, Any]]:
+        return preset_steps(RECOMMENDED, count=n, **options)
+
+    def make() -> Any:
+        rows, _ = rows_for_tokens(lambda n: select(scored, steps(n), seed=config.seed).row_ids, counts.supervised,
+                                  budget, max_rows=len(scored))
+        return select(scored, steps(rows), seed=config.seed)
+
+    selection, _ = runner.selection_stage("selection", make, params={
+        "preset": RECOMMENDED, "steps": steps(1), "budget_tokens": budget, "seed": config.seed,
+        "input": scored._fingerprint, "max_length": config.max_length})
+    model_dir, _ = runner.sft_stage("train", selection.dataset, TrainConfig.from_object(args.train_config()),
+                                    model_name_or_path=config.model_name_or_path)
+    meta = eval_stage(runner, args, model_dir, base_model=False) or {}
+    subset = selection.dataset
+    return {"preset": RECOMMENDED, "rows_in": len(scored), "rows_out": len(subset), "budget_tokens": budget,
+            "supervised_tokens": subset_tokens(selection.row_ids, counts)["supervised_tokens"],
+            "eval_loss": meta.get("loss"), "model": str(model_dir), "corrupted_share_subset": corrupted_share(subset),
+            "subset_mix": corruption_mix(subset), "note": note}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +235,19 @@ def _print_summary(s: dict[str, Any], echo: Any) -> None:
         echo(f"  model:  {r['model']}")
         echo(f"  cards:  {r['cards']}  (dataset/ and model/, ready for `hf-select push`)")
         echo(f"  report: {r['report']}")
+    rec = s.get("recommended") or {}
+    if rec.get("skipped"):
+        echo(f"Recommended preset {rec['preset']}: not run ({rec['skipped']})")
+    elif rec:
+        echo(f"Recommended preset {rec['preset']} (what hf-select advises; see the README's comparison): "
+             f"{rec['rows_out']} of {rec['rows_in']} rows, {rec['supervised_tokens']} supervised tokens (the "
+             f"Superfiltering subset's: {rec['budget_tokens']}); corrupted rows "
+             f"{sep['corrupted_share_source']:.1%} of the source -> {rec['corrupted_share_subset']:.1%} of the subset "
+             f"({', '.join(f'{k}={v}' for k, v in rec['subset_mix'].items())}); held-out loss after fine-tuning "
+             f"{_fmt(rec['eval_loss'], '.4f')}")
+        if rec.get("note"):
+            echo(f"  note:   {rec['note']}")
+        echo(f"  model:  {rec['model']}")
 
 
 def sizes_text(config: DemoConfig | None = None) -> str:

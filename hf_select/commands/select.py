@@ -122,7 +122,7 @@ def _preset_steps(args: argparse.Namespace, n_rows: int, columns: Sequence[str] 
     steps see fewer rows, so the fraction becomes a row count here)."""
     import math
 
-    from ..selection.presets import PRESETS, RECOMMENDED, missing_scores, preset_steps
+    from ..selection.presets import PRESETS, RECOMMENDED, column_options, missing_scores, preset_steps
 
     name = args.preset or "recommended"
     name = RECOMMENDED if name == "recommended" else name
@@ -145,10 +145,10 @@ def _preset_steps(args: argparse.Namespace, n_rows: int, columns: Sequence[str] 
     if wants_target:
         steps = preset_steps(name, count=count, target="--target")
         return [{**s, "target": None} if s.get("step") == "target_similarity" else s for s in steps]
-    if name == "random_per_source" and "source" not in columns:
-        print("hf-select select: the rows have no 'source' column, so the draw is a plain random one")
-        return preset_steps(name, count=count, stratify_by=None)
-    return preset_steps(name, count=count)
+    options, note = column_options(name, columns)
+    if note:
+        print(f"hf-select select: {note}")
+    return preset_steps(name, count=count, **options)
 
 
 def _inline_steps(texts: list[str]) -> list[Any]:

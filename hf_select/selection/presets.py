@@ -211,6 +211,21 @@ the cheaper (no scoring). One pool so far: a second pool may change this (the is
 comparison")."""
 
 
+def column_options(name: str, columns: Sequence[str]) -> tuple[dict[str, Any], str | None]:
+    """Options that fit preset ``name`` to rows with these ``columns``, and a note saying what changed (None when
+    nothing did): ``random_per_source`` on rows without a ``source`` column is a plain random draw.
+
+    Example:
+        >>> column_options("random_per_source", ["instruction", "output"])
+        ({'stratify_by': None}, "the rows have no 'source' column, so the draw is a plain random one")
+        >>> column_options("random_per_source", ["instruction", "output", "source"])
+        ({}, None)
+    """
+    if name == "random_per_source" and "source" not in columns:
+        return {"stratify_by": None}, "the rows have no 'source' column, so the draw is a plain random one"
+    return {}, None
+
+
 def missing_scores(name: str, columns: Sequence[str]) -> list[str]:
     """What the rows lack for preset ``name``: one line per missing score column, naming the command that writes
     it (empty when nothing is missing).
