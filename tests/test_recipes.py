@@ -261,6 +261,8 @@ def test_instruct_mining_end_to_end(tmp_path, tiny_lm_path):
     sel = SelectionResult.load(out / f"grid_{best['size']}_selection" / "selection")
     preds = sorted(x for x in ranked["instructmining_pred"] if x == x)
     assert sorted(ranked[i]["instructmining_pred"] for i in sel.row_ids) == preds[: best["size"]]  # lowest first
+    # the published coefficients read indicators on other scales here: the card says so
+    assert "fitted on the paper's own indicator models" in (out / "hub" / "model" / "README.md").read_text()
     with pytest.raises(ValueError, match="eval set"):
         mod.InstructMiningArguments(dataset="demo", output_dir="o")
     CARD_SECTIONS.append(_check_cards(out))

@@ -246,6 +246,14 @@ SCORER_FIELDS = {'embed': (('model_name_or_path',
                      '1e-05',
                      'Constant learning rate of the fine-tuning.'),
                     ('batch_size', 'int', '8', 'Target rows per fine-tuning step.'),
+                    ('micro_batch_tokens',
+                     'int',
+                     '2048',
+                     'Most tokens (rows x padded width) per forward and backward pass of the '
+                     "fine-tuning: a step's rows are split into micro-batches this size and their "
+                     "gradients summed, each weighted by its share of the step's completion tokens "
+                     '(the same step as one batch, in bounded memory: 8 rows of 1,024 tokens in '
+                     'one pass took over 20 GB on CPU).'),
                     ('seed', 'int', '0', "Seed of the target rows' order (and of torch).")),
  'necessity': (('model_name_or_path',
                 'str',

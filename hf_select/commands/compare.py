@@ -48,10 +48,10 @@ def register(sub: Any) -> None:
                         "model's limit).")
     p.add_argument("--target", default=None, metavar="FILE",
                    help="Example rows of the data you want, for the target-aware methods (target, target_lm, "
-                        "loss_reduction); never the eval set.")
+                        "loss_reduction); never the eval set (default: none).")
     p.add_argument("--dev", default=None, metavar="FILE",
                    help="A dev set apart from the eval sets and the pool: every model is also scored on it (no "
-                        "verdict); instructmining_fit fits its rule to it.")
+                        "verdict); instructmining_fit fits its rule to it (default: none).")
     p.add_argument("--dry-run", action="store_true",
                    help="Print the plan (fine-tunes, tokens, estimated minutes from a short timing) and stop.")
     p.add_argument(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import DEFAULT_EMBEDDER, DEFAULT_LM
-from ..selection.presets import RECOMMENDED
+from .catalog import RECOMMENDED_PRESET as RECOMMENDED  # the presets module imports torch: not at --help
 
 
 @dataclass

@@ -15,6 +15,7 @@ per size N: grid_N_selection, grid_N_train, grid_N_eval; then grid, eval, report
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from hf_select.models import DEFAULT_EMBEDDER
 from hf_select.recipes.arguments import RecipeArguments, recipe_main
 from hf_select.recipes.finish import finish_recipe
 from hf_select.stages import StageRunner, data_stage, eval_stage, score_stage
+
+logger = logging.getLogger(__name__)
 
 QUALITY_BACKENDS = ("judge", "reward")
 
@@ -123,6 +126,13 @@ def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
     runner = StageRunner(args.output_dir, resume=args.resume, cpu=args.cpu)
     data = data_stage(runner, args)
     rule = load_rule(args.rule)
+    rule_note = None
+    if args.rule in rule.PRESETS:
+        rule_note = (f"the published rule {args.rule!r} was fitted on the paper's own indicator models; here it reads "
+                     "indicators from other models, on other scales, so it ranks rows and its predicted loss is not "
+                     "a loss estimate (fit a rule on your own fine-tunes: hf-select compare --methods ... "
+                     "instructmining_fit --dev DEV)")
+        logger.warning("instruct_mining: %s", rule_note)
 
     # 1. indicators (KNN-6 needs the embeddings first), 2. the rule's predicted loss per row
     embedder, indicators = scorers(args)
@@ -157,6 +167,8 @@ def run_instruct_mining(args: InstructMiningArguments) -> dict[str, Any]:
     selection, model_dir = results[best["size"]]
     extra = [{"name": f"grid size {g['size']}", "description": f"held-out loss {g['eval_loss']:.4f} "
               f"({'chosen' if g is best else 'not chosen'}; {g['model_dir']})"} for g in grid]
+    if rule_note:
+        extra.append({"name": "rule", "description": rule_note})
     train_meta = {"train_loss": best["train_loss"], "grid": grid}
     return finish_recipe(runner, args, method="instruct_mining", scored=ranked, selection=selection,
                          model_dir=model_dir, train_meta=train_meta,
