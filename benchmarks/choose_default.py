@@ -4,7 +4,9 @@ Rule: the recommended preset is the one that, on every pool, loses to random on 
 rank over all eval sets of all pools (each method ranked by its mean loss among the methods measured on every pool,
 1 = lowest loss); ties (mean ranks within ``--tie`` of the best) go to the cheaper method, cost being the seconds of
 the shared scoring it needs (``scores/<stage>/stage.json`` of the first comparison). A method measured on only some
-pools is listed, never chosen. When no method qualifies, the default is ``random_per_source``.
+pools is listed, never chosen. When no method qualifies, the default is ``random_per_source``. The rule is applied
+twice: over every method, and over the methods that need no target set (``hf-select select`` with no steps must run
+without one).
 
 Usage:
     python benchmarks/choose_default.py ~/.cache/hf_select/bench/cpu ~/.cache/hf_select/bench/pool_b \\
@@ -43,12 +45,16 @@ def scoring_seconds(folder: Path, method: str) -> float | None:
     return total
 
 
-def decide(folders: list[Path], names: list[str], tie: float) -> tuple[str, list[dict], str]:
-    """The chosen preset, one row per method (verdicts, ranks, cost), and the reason in one sentence."""
+def decide(folders: list[Path], names: list[str], tie: float, *, blind: bool = False
+           ) -> tuple[str, list[dict], str]:
+    """The chosen preset, one row per method (verdicts, ranks, cost), and the reason in one sentence. ``blind``:
+    only methods that need no target set compete (the preset ``hf-select select`` runs with no steps must work
+    without one)."""
     from hf_select.compare import load_compare
+    from hf_select.compare.config import TARGET_METHODS
 
     results = [load_compare(f) for f in folders]
-    per_pool = [set(r.judged_methods()) for r in results]
+    per_pool = [{m for m in r.judged_methods() if not (blind and m in TARGET_METHODS)} for r in results]
     common = sorted(set.intersection(*per_pool)) if per_pool else []
     columns = [(i, e["name"]) for i, r in enumerate(results) for e in r.eval_sets]
     ranks: dict[str, list[int]] = {m: [] for m in common}
@@ -100,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Mean ranks within this of the best are a tie (default: only equal mean ranks).")
     args = p.parse_args(argv)
     names = args.names or [f"pool {i + 1}" for i in range(len(args.folders))]
-    chosen, rows, reason = decide([Path(f).expanduser() for f in args.folders], names, args.tie)
+    folders = [Path(f).expanduser() for f in args.folders]
+    chosen, rows, reason = decide(folders, names, args.tie)
+    print("Every method:\n")
+    print(markdown(chosen, rows, reason, names))
+    chosen, rows, reason = decide(folders, names, args.tie, blind=True)
+    print("\nMethods that need no target set (the preset `hf-select select` runs with no steps):\n")
     print(markdown(chosen, rows, reason, names))
     return 0
 
