@@ -198,17 +198,19 @@ PRESETS: dict[str, Preset] = {
 
 
 RECOMMENDED = "random_per_source"
-"""The preset ``hf-select select`` runs when given no steps: the one the measurements in benchmarks/RESULTS.md
-support best. Under the fair comparison (every method trained on the same 20,000 supervised tokens, eval sets in
-three answer styles, 5 random draws with their own training seeds, 95% prediction-interval verdicts; cpu profile,
-2026-12-06), no selection beat random on all three styles. The length-based presets (``longest_gated``, the former
-recommendation, ``longest``, ``superfiltering``, ``fusion``) beat random on AlpacaEval's GPT-4 answers and lost on
-Dolly's human-written ones (``longest_gated``: +0.028 and -0.077 with 3 training seeds). ``random_per_source``,
-``ifd_gated`` and ``target`` tied random everywhere; by the rule "lose on no eval set, then the best mean rank,
-ties to the cheaper method" their mean ranks (5.3, 5.7 and 6.0 of 11; one training seed moves
-``random_per_source`` by more) are a tie, and of the methods that need no target set the per-source random draw is
-the cheaper (no scoring). One pool so far: a second pool may change this (the issue "Selections judged on the fair
-comparison")."""
+"""The preset ``hf-select select`` runs when given no steps, chosen by a rule on two pools (benchmarks/RESULTS.md,
+"pool_a" and "pool_b"; ``benchmarks/choose_default.py``): among the methods that need no target set, the one that
+loses to random on no eval set of either pool and has the best mean rank over all eval sets, ties to the cheaper;
+``random_per_source`` when none qualifies. Measured with ``hf-select compare`` (10,000 supervised tokens per method,
+eval sets in three answer styles, 5 random draws with their own training seeds, 95% prediction-interval verdicts,
+SmolLM2-135M-Instruct, 2026-12-06): on pool A the length presets (``longest_gated``, the former recommendation,
+``longest_diverse``, ``kcenter_length``) lost to random on Dolly's human answers and on GSM8K, ``ifd_gated`` on
+AlpacaEval and Dolly, and InstructMining's rule fitted on the run's own fine-tunes on AlpacaEval and Dolly; only
+``random_per_source`` and the target-aware ``target_lm`` and ``loss_reduction`` lost nowhere. On pool B (LIMA,
+GSM8K, Dolly, Code Alpaca, 5% swapped responses) ``random_per_source`` tied random on all three eval sets again,
+``target_lm`` lost on Dolly and GSM8K, and ``loss_reduction`` lost nowhere (it beat random on 3 of the 6 eval sets
+of both pools). So with a target set the rule picks ``loss_reduction``; without one, the only blind method that lost
+nowhere is ``random_per_source``, this default."""
 
 
 def column_options(name: str, columns: Sequence[str]) -> tuple[dict[str, Any], str | None]:
