@@ -192,13 +192,17 @@ def run_compare(config: CompareConfig) -> CompareResult:
     return partial
 
 
+def _eval_overlap(keys: set[str], specs: Sequence[Mapping[str, Any]], config: CompareConfig) -> dict[str, int]:
+    """Per eval set that asks any of the questions ``keys``: how many of its rows do."""
+    hits = {s["name"]: len(keys & eval_prompt_keys(s["path"], questions=config.eval_questions)) for s in specs}
+    return {name: n for name, n in hits.items() if n}
+
+
 def _check_target_apart(config: CompareConfig, specs: Sequence[Mapping[str, Any]]) -> None:
     """A target-aware method must not see the eval questions: a target set that asks any of them is an error."""
     if not config.target or not any(m in TARGET_METHODS for m in config.methods):
         return
-    target = eval_prompt_keys(config.target)
-    hits = {s["name"]: len(target & eval_prompt_keys(s["path"], questions=config.eval_questions)) for s in specs}
-    hits = {name: n for name, n in hits.items() if n}
+    hits = _eval_overlap(eval_prompt_keys(config.target), specs, config)
     if hits:
         raise HFSelectError(f"CompareConfig.target {config.target} asks questions of the eval sets {hits} (rows per "
                             "eval set): a target-aware method would be tuned to the eval; use target rows held out "
@@ -212,9 +216,7 @@ def _dev_specs(config: CompareConfig, specs: Sequence[Mapping[str, Any]]) -> lis
         return []
     eval_rows(config.dev, questions=config.eval_questions, limit=config.eval_limit)
     spec = {**eval_specs([config.dev])[0], "name": "dev"}
-    dev = eval_prompt_keys(config.dev, questions=config.eval_questions)
-    hits = {s["name"]: len(dev & eval_prompt_keys(s["path"], questions=config.eval_questions)) for s in specs}
-    hits = {name: n for name, n in hits.items() if n}
+    hits = _eval_overlap(eval_prompt_keys(config.dev, questions=config.eval_questions), specs, config)
     if hits:
         raise HFSelectError(f"CompareConfig.dev {config.dev} asks questions of the eval sets {hits} (rows per eval "
                             "set): methods tuned on it would be tuned to the eval; use dev rows held out of every "
